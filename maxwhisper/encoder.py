@@ -1,0 +1,297 @@
+"""The Whisper AudioEncoder as one MAX graph, compiled once per process per configuration.
+
+    mel (batch, n_mels, 3000) -> conv1+GELU -> conv2(stride 2)+GELU -> + positional embedding
+      -> n_layer x [x + attn(ln(x)); x + mlp(ln(x))] -> ln_post -> (batch, 1500, d_model) float32
+
+The batch dimension is symbolic. Weights are graph `Weight` nodes bound at load time, so one
+compiled graph serves any weights of the same dimensions. `taps=True` adds the intermediate
+activations (all as (batch, time, channels)) as extra outputs for the parity suite.
+`bugs` injects known bug classes, used only by the suite's self-check.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from whisper.model import ModelDimensions
+
+from maxwhisper.errors import MaxWhisperError
+from maxwhisper.layout import encoder_weights_to_max
+
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = ("cpu", "gpu")
+LN_EPS = 1e-5
+# Bug classes that have made public MAX Whisper encoders "run fine but understand nothing".
+BUGS = ("conv_no_shift", "stride_by_slicing", "no_pos_emb", "tanh_gelu", "attn_scale", "no_ln_post",
+        "mel_layout", "transposed_weight")
+MATMUL_WEIGHTS = ("qkv.w", "out.w", "fc1.w", "fc2.w")
+
+
+def tap_names(n_layer: int) -> list[str]:
+    """Names of the taps, in graph order; the last one is the encoder output."""
+    return ["conv1", "conv2", "pos_emb", *(f"block{i}" for i in range(n_layer)), "ln_post"]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    dims: ModelDimensions
+    device: str = "cpu"
+    dtype: str = "float32"
+    taps: bool = False
+    bugs: frozenset[str] = frozenset()
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise MaxWhisperError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.device not in DEVICES:
+            raise MaxWhisperError(f"unknown device {self.device!r}; choose cpu or gpu")
+        if unknown := set(self.bugs) - set(BUGS):
+            raise MaxWhisperError(f"unknown bug classes {sorted(unknown)}; known: {', '.join(BUGS)}")
+
+    @property
+    def key(self) -> tuple:
+        """Hashable identity (ModelDimensions itself is not hashable)."""
+        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.taps, self.bugs)
+
+    @property
+    def n_frames(self) -> int:
+        return 2 * self.dims.n_audio_ctx
+
+
+def _max_dtype(name: str):
+    from max.dtype import DType
+    return {"float32": DType.float32, "bfloat16": DType.bfloat16, "float16": DType.float16}[name]
+
+
+def max_device(device: str):
+    """The max.driver device for 'cpu' or 'gpu', with a clear error when there is no GPU."""
+    from max.driver import CPU, Accelerator, accelerator_count
+    if device == "cpu":
+        return CPU()
+    if accelerator_count() == 0:
+        raise MaxWhisperError("no GPU: MAX sees no accelerator on this machine; use --device cpu (or --impl cpu)")
+    return Accelerator()
+
+
+def conv1d(x, w, b, stride: int = 1, bugs: frozenset[str] = frozenset()):
+    """Whisper's Conv1d(k=3, padding=1) on (batch, time, channels) via NHWC conv2d with an RSCF filter."""
+    from max.graph import ops
+    x4 = ops.unsqueeze(x, 1)  # (batch, 1, time, channels)
+    if "conv_no_shift" in bugs:  # only the centre tap: a 1x1 conv
+        w, pad = w[:, 1:2, :, :], (0, 0, 0, 0)
+    else:
+        pad = (0, 0, 1, 1)
+    if stride == 2 and "stride_by_slicing" in bugs:  # slices the input instead of striding the conv
+        x4, stride = x4[:, :, ::2, :], 1
+    return ops.squeeze(ops.conv2d(x4, w, stride=(1, stride), padding=pad, bias=b), 1)
+
+
+def build_graph(cfg: EncoderConfig):
+    """Build (not compile) the encoder graph for `cfg`."""
+    from max.dtype import DType
+    from max.graph import DeviceRef, Graph, TensorType, Weight, ops
+
+    d, h, n_mels = cfg.dims.n_audio_state, cfg.dims.n_audio_head, cfg.dims.n_mels
+    bugs, cdt = cfg.bugs, _max_dtype(cfg.dtype)
+    dev = DeviceRef.GPU() if cfg.device == "gpu" else DeviceRef.CPU()
+    shapes = weight_shapes(cfg.dims)
+
+    def weight(name: str):
+        dtype = cdt if name.endswith(MATMUL_WEIGHTS) else DType.float32
+        return Weight(name, dtype, shapes[name], dev)
+
+    def gelu(x):
+        return ops.gelu(x, approximate="tanh" if "tanh_gelu" in bugs else "none")
+
+    def ln(x, name: str):
+        return ops.layer_norm(x, weight(name + ".w"), weight(name + ".b"), LN_EPS)
+
+    def linear(x, name: str, transposed: bool = False):
+        w = weight(name + ".w")
+        if transposed:
+            w = ops.transpose(w, 0, 1)
+        y = ops.matmul(ops.cast(x, cdt), w) if cdt != DType.float32 else x @ w
+        return ops.cast(y, DType.float32) + weight(name + ".b")
+
+    def attention(x, p: str):
+        b, t = x.shape[0], x.shape[1]
+        q, k, v = ops.split(linear(x, p + "qkv"), [d, d, d], axis=-1)
+        q, k, v = (ops.permute(ops.reshape(ops.cast(z, cdt), [b, t, h, d // h]), [0, 2, 1, 3]) for z in (q, k, v))
+        scale = 1.0 / (d // h) if "attn_scale" in bugs else 1.0 / math.sqrt(d // h)
+        scores = q @ ops.transpose(k, 2, 3)
+        o = ops.softmax(scores * ops.constant(scale, cdt, dev)) @ v
+        o = ops.cast(ops.reshape(ops.permute(o, [0, 2, 1, 3]), [b, t, d]), DType.float32)
+        return linear(o, p + "out", transposed="transposed_weight" in bugs)
+
+    def forward(mel):
+        taps = []
+        if "mel_layout" in bugs:  # reshape instead of transpose: same shape, scrambled features
+            x = ops.reshape(mel, [mel.shape[0], cfg.n_frames, n_mels])
+        else:
+            x = ops.transpose(mel, 1, 2)  # (batch, frames, n_mels)
+        x = gelu(conv1d(x, weight("conv1.w"), weight("conv1.b"), 1, bugs))
+        taps.append(x)
+        x = gelu(conv1d(x, weight("conv2.w"), weight("conv2.b"), 2, bugs))
+        taps.append(x)
+        if "no_pos_emb" not in bugs:
+            x = x + weight("pos")
+        taps.append(x)
+        for i in range(cfg.dims.n_audio_layer):
+            p = f"blocks.{i}."
+            x = x + attention(ln(x, p + "attn_ln"), p)
+            x = x + linear(gelu(linear(ln(x, p + "mlp_ln"), p + "fc1")), p + "fc2")
+            taps.append(x)
+        if "no_ln_post" not in bugs:
+            x = ln(x, "ln_post")
+        taps.append(x)
+        return taps if cfg.taps else [x]
+
+    mel_type = TensorType(DType.float32, ["batch", n_mels, cfg.n_frames], device=dev)
+    name = f"whisper_encoder_{cfg.dtype}" + ("_taps" if cfg.taps else "") + "".join("_" + x for x in sorted(bugs))
+    with Graph(name, input_types=[mel_type]) as graph:
+        graph.output(*forward(graph.inputs[0].tensor))
+    return graph
+
+
+def weight_shapes(dims: ModelDimensions) -> dict[str, tuple[int, ...]]:
+    """Shape of every weight the graph binds, by name."""
+    d, m = dims.n_audio_state, dims.n_mels
+    shapes = {"conv1.w": (1, 3, m, d), "conv1.b": (d,), "conv2.w": (1, 3, d, d), "conv2.b": (d,),
+              "pos": (dims.n_audio_ctx, d), "ln_post.w": (d,), "ln_post.b": (d,)}
+    for i in range(dims.n_audio_layer):
+        p = f"blocks.{i}."
+        shapes.update({p + "qkv.w": (d, 3 * d), p + "qkv.b": (3 * d,), p + "out.w": (d, d), p + "out.b": (d,),
+                       p + "fc1.w": (d, 4 * d), p + "fc1.b": (4 * d,), p + "fc2.w": (4 * d, d), p + "fc2.b": (d,),
+                       p + "attn_ln.w": (d,), p + "attn_ln.b": (d,), p + "mlp_ln.w": (d,), p + "mlp_ln.b": (d,)})
+    return shapes
+
+
+def _registry(cfg: EncoderConfig, encoder_weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Weights in the graph's names and dtypes (torch tensors: DLPack, bfloat16 included)."""
+    wd = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
+    out = {}
+    for name, arr in encoder_weights_to_max(encoder_weights, cfg.dims.n_audio_layer).items():
+        t = torch.from_numpy(arr)
+        out[name] = (t.to(wd) if name.endswith(MATMUL_WEIGHTS) else t).contiguous()
+    return out
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class CompileStats:
+    seconds: float
+    cached: bool  # True when this process had already compiled the same graph
+
+
+_SESSIONS: dict[str, object] = {}
+_MODELS: dict[tuple, "MaxEncoder"] = {}
+
+
+def _session(device: str):
+    if device not in _SESSIONS:
+        from max.engine import InferenceSession
+        _SESSIONS[device] = InferenceSession(devices=[max_device(device)])
+    return _SESSIONS[device]
+
+
+class MaxEncoder:
+    """A compiled MAX encoder with weights bound. Call it with log-mel (batch, n_mels, 3000)."""
+
+    def __init__(self, cfg: EncoderConfig, encoder_weights: dict[str, np.ndarray],
+                 progress: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.device = max_device(cfg.device)
+        if cfg.dtype == "float16" and cfg.device == "cpu":
+            raise MaxWhisperError("float16 runs on GPU only in MAX 26.7; on CPU use --dtype bfloat16 or float32")
+        try:
+            registry = _registry(cfg, encoder_weights)
+        except KeyError as exc:
+            raise MaxWhisperError(f"encoder weights lack tensor {exc}; the checkpoint is incomplete") from None
+        for name, shape in weight_shapes(cfg.dims).items():
+            if tuple(registry[name].shape) != shape:
+                raise MaxWhisperError(f"encoder weight {name} has shape {tuple(registry[name].shape)}, "
+                                      f"expected {shape} for these model dimensions")
+        (progress or _stderr)(f"compiling MAX encoder ({_describe(cfg)}); the first compile of a new graph "
+                              "takes about 100 s on 2 cores, later ones load from ~/.cache/modular")
+        start = time.perf_counter()
+        self.model = _session(cfg.device).load(build_graph(cfg), weights_registry=registry)
+        self.compile_s = time.perf_counter() - start
+
+    def check_input(self, mel) -> np.ndarray | torch.Tensor:
+        """Validate log-mel input; return it as a contiguous float32 array or tensor."""
+        want = f"(batch, {self.cfg.dims.n_mels}, {self.cfg.n_frames})"
+        shape = tuple(mel.shape)
+        if len(shape) != 3 or shape[1:] != (self.cfg.dims.n_mels, self.cfg.n_frames) or shape[0] < 1:
+            hint = " (add a batch axis: mel[None])" if len(shape) == 2 and shape == (self.cfg.dims.n_mels, self.cfg.n_frames) else ""
+            if len(shape) == 3 and shape[1:] == (self.cfg.n_frames, self.cfg.dims.n_mels):
+                hint = " (it looks transposed: pass mel.transpose(1, 2))"
+            elif len(shape) == 3 and shape[1] != self.cfg.dims.n_mels and shape[2] == self.cfg.n_frames:
+                hint = f" (this model takes {self.cfg.dims.n_mels} mel bins)"
+            elif len(shape) == 3 and shape[2] != self.cfg.n_frames:
+                hint = " (pad or trim to 30 s with whisper.pad_or_trim)"
+            raise MaxWhisperError(f"mel has shape {shape}, expected {want}{hint}")
+        if isinstance(mel, torch.Tensor):
+            if not (mel.is_floating_point()):
+                raise MaxWhisperError(f"mel has dtype {mel.dtype}, expected a floating-point log-mel spectrogram")
+            mel = mel.detach().to("cpu", torch.float32).contiguous().numpy()
+        mel = np.asarray(mel)
+        if mel.dtype.kind != "f":
+            raise MaxWhisperError(f"mel has dtype {mel.dtype}, expected a floating-point log-mel spectrogram")
+        mel = np.ascontiguousarray(mel, dtype=np.float32)
+        if not np.isfinite(mel).all():
+            raise MaxWhisperError("mel contains NaN or Inf; check the audio decoding and log-mel step")
+        return mel
+
+    def run(self, mel) -> list[np.ndarray]:
+        """All graph outputs as float32 numpy arrays (the taps when compiled with taps)."""
+        from max.driver import CPU, Buffer
+        buf = Buffer.from_numpy(self.check_input(mel))
+        if self.cfg.device == "gpu":
+            buf = buf.to(self.device)
+        outs = self.model.execute(buf)
+        return [o.to(CPU()).to_numpy() if self.cfg.device == "gpu" else o.to_numpy() for o in outs]
+
+    def __call__(self, mel) -> np.ndarray:
+        """Encoder output (batch, n_ctx, d_model) float32."""
+        return self.run(mel)[-1]
+
+
+def _describe(cfg: EncoderConfig) -> str:
+    dims = cfg.dims
+    extra = (", taps" if cfg.taps else "") + (f", bugs={sorted(cfg.bugs)}" if cfg.bugs else "")
+    return f"d={dims.n_audio_state} layers={dims.n_audio_layer} mels={dims.n_mels}, {cfg.device}, {cfg.dtype}{extra}"
+
+
+def get_encoder(loaded, device: str = "cpu", dtype: str = "float32", taps: bool = False,
+                bugs=frozenset(), progress: Callable[[str], None] | None = None) -> MaxEncoder:
+    """The process-wide compiled encoder for these weights and settings (compiled on first use)."""
+    cfg = EncoderConfig(loaded.dims, device, dtype, taps, frozenset(bugs))
+    key = (cfg.key, loaded.source, id(loaded.state_dict))
+    if key not in _MODELS:
+        _MODELS[key] = MaxEncoder(cfg, loaded.encoder_weights(), progress)
+    return _MODELS[key]
+
+
+class MaxAudioEncoder(torch.nn.Module):
+    """Drop-in replacement for `whisper.model.AudioEncoder` that runs the MAX encoder."""
+
+    def __init__(self, encoder: MaxEncoder):
+        super().__init__()
+        self.encoder = encoder
+        self.seconds = 0.0  # time spent encoding, for the pipelines' timings
+        self.calls = 0
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        out = torch.from_numpy(self.encoder(mel)).to(mel.device)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out.to(mel.dtype) if mel.dtype in (torch.float16, torch.bfloat16) else out
