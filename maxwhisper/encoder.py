@@ -6,7 +6,7 @@
 The batch dimension is symbolic. Weights are graph `Weight` nodes bound at load time, so one
 compiled graph serves any weights of the same dimensions. `taps=True` adds the intermediate
 activations (all as (batch, time, channels)) as extra outputs for the parity suite.
-`bugs` injects known bug classes, used only by the suite's self-check.
+`variants` lists bug classes to inject, each as its own encoder in the graph: only the suite's self-check uses it.
 """
 from __future__ import annotations
 
@@ -43,20 +43,26 @@ class EncoderConfig:
     device: str = "cpu"
     dtype: str = "float32"
     taps: bool = False
-    bugs: frozenset[str] = frozenset()
+    # One encoder per entry, all in one graph and sharing weights. Only the self-check lists bugs.
+    variants: tuple[frozenset[str], ...] = (frozenset(),)
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise MaxWhisperError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if self.device not in DEVICES:
             raise MaxWhisperError(f"unknown device {self.device!r}; choose cpu or gpu")
-        if unknown := set(self.bugs) - set(BUGS):
+        if unknown := set().union(*self.variants) - set(BUGS):
             raise MaxWhisperError(f"unknown bug classes {sorted(unknown)}; known: {', '.join(BUGS)}")
 
     @property
     def key(self) -> tuple:
         """Hashable identity (ModelDimensions itself is not hashable)."""
-        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.taps, self.bugs)
+        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.taps, self.variants)
+
+    @property
+    def graph_name(self) -> str:
+        bugs = "_".join("+".join(sorted(v)) or "clean" for v in self.variants) if self.variants != (frozenset(),) else ""
+        return f"whisper_encoder_{self.dtype}" + ("_taps" if self.taps else "") + (f"_{bugs}" if bugs else "")
 
     @property
     def n_frames(self) -> int:
@@ -92,18 +98,37 @@ def conv1d(x, w, b, stride: int = 1, bugs: frozenset[str] = frozenset()):
 
 
 def build_graph(cfg: EncoderConfig):
-    """Build (not compile) the encoder graph for `cfg`."""
+    """Build (not compile) the encoder graph for `cfg`: one encoder per variant, sharing weights."""
     from max.dtype import DType
-    from max.graph import DeviceRef, Graph, TensorType, Weight, ops
+    from max.graph import DeviceRef, Graph, TensorType, Weight
 
-    d, h, n_mels = cfg.dims.n_audio_state, cfg.dims.n_audio_head, cfg.dims.n_mels
-    bugs, cdt = cfg.bugs, _max_dtype(cfg.dtype)
+    cdt = _max_dtype(cfg.dtype)
     dev = DeviceRef.GPU() if cfg.device == "gpu" else DeviceRef.CPU()
-    shapes = weight_shapes(cfg.dims)
+    shapes, nodes = weight_shapes(cfg.dims), {}
 
     def weight(name: str):
-        dtype = cdt if name.endswith(MATMUL_WEIGHTS) else DType.float32
-        return Weight(name, dtype, shapes[name], dev)
+        if name not in nodes:
+            dtype = cdt if name.endswith(MATMUL_WEIGHTS) else DType.float32
+            nodes[name] = Weight(name, dtype, shapes[name], dev)
+        return nodes[name]
+
+    mel_type = TensorType(DType.float32, ["batch", cfg.dims.n_mels, cfg.n_frames], device=dev)
+    with Graph(cfg.graph_name, input_types=[mel_type]) as graph:
+        mel = graph.inputs[0].tensor
+        outputs = []
+        for bugs in cfg.variants:
+            taps = encoder_forward(cfg, mel, weight, bugs)
+            outputs += taps if cfg.taps else taps[-1:]
+        graph.output(*outputs)
+    return graph
+
+
+def encoder_forward(cfg: EncoderConfig, mel, weight, bugs: frozenset[str] = frozenset()) -> list:
+    """The encoder's ops on `mel`; returns the taps (last = output). `weight(name)` gives weight nodes."""
+    from max.dtype import DType
+    from max.graph import ops
+
+    d, h, n_mels, cdt = cfg.dims.n_audio_state, cfg.dims.n_audio_head, cfg.dims.n_mels, _max_dtype(cfg.dtype)
 
     def gelu(x):
         return ops.gelu(x, approximate="tanh" if "tanh_gelu" in bugs else "none")
@@ -124,38 +149,31 @@ def build_graph(cfg: EncoderConfig):
         q, k, v = (ops.permute(ops.reshape(ops.cast(z, cdt), [b, t, h, d // h]), [0, 2, 1, 3]) for z in (q, k, v))
         scale = 1.0 / (d // h) if "attn_scale" in bugs else 1.0 / math.sqrt(d // h)
         scores = q @ ops.transpose(k, 2, 3)
-        o = ops.softmax(scores * ops.constant(scale, cdt, dev)) @ v
+        o = ops.softmax(scores * ops.constant(scale, cdt, mel.device)) @ v
         o = ops.cast(ops.reshape(ops.permute(o, [0, 2, 1, 3]), [b, t, d]), DType.float32)
         return linear(o, p + "out", transposed="transposed_weight" in bugs)
 
-    def forward(mel):
-        taps = []
-        if "mel_layout" in bugs:  # reshape instead of transpose: same shape, scrambled features
-            x = ops.reshape(mel, [mel.shape[0], cfg.n_frames, n_mels])
-        else:
-            x = ops.transpose(mel, 1, 2)  # (batch, frames, n_mels)
-        x = gelu(conv1d(x, weight("conv1.w"), weight("conv1.b"), 1, bugs))
+    taps = []
+    if "mel_layout" in bugs:  # reshape instead of transpose: same shape, scrambled features
+        x = ops.reshape(mel, [mel.shape[0], cfg.n_frames, n_mels])
+    else:
+        x = ops.transpose(mel, 1, 2)  # (batch, frames, n_mels)
+    x = gelu(conv1d(x, weight("conv1.w"), weight("conv1.b"), 1, bugs))
+    taps.append(x)
+    x = gelu(conv1d(x, weight("conv2.w"), weight("conv2.b"), 2, bugs))
+    taps.append(x)
+    if "no_pos_emb" not in bugs:
+        x = x + weight("pos")
+    taps.append(x)
+    for i in range(cfg.dims.n_audio_layer):
+        p = f"blocks.{i}."
+        x = x + attention(ln(x, p + "attn_ln"), p)
+        x = x + linear(gelu(linear(ln(x, p + "mlp_ln"), p + "fc1")), p + "fc2")
         taps.append(x)
-        x = gelu(conv1d(x, weight("conv2.w"), weight("conv2.b"), 2, bugs))
-        taps.append(x)
-        if "no_pos_emb" not in bugs:
-            x = x + weight("pos")
-        taps.append(x)
-        for i in range(cfg.dims.n_audio_layer):
-            p = f"blocks.{i}."
-            x = x + attention(ln(x, p + "attn_ln"), p)
-            x = x + linear(gelu(linear(ln(x, p + "mlp_ln"), p + "fc1")), p + "fc2")
-            taps.append(x)
-        if "no_ln_post" not in bugs:
-            x = ln(x, "ln_post")
-        taps.append(x)
-        return taps if cfg.taps else [x]
-
-    mel_type = TensorType(DType.float32, ["batch", n_mels, cfg.n_frames], device=dev)
-    name = f"whisper_encoder_{cfg.dtype}" + ("_taps" if cfg.taps else "") + "".join("_" + x for x in sorted(bugs))
-    with Graph(name, input_types=[mel_type]) as graph:
-        graph.output(*forward(graph.inputs[0].tensor))
-    return graph
+    if "no_ln_post" not in bugs:
+        x = ln(x, "ln_post")
+    taps.append(x)
+    return taps
 
 
 def weight_shapes(dims: ModelDimensions) -> dict[str, tuple[int, ...]]:
@@ -259,6 +277,12 @@ class MaxEncoder:
         outs = self.model.execute(buf)
         return [o.to(CPU()).to_numpy() if self.cfg.device == "gpu" else o.to_numpy() for o in outs]
 
+    def run_variants(self, mel) -> list[list[np.ndarray]]:
+        """Outputs grouped per variant (each group: the taps, or the output alone)."""
+        outs = self.run(mel)
+        n = len(outs) // len(self.cfg.variants)
+        return [outs[i:i + n] for i in range(0, len(outs), n)]
+
     def __call__(self, mel) -> np.ndarray:
         """Encoder output (batch, n_ctx, d_model) float32."""
         return self.run(mel)[-1]
@@ -266,14 +290,14 @@ class MaxEncoder:
 
 def _describe(cfg: EncoderConfig) -> str:
     dims = cfg.dims
-    extra = (", taps" if cfg.taps else "") + (f", bugs={sorted(cfg.bugs)}" if cfg.bugs else "")
+    extra = (", taps" if cfg.taps else "") + (f", {len(cfg.variants)} variants" if len(cfg.variants) > 1 else "")
     return f"d={dims.n_audio_state} layers={dims.n_audio_layer} mels={dims.n_mels}, {cfg.device}, {cfg.dtype}{extra}"
 
 
 def get_encoder(loaded, device: str = "cpu", dtype: str = "float32", taps: bool = False,
-                bugs=frozenset(), progress: Callable[[str], None] | None = None) -> MaxEncoder:
+                variants=(frozenset(),), progress: Callable[[str], None] | None = None) -> MaxEncoder:
     """The process-wide compiled encoder for these weights and settings (compiled on first use)."""
-    cfg = EncoderConfig(loaded.dims, device, dtype, taps, frozenset(bugs))
+    cfg = EncoderConfig(loaded.dims, device, dtype, taps, tuple(frozenset(v) for v in variants))
     key = (cfg.key, loaded.source, id(loaded.state_dict))
     if key not in _MODELS:
         _MODELS[key] = MaxEncoder(cfg, loaded.encoder_weights(), progress)
@@ -295,3 +319,26 @@ class MaxAudioEncoder(torch.nn.Module):
         self.seconds += time.perf_counter() - start
         self.calls += 1
         return out.to(mel.dtype) if mel.dtype in (torch.float16, torch.bfloat16) else out
+
+
+def conv_stem_graph(device: str = "cpu"):
+    """The encoder's convolution alone, every dimension symbolic, at stride 1 and 2 (one compile).
+
+    Inputs: x (batch, time, c_in), filter RSCF (1, 3, c_in, c_out), bias (c_out,).
+    Outputs: conv1d(k=3, padding=1) at stride 1 and at stride 2, as (batch, time', c_out).
+    Guards the upstream CPU conv2d bugs at boundary rows, odd lengths and channel counts.
+    """
+    from max.dtype import DType
+    from max.graph import DeviceRef, Graph, TensorType
+    dev = DeviceRef.GPU() if device == "gpu" else DeviceRef.CPU()
+    types = [TensorType(DType.float32, ["batch", "time", "c_in"], dev),
+             TensorType(DType.float32, [1, 3, "c_in", "c_out"], dev), TensorType(DType.float32, ["c_out"], dev)]
+    with Graph("conv_stem", input_types=types) as graph:
+        x, w, b = (v.tensor for v in graph.inputs)
+        graph.output(conv1d(x, w, b, 1), conv1d(x, w, b, 2))
+    return graph
+
+
+def load_conv_stem(device: str = "cpu"):
+    """Compiled `conv_stem_graph`; call model.execute(x, filter, bias) with max.driver Buffers."""
+    return _session(device).load(conv_stem_graph(device))

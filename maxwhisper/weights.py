@@ -284,9 +284,9 @@ def random_model(size: str | ModelDimensions, seed: int = 0) -> LoadedModel:
         for name, p in model.named_parameters():
             if name.endswith(("ln.weight", "ln_post.weight", "attn_ln.weight", "mlp_ln.weight")):
                 p.uniform_(0.5, 1.5)  # LayerNorm gain near 1
-            elif p.ndim == 1:
+            elif p.ndim == 1 or "positional_embedding" in name:  # decoder's is torch.empty until set
                 p.normal_(0.0, 0.02)
-            elif "positional_embedding" not in name:
+            else:
                 fan_in = p.shape[1] * (p.shape[2] if p.ndim == 3 else 1)
                 p.normal_(0.0, fan_in ** -0.5)
     sd = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}

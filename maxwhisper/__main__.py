@@ -1,0 +1,5 @@
+import sys
+
+from maxwhisper.cli import main
+
+sys.exit(main())

@@ -1,0 +1,114 @@
+"""Command line: python -m maxwhisper {transcribe,encode,demo,dashboard} ..."""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+from maxwhisper.errors import MaxWhisperError
+
+FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_transcribe(args) -> int:
+    from maxwhisper.pipelines import Pipeline
+    pipe = Pipeline(args.impl, args.model, args.dtype, args.device, progress=_say)
+    result = pipe.transcribe(args.audio, word_timestamps=args.word_timestamps, show_progress=True)
+    if args.json:
+        print(json.dumps(result, default=float, indent=1))
+    else:
+        print(result["text"].strip())
+        _say("timings: " + " ".join(f"{k}={v:.2f}s" for k, v in result["timings"].items()))
+    return 0
+
+
+def cmd_encode(args) -> int:
+    import numpy as np
+    from maxwhisper import audio, weights
+    samples = audio.load_audio(args.audio)  # checked first: a bad path fails before any model loads
+    loaded = weights.load(args.model)
+    mel = audio.log_mel(samples, loaded.dims.n_mels)[None]
+    if args.impl == "max":
+        from maxwhisper.encoder import get_encoder
+        features = get_encoder(loaded, args.device, args.dtype, progress=_say)(mel)
+    else:
+        import torch
+        device = "cuda" if args.device == "gpu" else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise MaxWhisperError("--device gpu needs a CUDA GPU for PyTorch and none is visible; use --device cpu")
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+        model = loaded.whisper_model(device).to(dtype)
+        with torch.no_grad():
+            features = model.encoder(mel.to(device, dtype)).float().cpu().numpy()
+    np.save(args.out, features.astype(np.float32))
+    _say(f"wrote {args.out}: {features.shape} float32")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from maxwhisper.demo import run_demo
+    return run_demo(pathlib.Path(args.fixtures), args.model, args.dtype, progress=_say)
+
+
+def cmd_dashboard(args) -> int:
+    from maxwhisper.dashboard import main as dashboard_main
+    return dashboard_main(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maxwhisper", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, impls):
+        sp.add_argument("audio", help="audio file (16 kHz WAV read directly; other formats need ffmpeg)")
+        sp.add_argument("--impl", choices=impls, default=impls[0])
+        sp.add_argument("--model", default="bundled", help="bundled | CT2 dir | file.pt | tiny, base.en... | random:SIZE")
+        sp.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+        sp.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where the MAX encoder runs")
+
+    t = sub.add_parser("transcribe", help="transcribe an audio file")
+    common(t, ["max", "cpu", "gpu"])
+    t.add_argument("--word-timestamps", action="store_true")
+    t.add_argument("--json", action="store_true", help="print the whole result dict as JSON")
+    t.set_defaults(func=cmd_transcribe)
+
+    e = sub.add_parser("encode", help="write encoder features for the first 30 s window")
+    common(e, ["max", "torch"])
+    e.add_argument("--out", required=True, help="output .npy, (1, 1500, d_model) float32")
+    e.set_defaults(func=cmd_encode)
+
+    d = sub.add_parser("demo", help="transcribe the fixture clips on every available path")
+    d.add_argument("--fixtures", default=str(FIXTURES))
+    d.add_argument("--model", default="bundled")
+    d.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("dashboard", help="render the benchmark history as one HTML page")
+    b.add_argument("results", nargs="?", default=".benchmarks")
+    b.add_argument("-o", "--output", default="report.html")
+    b.add_argument("--baseline", default=None, help="a saved run (file) to compare against")
+    b.add_argument("--threshold", action="append", default=[], metavar="GROUP=PCT",
+                   help="regression threshold per benchmark group, e.g. latency=10 (default 10)")
+    b.add_argument("--github-json", default=None, help="also write github-action-benchmark customSmallerIsBetter JSON")
+    b.set_defaults(func=cmd_dashboard)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MaxWhisperError as exc:
+        print(f"maxwhisper: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""`make demo`: the fixture clips transcribed on every available path, side by side."""
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable
+
+from maxwhisper.errors import MaxWhisperError
+from maxwhisper.metrics import word_error_rate
+from maxwhisper.pipelines import Pipeline, cuda_available
+
+
+def run_demo(fixtures: pathlib.Path, model: str = "bundled", dtype: str = "float32",
+             progress: Callable[[str], None] = print) -> int:
+    clips = sorted((fixtures / "audio").glob("*.wav"))
+    if not clips:
+        raise MaxWhisperError(f"no fixture clips in {fixtures / 'audio'}; run python fixtures/make_audio.py")
+    impls = ["cpu", "gpu", "max"] if cuda_available() else ["cpu", "max"]
+    if "gpu" not in impls:
+        progress("no CUDA GPU visible: showing the cpu and max paths (two-way)")
+    pipes = {impl: Pipeline(impl, model, dtype if impl == "max" else "float32", progress=progress) for impl in impls}
+    rows, disagreements = [], 0
+    for clip in clips:
+        script = clip.with_suffix(".txt").read_text().strip() if clip.with_suffix(".txt").exists() else ""
+        results = {impl: pipe.transcribe(clip) for impl, pipe in pipes.items()}
+        reference = results["cpu"]["text"].strip()
+        for impl, r in results.items():
+            text, t = r["text"].strip(), r["timings"]
+            same = text == reference
+            disagreements += impl == "max" and not same
+            rows.append((clip.stem, f"{r['audio_seconds']:.1f}", impl, f"{word_error_rate(reference, text):.3f}",
+                         f"{word_error_rate(script, text):.3f}" if script else "-", "yes" if same else "NO",
+                         f"{t['encode']:.2f}", f"{t['decode']:.2f}", f"{t['total']:.2f}",
+                         f"{r['audio_seconds'] / t['total']:.1f}x", text[:60] + ("..." if len(text) > 60 else "")))
+    header = ("clip", "audio s", "impl", "WER vs cpu", "WER vs script", "same text", "encode s", "decode s",
+              "total s", "RTF", "text")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    print("load/compile s: " + ", ".join(f"{impl} {p.timings['load']:.1f}/{p.timings['compile']:.1f}"
+                                         for impl, p in pipes.items()))
+    if disagreements:
+        print(f"FAIL: the MAX path's text differs from PyTorch's on {disagreements} clip(s)")
+        return 1
+    print(f"OK: the MAX path gives the same text as PyTorch on all {len(clips)} clips")
+    return 0

@@ -1,0 +1,106 @@
+"""Golden tensors and transcripts from the PyTorch reference: `python -m maxwhisper.golden`.
+
+Writes, for the bundled tiny.en on each fixture clip and for seeded random weights of every official
+size, the encoder taps as safetensors: row slices of each tap plus per-tap statistics, with metadata
+(weights hash, versions, seed). Also writes the reference transcripts (text, tokens, word times).
+Never edit these files by hand: change the code or the clips and re-run this.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as md
+import json
+import pathlib
+
+import numpy as np
+import torch
+
+from maxwhisper import audio, weights
+from maxwhisper.reference import torch_taps
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent / "fixtures"
+GOLDEN = ROOT / "golden"
+TRANSCRIPTS = ROOT / "transcripts"
+ROWS = 16  # rows kept from the start, middle and end of every tap
+RANDOM_SIZES = ("tiny", "base", "small", "medium", "large-v3", "large-v3-turbo")
+SEED = 0
+
+
+def tap_rows(n: int) -> np.ndarray:
+    """Time indices kept in the golden slices: the first, middle and last ROWS rows (edges catch padding bugs)."""
+    mid = n // 2 - ROWS // 2
+    return np.unique(np.concatenate([np.arange(ROWS), np.arange(mid, mid + ROWS), np.arange(n - ROWS, n)]))
+
+
+def stats(x: np.ndarray) -> np.ndarray:
+    """mean, std, min, max, mean |x| and RMS of a tap: a fingerprint of the whole tensor."""
+    x = x.astype(np.float64)
+    return np.array([x.mean(), x.std(), x.min(), x.max(), np.abs(x).mean(), np.sqrt((x * x).mean())])
+
+
+STAT_NAMES = ("mean", "std", "min", "max", "mean_abs", "rms")
+
+
+def random_mel(n_mels: int, seed: int = SEED) -> np.ndarray:
+    """A deterministic log-mel-like input in Whisper's value range ([-1.5, 1.5] after its scaling)."""
+    return np.random.default_rng(seed).uniform(-1.5, 1.5, (1, n_mels, 3000)).astype(np.float32)
+
+
+def taps_to_tensors(taps: dict[str, np.ndarray], mel: np.ndarray) -> dict[str, np.ndarray]:
+    """What a golden file stores: mel statistics, and per tap its row slice and statistics."""
+    out = {"mel.stats": stats(mel)}
+    for name, t in taps.items():
+        out[f"{name}.rows"] = tap_rows(t.shape[1]).astype(np.int64)
+        out[f"{name}.slice"] = np.ascontiguousarray(t[0, tap_rows(t.shape[1])], dtype=np.float32)
+        out[f"{name}.stats"] = stats(t[0])
+    return out
+
+
+def metadata(loaded: weights.LoadedModel, **extra) -> dict[str, str]:
+    meta = {"source": loaded.source, "weights_sha256": loaded.sha256, "dtype": "float32", "seed": str(SEED),
+            "dims": json.dumps(vars(loaded.dims)), "taps": json.dumps(list(extra.pop("taps")))}
+    for pkg in ("openai-whisper", "torch", "max", "numpy"):
+        meta[f"version.{pkg}"] = md.version(pkg)
+    meta.update({k: str(v) for k, v in extra.items()})
+    return meta
+
+
+def clip_mel(path: pathlib.Path, n_mels: int = 80) -> np.ndarray:
+    return audio.log_mel(audio.load_audio(path), n_mels)[None].numpy()
+
+
+def write_golden(path: pathlib.Path, loaded: weights.LoadedModel, mel: np.ndarray, **meta) -> None:
+    from safetensors.numpy import save_file
+    taps = torch_taps(loaded.whisper_model().encoder, mel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(taps_to_tensors(taps, mel), str(path), metadata=metadata(loaded, taps=taps, **meta))
+    print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
+
+
+def transcript(loaded: weights.LoadedModel, clip: pathlib.Path) -> dict:
+    """The PyTorch CPU path's greedy (temperature 0) transcript with tokens and word times."""
+    from maxwhisper.pipelines import Pipeline
+    result = Pipeline("cpu", loaded.source).transcribe(clip, word_timestamps=True)
+    return {"text": result["text"], "tokens": [s["tokens"] for s in result["segments"]],
+            "words": [[w["word"], round(w["start"], 3), round(w["end"], 3)]
+                      for s in result["segments"] for w in s.get("words", [])]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--sizes", nargs="*", default=list(RANDOM_SIZES), help="random-weight sizes to write")
+    args = p.parse_args(argv)
+    torch.manual_seed(SEED)
+    bundled = weights.load("bundled")
+    for clip in sorted((ROOT / "audio").glob("*.wav")):
+        write_golden(GOLDEN / f"tiny.en-{clip.stem}.safetensors", bundled, clip_mel(clip), clip=clip.name)
+        TRANSCRIPTS.mkdir(parents=True, exist_ok=True)
+        (TRANSCRIPTS / f"{clip.stem}.json").write_text(json.dumps(transcript(bundled, clip), indent=1) + "\n")
+    for size in args.sizes:
+        loaded = weights.load(f"random:{size}:{SEED}")
+        write_golden(GOLDEN / f"random-{size}.safetensors", loaded, random_mel(loaded.dims.n_mels), clip="random_mel")
+        del loaded
+
+
+if __name__ == "__main__":
+    main()

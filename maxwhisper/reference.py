@@ -1,0 +1,28 @@
+"""The PyTorch reference: openai-whisper's AudioEncoder with the same taps the MAX graph exposes."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from whisper.model import AudioEncoder
+
+from maxwhisper.encoder import tap_names
+
+
+@torch.no_grad()
+def torch_taps(encoder: AudioEncoder, mel) -> dict[str, np.ndarray]:
+    """openai-whisper's AudioEncoder.forward, step by step; every tap as (batch, time, channels) float32."""
+    x = torch.as_tensor(mel, dtype=torch.float32)
+    taps = []
+    x = F.gelu(encoder.conv1(x))
+    taps.append(x.permute(0, 2, 1))
+    x = F.gelu(encoder.conv2(x)).permute(0, 2, 1)
+    taps.append(x)
+    x = (x + encoder.positional_embedding).to(x.dtype)
+    taps.append(x)
+    for block in encoder.blocks:
+        x = block(x)
+        taps.append(x)
+    taps.append(encoder.ln_post(x))
+    names = tap_names(len(encoder.blocks))
+    return {name: t.contiguous().numpy() for name, t in zip(names, taps)}

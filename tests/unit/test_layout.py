@@ -1,0 +1,79 @@
+"""Shape and stride algebra, and weight-layout conversions as exact round trips (no compiles)."""
+import hypothesis.extra.numpy as hnp
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from maxwhisper import layout
+from maxwhisper.encoder import weight_shapes
+from maxwhisper.weights import OFFICIAL_DIMS
+
+pytestmark = pytest.mark.unit
+
+floats = st.floats(-4, 4, width=32, allow_nan=False)
+
+
+@given(length=st.integers(1, 4000), kernel=st.integers(1, 7), stride=st.integers(1, 3), padding=st.integers(0, 3))
+def test_conv_out_len_matches_torch(length, kernel, stride, padding):
+    if length + 2 * padding < kernel:
+        return  # torch rejects an input shorter than the kernel
+    out = torch.nn.functional.conv1d(torch.zeros(1, 1, length), torch.zeros(1, 1, kernel), stride=stride, padding=padding)
+    assert layout.conv_out_len(length, kernel, stride, padding) == out.shape[-1]
+
+
+def test_3000_frames_become_1500_positions():
+    assert layout.encoder_out_shape(1, 80, 3000, 384) == (1, 1500, 384)
+
+
+@pytest.mark.parametrize("size", sorted(OFFICIAL_DIMS))
+@given(batch=st.integers(1, 64))
+def test_encoder_shape_for_every_official_size(size, batch):
+    dims = OFFICIAL_DIMS[size]
+    assert layout.encoder_out_shape(batch, dims.n_mels, 3000, dims.n_audio_state) == (batch, dims.n_audio_ctx, dims.n_audio_state)
+    assert dims.n_mels == (128 if size.startswith("large-v3") else 80)
+    assert dims.n_audio_state % dims.n_audio_head == 0 and dims.n_audio_state // dims.n_audio_head == 64
+
+
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=3, max_dims=3, max_side=9), elements=floats))
+def test_conv_weight_rscf_round_trip(w):
+    f = layout.conv1d_to_rscf(w)
+    assert f.shape == (1, w.shape[2], w.shape[1], w.shape[0]) and f.flags.c_contiguous
+    o, i, k = (np.array(w.shape) - 1) // 2
+    assert f[0, k, i, o] == w[o, i, k]  # tap k of (out, in) lands at [0, k, in, out]
+    np.testing.assert_array_equal(layout.rscf_to_conv1d(f), w)
+
+
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, max_side=12), elements=floats),
+       hnp.arrays(np.float32, st.integers(1, 12).map(lambda n: (n,)), elements=floats))
+def test_linear_transpose_round_trip_and_product(w, x):
+    x = np.resize(x, w.shape[1])
+    wm = layout.linear_to_max(w)
+    np.testing.assert_array_equal(layout.linear_from_max(wm), w)
+    np.testing.assert_allclose(x @ wm, torch.nn.functional.linear(torch.from_numpy(x), torch.from_numpy(w)).numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+@given(st.integers(1, 16).flatmap(lambda d: st.tuples(
+    *(hnp.arrays(np.float32, (d, d), elements=floats) for _ in range(3)),
+    *(hnp.arrays(np.float32, (d,), elements=floats) for _ in range(2)))))
+def test_fused_qkv_round_trip_with_zero_key_bias(parts):
+    wq, wk, wv, bq, bv = parts
+    w, b = layout.fuse_qkv(wq, wk, wv, bq, bv)
+    d = wq.shape[0]
+    assert w.shape == (d, 3 * d) and b.shape == (3 * d,)
+    assert not b[d:2 * d].any(), "Whisper's key projection has no bias"
+    for got, want in zip(layout.split_qkv(w, b), parts):
+        np.testing.assert_array_equal(got, want)
+
+
+@given(d_head=st.sampled_from([8, 16]), heads=st.integers(1, 3), layers=st.integers(0, 3), mels=st.sampled_from([80, 128]))
+def test_graph_weight_names_and_shapes_match_builder(d_head, heads, layers, mels):
+    from maxwhisper.weights import random_model
+    from whisper.model import ModelDimensions
+    d = d_head * heads
+    dims = ModelDimensions(mels, 1500, d, heads, layers, 100, 8, d, heads, 1)
+    converted = layout.encoder_weights_to_max(random_model(dims).encoder_weights(), layers)
+    assert {k: v.shape for k, v in converted.items()} == weight_shapes(dims)
+    assert all(v.dtype == np.float32 and v.flags.c_contiguous for v in converted.values())

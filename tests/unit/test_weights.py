@@ -1,0 +1,105 @@
+"""Weight loading: the CTranslate2 conversion is exact, and bad checkpoints fail in one clear line."""
+import numpy as np
+import pytest
+import torch
+from whisper.model import ModelDimensions, Whisper
+
+from maxwhisper import weights
+from maxwhisper.errors import MaxWhisperError
+
+pytestmark = pytest.mark.unit
+SMALL = ModelDimensions(80, 1500, 64, 2, 2, 300, 16, 64, 2, 2)
+
+
+def test_bundled_is_tiny_en_and_fills_every_whisper_parameter(bundled):
+    assert bundled.dims == weights.OFFICIAL_DIMS["tiny.en"]
+    expected = Whisper(bundled.dims).state_dict()
+    assert set(bundled.state_dict) == set(expected)
+    for name, t in expected.items():
+        assert bundled.state_dict[name].shape == t.shape, name
+        assert bundled.state_dict[name].dtype == torch.float32, name
+    # The CT2 positional table is Whisper's sinusoids rounded to float16 (FACTS: max diff 3e-4).
+    from whisper.model import sinusoids
+    assert torch.allclose(bundled.state_dict["encoder.positional_embedding"], sinusoids(1500, 384), atol=5e-4)
+
+
+def test_ct2_round_trip_is_exact(tmp_path):
+    model = weights.random_model(SMALL, seed=3)
+    sd = {k: v.numpy() for k, v in model.state_dict.items()}
+    weights.write_ct2_model_bin(tmp_path / "model.bin", weights.whisper_to_ct2(sd, SMALL))
+    (tmp_path / "config.json").write_text("{}")
+    back = weights.load(str(tmp_path))
+    assert back.dims == SMALL
+    assert set(back.state_dict) == set(sd)
+    for name, arr in sd.items():
+        np.testing.assert_array_equal(back.state_dict[name].numpy(), arr, err_msg=name)
+
+
+def test_float16_ct2_file_widens_to_float32(tmp_path):
+    arrays = weights.whisper_to_ct2({k: v.numpy() for k, v in weights.random_model(SMALL).state_dict.items()}, SMALL)
+    half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in arrays.items()}
+    weights.write_ct2_model_bin(tmp_path / "model.bin", half)
+    back = weights.load(str(tmp_path))
+    w = back.state_dict["encoder.conv1.weight"]
+    assert w.dtype == torch.float32
+    np.testing.assert_array_equal(w.numpy(), arrays["encoder/conv1/weight"].astype(np.float16).astype(np.float32))
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = weights.random_model(SMALL, seed=1)
+    torch.save({"dims": vars(SMALL), "model_state_dict": model.state_dict}, tmp_path / "m.pt")
+    back = weights.load(str(tmp_path / "m.pt"))
+    assert back.dims == SMALL and back.sha256 == model.sha256
+
+
+def test_random_weights_are_seeded():
+    a, b, c = (weights.load(f"random:tiny:{s}") for s in (0, 0, 1))
+    assert a.sha256 == b.sha256 != c.sha256
+    assert a.dims == weights.OFFICIAL_DIMS["tiny"]
+
+
+def _bundled_bytes() -> bytes:
+    return (weights.bundled_path() / "model.bin").read_bytes()
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda b: b[: len(b) // 2], "truncated or corrupt"),
+    (lambda b: b[:40], "truncated or corrupt"),
+    (lambda b: b"\x07" + b[1:], "unsupported CTranslate2 binary version 7"),
+    (lambda b: b.replace(b"WhisperSpec", b"BertSpec\0\0\0", 1), "not 'WhisperSpec'"),
+    (lambda b: b"", "truncated or corrupt"),
+], ids=["half", "header-only", "version", "spec-name", "empty"])
+def test_corrupt_model_bin_is_one_clear_line(tmp_path, corrupt, message):
+    (tmp_path / "model.bin").write_bytes(corrupt(_bundled_bytes()))
+    with pytest.raises(MaxWhisperError, match=message) as err:
+        weights.load(str(tmp_path))
+    assert "\n" not in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def test_missing_tensor_is_named(tmp_path):
+    arrays = weights.whisper_to_ct2({k: v.numpy() for k, v in weights.random_model(SMALL).state_dict.items()}, SMALL)
+    del arrays["encoder/conv2/bias"]
+    weights.write_ct2_model_bin(tmp_path / "model.bin", arrays)
+    with pytest.raises(MaxWhisperError, match="'encoder/conv2/bias' is missing"):
+        weights.load(str(tmp_path))
+
+
+@pytest.mark.parametrize("source, message", [
+    ("tiny-xl", "unknown model source 'tiny-xl'"),
+    ("random:huge", "unknown model size 'huge'"),
+    ("random:tiny:x", "bad random source"),
+    ("/nonexistent/model.pt", "model file not found: /nonexistent/model.pt"),
+    ("base.en", r"not in openai-whisper's cache \(looked for .*base\.en\.pt\)"),
+])
+def test_bad_sources_name_the_problem(source, message, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(MaxWhisperError, match=message):
+        weights.load(source)
+
+
+def test_empty_directory_and_bad_checkpoint(tmp_path):
+    with pytest.raises(MaxWhisperError, match="no model.bin here"):
+        weights.load(str(tmp_path))
+    (tmp_path / "bad.pt").write_bytes(b"not a torch file")
+    with pytest.raises(MaxWhisperError, match="not a readable openai-whisper checkpoint"):
+        weights.load(str(tmp_path / "bad.pt"))
