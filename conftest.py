@@ -78,6 +78,27 @@ def max_taps_encoder(bundled):
 
 
 @pytest.fixture(scope="session")
+def max_taps_encoder_random_tiny():
+    """Seeded random weights with tiny's dims: the same compiled graph as tiny.en, other weights."""
+    from maxwhisper import weights
+    from maxwhisper.encoder import get_encoder
+    return get_encoder(weights.load("random:tiny:0"), "cpu", "float32", taps=True)
+
+
+@pytest.fixture(scope="session")
+def max_bf16_encoder(bundled):
+    from maxwhisper.encoder import get_encoder
+    return get_encoder(bundled, "cpu", "bfloat16")
+
+
+@pytest.fixture(scope="session")
+def pipelines():
+    """The cpu and max transcription paths on the bundled model, by name."""
+    from maxwhisper.pipelines import Pipeline
+    return {impl: Pipeline(impl, "bundled") for impl in ("cpu", "max")}
+
+
+@pytest.fixture(scope="session")
 def clip_mels():
     """First-window log-mel (1, 80, 3000) of every fixture clip, by clip name."""
     from maxwhisper.golden import clip_mel

@@ -21,6 +21,7 @@ from maxwhisper import audio as audio_mod
 from maxwhisper import weights
 from maxwhisper.encoder import MaxAudioEncoder, get_encoder
 from maxwhisper.errors import MaxWhisperError
+from maxwhisper.reference import torch_encoder
 
 IMPLS = ("cpu", "gpu", "max")
 
@@ -50,12 +51,24 @@ class _EncoderTimer:
         self.seconds += time.perf_counter() - self._start
 
 
+class _CastEncoder(torch.nn.Module):
+    """Runs a reduced-precision torch encoder and hands float32 features to the float32 decoder."""
+
+    def __init__(self, encoder: torch.nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.dtype = next(encoder.parameters()).dtype
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.encoder(mel.to(self.dtype)).float()
+
+
 @dataclass
 class Pipeline:
     """A loaded model ready to transcribe, on one of the three paths."""
     impl: str = "max"
     model: str = "bundled"
-    dtype: str = "float32"  # for the MAX encoder; the gpu path is always float16
+    dtype: str = "float32"  # the encoder's (max and cpu paths); the gpu path is always float16
     device: str = "cpu"  # where the max path's encoder runs
     progress: Callable[[str], None] | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -79,6 +92,8 @@ class Pipeline:
             self.timings["compile"] = encoder.compile_s
             self.whisper.encoder = self._max_encoder = MaxAudioEncoder(encoder)
         else:
+            if self.impl == "cpu" and self.dtype != "float32":  # a reduced-precision PyTorch reference
+                self.whisper.encoder = _CastEncoder(torch_encoder(self.loaded, "cpu", getattr(torch, self.dtype)))
             self._timer = _EncoderTimer(self.whisper.encoder)
 
     @property

@@ -26,3 +26,14 @@ def torch_taps(encoder: AudioEncoder, mel) -> dict[str, np.ndarray]:
     taps.append(encoder.ln_post(x))
     names = tap_names(len(encoder.blocks))
     return {name: t.contiguous().numpy() for name, t in zip(names, taps)}
+
+
+def torch_encoder(loaded, device: str = "cpu", dtype: torch.dtype = torch.float32) -> AudioEncoder:
+    """openai-whisper's AudioEncoder on `device` in `dtype`, LayerNorm parameters kept float32
+    (whisper's LayerNorm computes in float32, and CPU layer_norm rejects mixed dtypes)."""
+    from whisper.model import LayerNorm
+    encoder = loaded.whisper_encoder().to(device, dtype)
+    for module in encoder.modules():
+        if isinstance(module, LayerNorm):
+            module.float()
+    return encoder

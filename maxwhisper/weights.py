@@ -10,6 +10,7 @@ Sources (see `load`):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import pathlib
@@ -47,7 +48,7 @@ class LoadedModel:
     state_dict: dict[str, torch.Tensor]
     source: str
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
         """Hash of the encoder weights, recorded in golden metadata."""
         h = hashlib.sha256()
@@ -60,6 +61,15 @@ class LoadedModel:
         """The encoder's tensors as float32 numpy arrays, names without the `encoder.` prefix."""
         return {k.removeprefix("encoder."): v.float().numpy() for k, v in self.state_dict.items()
                 if k.startswith("encoder.")}
+
+    def whisper_encoder(self):
+        """openai-whisper's `AudioEncoder` alone (CPU, float32) holding these weights."""
+        from whisper.model import AudioEncoder
+        d = self.dims
+        encoder = AudioEncoder(d.n_mels, d.n_audio_ctx, d.n_audio_state, d.n_audio_head, d.n_audio_layer)
+        encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in self.state_dict.items()
+                                 if k.startswith("encoder.")})
+        return encoder.eval()
 
     def whisper_model(self, device: str = "cpu"):
         """An openai-whisper `Whisper` module holding these weights."""

@@ -1,0 +1,68 @@
+"""Nightly regression run: benchmark, compare, render. `python -m maxwhisper.nightly --results DIR ...`
+
+1. runs `pytest tests/bench -m "bench and not slow"` with MAXWHISPER_BENCH=full, autosaving every round
+   into DIR (one subfolder per machine, as pytest-benchmark stores it; `--skip-run` skips this);
+2. compares each machine's latest run with its previous run, and with --baseline if given;
+3. writes the dashboard (-o) and, with --github-json, github-action-benchmark JSON.
+Exit status: 0 clean, 1 a case regressed beyond its threshold, 2 bad input or a failed benchmark run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+
+from maxwhisper import dashboard
+from maxwhisper.errors import MaxWhisperError
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def bench_command(results: pathlib.Path, extra_args: str = "") -> list[str]:
+    """The pytest invocation that appends one run (with its rounds) to `results`."""
+    return [sys.executable, "-m", "pytest", "tests/bench", "-m", "bench and not slow", "--benchmark-autosave",
+            "--benchmark-save-data", f"--benchmark-storage=file://{results.resolve()}", *shlex.split(extra_args)]
+
+
+def run_benchmarks(results: pathlib.Path, extra_args: str = "") -> int:
+    """Run the suite from the repository root; returns pytest's exit status."""
+    command = bench_command(results, extra_args)
+    print("+ " + shlex.join(command), file=sys.stderr, flush=True)
+    return subprocess.run(command, cwd=ROOT, env={**os.environ, "MAXWHISPER_BENCH": "full"}).returncode
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m maxwhisper.nightly", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default=".benchmarks", help="pytest-benchmark storage folder (default .benchmarks)")
+    p.add_argument("--baseline", default=None, help="a saved run (file) to compare against as well")
+    p.add_argument("--threshold", action="append", default=[], metavar="GROUP=PCT",
+                   help=f"regression threshold per benchmark group (default {dashboard.DEFAULT_THRESHOLD_PCT:g})")
+    p.add_argument("-o", "--output", default="report.html", help="dashboard HTML (default report.html)")
+    p.add_argument("--github-json", default=None, help="also write github-action-benchmark customSmallerIsBetter JSON")
+    p.add_argument("--pytest-args", default="", help='extra pytest arguments as one string: --pytest-args "-k tiny" or --pytest-args=-x')
+    p.add_argument("--skip-run", action="store_true", help="do not benchmark; compare and render what DIR holds")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    results = pathlib.Path(args.results)
+    try:
+        dashboard.parse_thresholds(args.threshold)  # a typo fails before an hour of benchmarks, not after
+        bench_status = 0 if args.skip_run else run_benchmarks(results, args.pytest_args)
+        if bench_status:
+            print(f"maxwhisper.nightly: benchmark run failed (pytest exit {bench_status}); "
+                  "rendering what was saved", file=sys.stderr)
+        status = dashboard.main(args)
+    except MaxWhisperError as exc:
+        print(f"maxwhisper.nightly: error: {exc}", file=sys.stderr)
+        return 2
+    return status or (2 if bench_status else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

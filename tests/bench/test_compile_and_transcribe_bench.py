@@ -1,0 +1,69 @@
+"""Compile time (warm by default, cold opt-in) and end-to-end transcription of the longest clip."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CLIPS
+from maxwhisper.memory import PeakMemory
+from maxwhisper.pipelines import Pipeline, cuda_available
+from tests.bench.conftest import FULL
+
+pytestmark = pytest.mark.bench
+COLD = os.getenv("MAXWHISPER_BENCH_COLD") == "1"
+LONGEST = max(CLIPS, key=lambda p: p.stat().st_size)
+COMPILE_SNIPPET = """
+import time, sys
+from maxwhisper import weights
+from maxwhisper.encoder import EncoderConfig, MaxEncoder
+loaded = weights.load("bundled")
+start = time.perf_counter()
+MaxEncoder(EncoderConfig(loaded.dims, "cpu", sys.argv[1]), loaded.encoder_weights(), progress=lambda m: None)
+print(time.perf_counter() - start)
+"""
+
+
+def compile_seconds(dtype: str, env: dict | None = None) -> float:
+    """Load-and-compile time of the encoder in a fresh process (the in-process cache cannot help)."""
+    out = subprocess.run([sys.executable, "-c", COMPILE_SNIPPET, dtype], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("cache", ["warm", pytest.param("cold", marks=pytest.mark.skipif(
+    not COLD, reason="cold compile costs ~100 s: set MAXWHISPER_BENCH_COLD=1"))])
+def test_compile_time(benchmark, cache, tmp_path):
+    benchmark.group = "compile"
+    env = {"XDG_CACHE_HOME": str(tmp_path), "HOME": str(tmp_path)} if cache == "cold" else None
+    compile_seconds("float32")  # make sure the warm cache holds this graph
+    seconds = []
+
+    def measure():
+        seconds.append(compile_seconds("float32", env))
+    benchmark.pedantic(measure, rounds=3 if FULL or cache == "cold" else 1, iterations=1)
+    benchmark.extra_info.update(impl="max", device="cpu", dtype="float32", model="tiny.en", cache=cache,
+                                compile_s=round(min(seconds), 2))
+    assert all(s > 0 for s in seconds)
+
+
+IMPLS = ["cpu", "max", pytest.param("gpu", marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_transcribe_longest_clip(benchmark, impl):
+    benchmark.group = "transcribe"
+    pipe = Pipeline(impl, "bundled")
+    pipe.transcribe(LONGEST)  # warm-up: compile, allocator, caches
+    results = []
+    with PeakMemory() as memory:
+        benchmark.pedantic(lambda: results.append(pipe.transcribe(LONGEST)), rounds=3 if FULL else 1, iterations=1)
+    audio_s = results[-1]["audio_seconds"]
+    benchmark.extra_info.update(impl=impl, device="gpu" if impl == "gpu" else "cpu", model="tiny.en",
+                                clip=LONGEST.name, audio_seconds=round(audio_s, 2),
+                                rtf=round(audio_s / benchmark.stats.stats.median, 2),
+                                encode_s=round(results[-1]["timings"]["encode"], 3), **memory.as_extra_info())
+    assert results[-1]["text"].strip() and benchmark.extra_info["rtf"] > 0
+    assert not cuda_available() or impl != "gpu" or results[-1]["timings"]["encode"] > 0

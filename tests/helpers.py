@@ -1,0 +1,37 @@
+"""Small shared test helpers (fixtures live in conftest.py)."""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from maxwhisper.encoder import tap_names
+from maxwhisper.metrics import compare_taps, parity_report
+
+GOLDEN = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "golden"
+
+
+def as_taps(outputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """A taps graph's outputs by stage name."""
+    return dict(zip(tap_names(len(outputs) - 4), outputs))
+
+
+def assert_parity(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], dtype: str = "float32") -> None:
+    """Fail naming the first stage outside tolerance, with the per-stage table."""
+    results = compare_taps(actual, expected, dtype)
+    assert all(r.ok for r in results), parity_report(results)
+
+
+def load_golden(name: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    from safetensors import safe_open
+    path = GOLDEN / f"{name}.safetensors"
+    assert path.is_file(), f"{path} is missing: run `make golden`"
+    with safe_open(str(path), "np") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def golden_slices(golden: dict[str, np.ndarray], taps: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """(actual rows, golden rows) per stage, for `assert_parity` on the stored slices."""
+    expected = {name: golden[f"{name}.slice"] for name in taps}
+    actual = {name: t[0, golden[f"{name}.rows"], :expected[name].shape[1]] for name, t in taps.items()}
+    return actual, expected

@@ -1,0 +1,76 @@
+"""End to end: openai-whisper's decoder fed MAX features yields the tokens it yields from PyTorch's."""
+import functools
+
+import pytest
+
+from conftest import CLIPS
+from maxwhisper.metrics import word_error_rate
+
+pytestmark = pytest.mark.parity
+CLIP_NAMES = [c.stem for c in CLIPS]
+
+
+@pytest.fixture(scope="session")
+def transcribe(pipelines):
+    """transcribe(impl, clip) -> result, each computed once per session (greedy, temperature 0)."""
+    from maxwhisper.pipelines import Pipeline
+    paths = dict(pipelines)
+
+    @functools.cache
+    def run(impl: str, clip: str) -> dict:
+        if impl not in paths:  # "max-bfloat16", "cpu-bfloat16"
+            paths[impl] = Pipeline(impl.split("-")[0], "bundled", dtype=impl.split("-")[1])
+        return paths[impl].transcribe(next(c for c in CLIPS if c.stem == clip), word_timestamps=True)
+    return run
+
+
+def tokens(result: dict) -> list[list[int]]:
+    return [s["tokens"] for s in result["segments"]]
+
+
+@pytest.mark.parametrize("clip", CLIP_NAMES)
+def test_max_tokens_equal_pytorch_tokens(clip, transcribe):
+    assert tokens(transcribe("max", clip)) == tokens(transcribe("cpu", clip))
+
+
+@pytest.mark.parametrize("clip", CLIP_NAMES)
+def test_max_tokens_equal_stored_reference(clip, transcribe, expected_transcripts):
+    result = transcribe("max", clip)
+    assert tokens(result) == expected_transcripts[clip]["tokens"]
+    assert result["text"] == expected_transcripts[clip]["text"]
+
+
+@pytest.mark.parametrize("clip", CLIP_NAMES)
+def test_word_timestamps_agree_within_100ms(clip, transcribe):
+    words = {impl: [w for s in transcribe(impl, clip)["segments"] for w in s["words"]] for impl in ("max", "cpu")}
+    assert [w["word"] for w in words["max"]] == [w["word"] for w in words["cpu"]]
+    for got, want in zip(words["max"], words["cpu"]):
+        assert abs(got["start"] - want["start"]) <= 0.1 and abs(got["end"] - want["end"]) <= 0.1, (got, want)
+
+
+@pytest.mark.parametrize("clip", CLIP_NAMES)
+def test_bfloat16_encoder_stays_within_bfloat16_noise(clip, transcribe, expected_transcripts):
+    """bf16 features move the decoder a little on tiny.en; PyTorch's own bf16 encoder does too.
+
+    Measured WER against the float32 transcript: MAX bf16 0 / 0 / 0.011 (short / numbers / long),
+    PyTorch bf16 0 / 0.065 / 0.043. MAX must do no worse than PyTorch's bf16 (or change under 1%).
+    """
+    reference = expected_transcripts[clip]["text"]
+    max_wer = word_error_rate(reference, transcribe("max-bfloat16", clip)["text"])
+    torch_wer = word_error_rate(reference, transcribe("cpu-bfloat16", clip)["text"])
+    assert max_wer <= max(torch_wer, 0.01), f"MAX bf16 WER {max_wer:.3f} vs PyTorch bf16 {torch_wer:.3f}"
+
+
+def test_long_clip_spans_several_windows(transcribe):
+    result = transcribe("max", "long")
+    assert result["audio_seconds"] > 60
+    assert result["segments"][-1]["end"] > 30, "the second 30 s window was never decoded"
+
+
+@pytest.mark.parametrize("clip", CLIP_NAMES)
+def test_reference_transcript_is_close_to_the_script(clip, expected_transcripts):
+    """The fixtures are real speech: tiny.en on espeak-ng audio. Measured WER against the script:
+    short 0.33 ("quick round-fark jump"), numbers 0.44, long 0.075; noise would give ~1.0."""
+    from conftest import FIXTURES
+    script = (FIXTURES / "audio" / f"{clip}.txt").read_text()
+    assert word_error_rate(script, expected_transcripts[clip]["text"]) < 0.6

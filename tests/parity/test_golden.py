@@ -1,0 +1,52 @@
+"""The MAX encoder against golden tensors stored from the PyTorch reference (`make golden`)."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import CLIPS
+from maxwhisper.golden import STAT_NAMES, random_mel, stats
+from tests.helpers import as_taps, assert_parity, golden_slices, load_golden
+
+pytestmark = pytest.mark.parity
+
+
+@pytest.mark.parametrize("clip", [c.stem for c in CLIPS])
+def test_front_end_has_not_drifted(clip, clip_mels):
+    """The log-mel the goldens were made from: a drift here (torch's STFT, resampling) shifts every stage."""
+    golden, _ = load_golden(f"tiny.en-{clip}")
+    # log-mel values lie in [-1.5, 1.5]; torch's STFT reproduces them to ~1e-7 run to run.
+    np.testing.assert_allclose(stats(clip_mels[clip]), golden["mel.stats"], atol=1e-5)
+
+
+@pytest.mark.parametrize("clip", [c.stem for c in CLIPS])
+def test_taps_match_golden_slices(clip, clip_mels, max_taps_encoder):
+    golden, meta = load_golden(f"tiny.en-{clip}")
+    taps = as_taps(max_taps_encoder.run(clip_mels[clip]))
+    assert list(taps) == json.loads(meta["taps"])
+    assert_parity(*golden_slices(golden, taps))
+
+
+@pytest.mark.parametrize("clip", [c.stem for c in CLIPS])
+def test_tap_statistics_match_golden(clip, clip_mels, max_taps_encoder):
+    """Whole-tensor fingerprints: catch errors outside the stored rows."""
+    golden, _ = load_golden(f"tiny.en-{clip}")
+    for name, t in as_taps(max_taps_encoder.run(clip_mels[clip])).items():
+        want = golden[f"{name}.stats"]
+        # float32 stats agree to ~1e-6 of the tap's range (measured); 1e-4 leaves room, a bug moves them by >1e-2.
+        scale = max(abs(want[2]), abs(want[3]))
+        np.testing.assert_allclose(stats(t[0]), want, atol=1e-4 * scale,
+                                   err_msg=f"stage {name}: stats {STAT_NAMES} differ")
+
+
+def test_golden_metadata_matches_bundled_weights(bundled):
+    _, meta = load_golden(f"tiny.en-{CLIPS[0].stem}")
+    assert meta["weights_sha256"] == bundled.sha256, "bundled weights changed: run `make golden`"
+    assert meta["dtype"] == "float32" and "version.torch" in meta
+
+
+def test_random_tiny_weights_match_golden(max_taps_encoder_random_tiny, bundled):
+    golden, meta = load_golden("random-tiny")
+    assert meta["weights_sha256"] != bundled.sha256
+    taps = as_taps(max_taps_encoder_random_tiny.run(random_mel(80)))
+    assert_parity(*golden_slices(golden, taps))

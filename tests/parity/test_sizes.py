@@ -1,0 +1,28 @@
+"""Every official size, structurally, with seeded random weights against goldens from PyTorch.
+
+tiny runs by default (it shares tiny.en's compiled graph). The others compile a new graph each
+(about 100 s to several minutes) and need up to ~15 GB of RAM for large-v3: marked slow.
+"""
+import gc
+
+import pytest
+
+from maxwhisper import weights
+from maxwhisper.encoder import get_encoder
+from maxwhisper.golden import RANDOM_SIZES, SEED, random_mel
+from tests.helpers import as_taps, assert_parity, golden_slices, load_golden
+
+pytestmark = pytest.mark.parity
+
+
+@pytest.mark.parametrize("size", [pytest.param(s, marks=pytest.mark.slow) for s in RANDOM_SIZES if s != "tiny"])
+def test_random_weights_match_golden(size):
+    loaded = weights.load(f"random:{size}:{SEED}")
+    golden, meta = load_golden(f"random-{size}")
+    assert meta["weights_sha256"] == loaded.sha256, "random weights changed: run `make golden`"
+    encoder = get_encoder(loaded, "cpu", "float32", taps=True)
+    taps = as_taps(encoder.run(random_mel(loaded.dims.n_mels)))
+    assert taps["ln_post"].shape == (1, loaded.dims.n_audio_ctx, loaded.dims.n_audio_state)
+    assert_parity(*golden_slices(golden, taps))
+    del encoder, loaded
+    gc.collect()

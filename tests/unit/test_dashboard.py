@@ -1,0 +1,315 @@
+"""Benchmark dashboard and nightly: regression rules, robust loading, machine separation, outputs."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import pathlib
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from maxwhisper import dashboard, nightly
+from maxwhisper.errors import MaxWhisperError
+
+pytestmark = pytest.mark.unit
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "fixtures" / "bench_samples"
+CPU_FOLDER = "Linux-CPython-3.11-64bit"
+PLANTED = "tests/bench/test_encoder_latency.py::test_encoder_latency[max-cpu-float32-4]"
+_spec = importlib.util.spec_from_file_location("make_bench_samples", ROOT / "fixtures" / "make_bench_samples.py")
+samples = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(samples)
+
+CASE = "test_encoder_latency[max-cpu-float32-1]"
+EXTRA = {"impl": "max", "device": "cpu", "dtype": "float32", "batch": 1, "model": "tiny.en",
+         "flops": samples.TINY_FLOPS, "peak_rss_mb": 600.0}
+
+
+def write_run(folder: pathlib.Path, night: int, medians: dict[str, float], *, noise: float = 0.03,
+              rounds: int = 12, saved_rounds: bool = True, machine: dict = samples.CPU_MACHINE,
+              group: str = "encoder-latency") -> pathlib.Path:
+    """One saved run on `night` (days after the samples' start) holding the given case medians (seconds)."""
+    rng = np.random.default_rng(night)
+    entries = [samples.bench_entry(name, group, median, dict(EXTRA), rng, rounds=rounds, noise=noise)
+               for name, median in medians.items()]
+    for entry in entries if not saved_rounds else ():
+        del entry["stats"]["data"]
+    run = samples.run_json(entries, samples.START + dt.timedelta(days=night), samples.commit_id(night), machine)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / samples.file_name(night + 1, run)
+    path.write_text(json.dumps(run))
+    return path
+
+
+def history(tmp_path: pathlib.Path, medians: list[float], **kwargs) -> pathlib.Path:
+    """A results dir with one run per median of the single case CASE; returns the results dir."""
+    for night, median in enumerate(medians):
+        write_run(tmp_path / "results" / CPU_FOLDER, night, {CASE: median}, **kwargs)
+    return tmp_path / "results"
+
+
+def only_row(results: pathlib.Path, **kwargs) -> dashboard.Row:
+    (row,) = dashboard.build_report(results, **kwargs).rows
+    return row
+
+
+def cli_args(results, tmp_path, *extra: str) -> argparse.Namespace:
+    """What `python -m maxwhisper dashboard` hands to dashboard.main."""
+    from maxwhisper.cli import parser
+    return parser().parse_args(["dashboard", str(results), "-o", str(tmp_path / "report.html"), *extra])
+
+
+@pytest.fixture
+def sample_dir(tmp_path) -> pathlib.Path:
+    return shutil.copytree(SAMPLES, tmp_path / "samples")
+
+
+# --- regression rules ---------------------------------------------------------------------------
+
+def test_20pct_slowdown_in_saved_rounds_is_flagged_by_mann_whitney(tmp_path, capsys):
+    results = history(tmp_path, [1.0, 1.0, 1.2])
+    row = only_row(results)
+    assert row.regressed and row.vs_previous.change == pytest.approx(0.2)
+    assert float(re.fullmatch(r"mann-whitney p=(\S+)", row.rule).group(1)) < 0.01
+    assert dashboard.main(cli_args(results, tmp_path)) == 1
+    assert "REGRESSED" in capsys.readouterr().out
+
+
+def test_20pct_median_slowdown_with_overlapping_rounds_is_not_flagged(tmp_path):
+    row = only_row(history(tmp_path, [1.0, 1.2], noise=0.5, rounds=8))
+    assert not row.regressed and row.vs_previous.change == pytest.approx(0.2)
+    assert float(re.fullmatch(r"mann-whitney p=(\S+)", row.rule).group(1)) >= 0.01
+
+
+def test_20pct_slowdown_inside_a_noisy_history_is_not_flagged(tmp_path):
+    row = only_row(history(tmp_path, [1.0, 1.0, 1.0, 1.2], noise=0.2, saved_rounds=False))
+    assert not row.regressed and row.rule.startswith("noise-band")
+    assert row.vs_previous.change == pytest.approx(0.2)
+
+
+def test_20pct_slowdown_beyond_a_quiet_history_is_flagged_by_noise_band(tmp_path):
+    row = only_row(history(tmp_path, [1.0, 1.0, 1.0, 1.2], noise=0.01, saved_rounds=False))
+    assert row.regressed and row.rule.startswith("noise-band")
+
+
+def test_too_few_rounds_for_the_rank_test_fall_back_to_noise_band(tmp_path):
+    row = only_row(history(tmp_path, [1.0, 1.2], rounds=3))  # min one-sided p with 3+3 rounds is 0.05
+    assert row.rule.startswith("noise-band") and row.regressed
+
+
+def test_3pct_slowdown_is_below_threshold(tmp_path, capsys):
+    results = history(tmp_path, [1.0, 1.03])
+    row = only_row(results)
+    assert not row.regressed and row.rule == "below threshold"
+    assert dashboard.main(cli_args(results, tmp_path)) == 0
+    assert "below threshold" in capsys.readouterr().out
+
+
+def test_first_run_has_nothing_to_compare(tmp_path):
+    row = only_row(history(tmp_path, [1.0]))
+    assert (row.regressed, row.rule, row.vs_previous.change) == (False, "no previous run", None)
+
+
+def test_group_threshold_override_applies_to_its_group_only(tmp_path):
+    results = history(tmp_path, [1.0, 1.0, 1.2])
+    assert dashboard.main(cli_args(results, tmp_path, "--threshold", "encoder-latency=30")) == 0
+    assert only_row(results, thresholds={"encoder-latency": 30}).rule == "below threshold"
+    assert dashboard.main(cli_args(results, tmp_path, "--threshold", "compile=30")) == 1
+
+
+@pytest.mark.parametrize("spec", ["encoder-latency", "encoder-latency=fast", "=10", "compile=-5"])
+def test_bad_threshold_is_a_one_line_error(spec):
+    with pytest.raises(MaxWhisperError, match="GROUP=PCT"):
+        dashboard.parse_thresholds([spec])
+
+
+def test_baseline_is_compared_on_the_same_hardware_only(tmp_path):
+    results = history(tmp_path, [1.0, 1.1, 1.2])  # each step at most 10%, 20% above the pinned first run
+    pinned = next((results / CPU_FOLDER).glob("0001_*.json"))
+    row = only_row(results, baseline=str(pinned))
+    assert not row.vs_previous.regressed and row.vs_baseline.regressed and row.regressed
+    assert row.rule.startswith("baseline: mann-whitney") and row.vs_baseline.reference == samples.commit_id(0)[:7]
+    elsewhere = write_run(tmp_path / "other", 0, {CASE: 1.0}, machine={**samples.CPU_MACHINE, "node": "laptop"})
+    report = dashboard.build_report(results, baseline=str(elsewhere))
+    assert report.rows[0].vs_baseline is None and "matches no machine" in report.notes[0]
+
+
+def test_a_case_missing_from_the_latest_run_is_not_judged(tmp_path):
+    folder = tmp_path / "results" / CPU_FOLDER
+    write_run(folder, 0, {CASE: 1.0, "test_gone": 1.0})
+    write_run(folder, 1, {CASE: 1.0})
+    gone = next(r for r in dashboard.build_report(folder.parent).rows if r.latest.name == "test_gone")
+    assert not gone.regressed and gone.rule.startswith("not in the latest run")
+    published = dashboard.github_benchmarks(dashboard.build_report(folder.parent))
+    assert published and not any("test_gone" in entry["name"] for entry in published)
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+UNREADABLE = {
+    "truncated": b'{"machine_info": {"node": "x"}, "benchmarks": [{"name": "a", "st',
+    "empty": b"",
+    "a list": b"[1, 2]",
+    "no benchmarks": b'{"machine_info": {}}',
+    "benchmarks not a list": b'{"benchmarks": "fast"}',
+    "no runs inside": b'{"benchmarks": []}',
+    "median not a number": b'{"benchmarks": [{"name": "a", "stats": {"median": "fast", "min": 1, "max": 2}}]}',
+    "median missing": b'{"benchmarks": [{"name": "a", "stats": {"min": 1, "max": 2}}]}',
+    "NaN median": b'{"benchmarks": [{"name": "a", "stats": {"median": NaN, "min": 1, "max": 2}}]}',
+    "entry not a dict": b'{"benchmarks": [7]}',
+    "not utf-8": b'\xff\xfe{"benchmarks"',
+    "deeply nested": b"[" * 100_000,
+}
+
+
+@pytest.mark.parametrize("content", UNREADABLE.values(), ids=UNREADABLE.keys())
+def test_unreadable_files_are_skipped_and_named(tmp_path, capsys, content):
+    results = history(tmp_path, [1.0, 1.01])
+    (results / CPU_FOLDER / "0003_bad.json").write_bytes(content)
+    assert dashboard.main(cli_args(results, tmp_path)) == 0
+    assert "0003_bad.json" in capsys.readouterr().err
+    assert "0003_bad.json" in (tmp_path / "report.html").read_text()
+
+
+def test_results_without_readable_runs_are_a_user_error(tmp_path):
+    with pytest.raises(MaxWhisperError, match="does not exist"):
+        dashboard.build_report(tmp_path / "nowhere")
+    (tmp_path / "0001_corrupt.json").write_text("{")
+    with pytest.raises(MaxWhisperError, match="no readable"):
+        dashboard.build_report(tmp_path)
+    with pytest.raises(MaxWhisperError, match="--baseline"):
+        dashboard.build_report(SAMPLES, baseline=str(tmp_path / "0001_corrupt.json"))
+
+
+def test_old_format_files_parse(tmp_path):
+    """pytest-benchmark 3.x: no extra_info, iqr, data, datetime or commit time; name carries the date."""
+    path = write_run(tmp_path / "results" / CPU_FOLDER, 0, {CASE: 1.0})
+    run = json.loads(path.read_text())
+    del run["datetime"], run["commit_info"]["time"], run["commit_info"]["author_time"]
+    for entry in run["benchmarks"]:
+        del entry["extra_info"], entry["stats"]["iqr"], entry["stats"]["data"], entry["stats"]["ops"]
+    path.write_text(json.dumps({**run, "version": "3.2.3"}))
+    old = dashboard.parse_run(path)
+    result = old.results[next(iter(old.results))]
+    assert result.median == pytest.approx(1.0) and result.data is None and result.extra == {}
+    quartiles = run["benchmarks"][0]["stats"]
+    assert result.spread == pytest.approx(quartiles["q3"] - quartiles["q1"])  # median 1.0: IQR/median = IQR
+    assert old.when == samples.START
+    write_run(tmp_path / "results" / CPU_FOLDER, 1, {CASE: 1.3})
+    assert only_row(tmp_path / "results").rule.startswith("noise-band")  # the old run has no rounds
+
+
+def test_flat_stats_and_missing_quartiles_use_stddev(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"benchmarks": [{"name": "a", "group": None, "median": 2.0, "min": 1.0, "max": 3.0,
+                                                "stddev": 0.5, "mean": 2.0, "rounds": 4}]}))
+    result = dashboard.parse_run(path).results["a"]
+    assert (result.median, result.spread, result.group) == (2.0, 0.25, "")
+
+
+def test_machines_are_kept_apart(tmp_path):
+    folder = tmp_path / "results" / CPU_FOLDER
+    write_run(folder, 0, {CASE: 1.0})
+    write_run(folder, 1, {CASE: 0.5}, machine={**samples.CPU_MACHINE, "node": "fast-box"})  # same folder
+    write_run(tmp_path / "results" / "Linux-CPython-3.11-64bit-b", 2, {CASE: 0.4})  # same info, other folder
+    write_run(folder, 3, {CASE: 1.02})
+    report = dashboard.build_report(folder.parent)
+    assert len(report.series) == 3 and not report.regressions
+    by_node = {(row.machine.node, row.machine.folder): row for row in report.rows}
+    slow = by_node[("bench-cpu-01", CPU_FOLDER)]
+    assert slow.vs_previous.reference == samples.commit_id(0)[:7] and slow.vs_previous.change == pytest.approx(0.02)
+    assert by_node[("fast-box", CPU_FOLDER)].rule == "no previous run"
+    assert [run.machine for run, _ in slow.history] == [slow.machine] * 2
+
+
+# --- outputs ------------------------------------------------------------------------------------
+
+def test_sample_runs_flag_exactly_the_planted_slowdown(sample_dir, tmp_path, capsys):
+    report = dashboard.build_report(sample_dir)
+    assert [row.latest.key for row in report.regressions] == [PLANTED]
+    assert report.regressions[0].vs_previous.change == pytest.approx(0.2, abs=0.03)
+    assert [path.name for path, _ in report.skipped] == ["0005_corrupt.json"]
+    assert dashboard.main(cli_args(sample_dir, tmp_path)) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"REGRESSED\s+\+(19|2[01])\.\d% .*max-cpu-float32-4.*mann-whitney p=", out)
+
+
+def test_html_is_self_contained(sample_dir, tmp_path):
+    dashboard.main(cli_args(sample_dir, tmp_path))
+    page = (tmp_path / "report.html").read_text()
+    for external in ("http://", "https://", "<script", "<link", "@import", "url(", "<img", "<iframe"):
+        assert external not in page, external
+    assert page.count("<svg") >= 10 and "<polyline" in page and 'class="band"' in page
+    assert page.count('<tr class="regressed"') == 1 and "0005_corrupt.json" in page
+
+
+def test_summary_table_shows_gflops_and_device_memory(sample_dir):
+    rows = {row.latest.name: row for row in dashboard.build_report(sample_dir).rows}
+    gpu = rows["test_encoder_latency[max-gpu-bfloat16-8]"]
+    assert gpu.latest.gflops == pytest.approx(8 * samples.TINY_FLOPS / gpu.latest.median / 1e9)
+    assert gpu.latest.memory("peak_device_mb") > 0 and rows["test_compile[warm]"].latest.gflops is None
+
+
+def test_max_torch_ratio_pairs_runs_by_device_dtype_batch_model(sample_dir):
+    runs = dashboard.build_report(sample_dir).series
+    cpu_runs = next(runs for machine, runs in runs.items() if machine.folder == CPU_FOLDER)
+    ratios = dashboard.max_torch_ratios(cpu_runs)
+    assert sorted(ratios) == ["cpu float32 batch 1 tiny.en", "cpu float32 batch 4 tiny.en"]  # bf16 has no torch twin
+    last = {r.name: r.median for r in cpu_runs[-1].results.values()}
+    assert ratios["cpu float32 batch 4 tiny.en"][-1] == pytest.approx(
+        last["test_encoder_latency[max-cpu-float32-4]"] / last["test_encoder_latency[torch-cpu-float32-4]"])
+
+
+def test_github_json_has_the_custom_smaller_is_better_shape(sample_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    dashboard.main(cli_args(sample_dir, tmp_path, "--github-json", str(out)))
+    entries = json.loads(out.read_text())
+    assert isinstance(entries, list) and len({e["name"] for e in entries}) == len(entries)
+    for entry in entries:
+        assert {"name", "unit", "value"} <= set(entry) <= {"name", "unit", "value", "range", "extra"}
+        assert entry["unit"] in ("ms", "MB") and isinstance(entry["value"], float) and entry["value"] > 0
+    latency = [e for e in entries if e["unit"] == "ms"]
+    assert len(latency) == 9  # each machine's latest run only
+    planted = next(e for e in latency if "max-cpu-float32-4" in e["name"])
+    latest = dashboard.parse_run(next((sample_dir / CPU_FOLDER).glob("0004_*.json"))).results[PLANTED]
+    assert planted["value"] == pytest.approx(latest.median * 1e3)
+    assert any(e["name"].endswith("peak device memory") for e in entries)
+
+
+# --- nightly ------------------------------------------------------------------------------------
+
+def test_nightly_skip_run_exits_1_on_the_regressed_samples_and_0_on_a_clean_set(sample_dir, tmp_path, capsys):
+    args = ["--results", str(sample_dir), "-o", str(tmp_path / "nightly.html"), "--skip-run"]
+    assert nightly.main(args) == 1
+    assert "mann-whitney" in capsys.readouterr().out
+    for path in sample_dir.rglob("0004_*.json"):
+        path.unlink()
+    assert nightly.main(args) == 0 and (tmp_path / "nightly.html").exists()
+
+
+def test_nightly_runs_the_bench_suite_with_autosave(sample_dir, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(command, cwd, env):
+        calls.append((command, cwd, env))
+        return argparse.Namespace(returncode=pytest_status)
+
+    monkeypatch.setattr(nightly.subprocess, "run", fake_run)
+    for path in sample_dir.rglob("0004_*.json"):
+        path.unlink()
+    args = ["--results", str(sample_dir), "-o", str(tmp_path / "n.html"), "--pytest-args", "-k 'tiny and cpu'"]
+    pytest_status = 0
+    assert nightly.main(args) == 0
+    pytest_status = 1
+    assert nightly.main(args) == 2  # a failed benchmark run fails the night even with no regression
+    command, cwd, env = calls[0]
+    assert command[1:] == ["-m", "pytest", "tests/bench", "-m", "bench and not slow", "--benchmark-autosave",
+                           "--benchmark-save-data", f"--benchmark-storage=file://{sample_dir.resolve()}",
+                           "-k", "tiny and cpu"]
+    assert cwd == ROOT and env["MAXWHISPER_BENCH"] == "full"
+    assert nightly.main(args + ["--threshold", "oops"]) == 2 and len(calls) == 2  # checked before running
