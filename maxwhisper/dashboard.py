@@ -141,7 +141,9 @@ def _machine(info: dict, path: pathlib.Path, root: pathlib.Path | None) -> Machi
     cpu = info.get("cpu")
     cpu = cpu.get("brand_raw") or cpu.get("brand") if isinstance(cpu, dict) else cpu
     python = " ".join(str(info.get(k, "")) for k in ("python_implementation", "python_version")).strip()
-    return Machine(folder="" if path.parent == root else path.parent.name, node=str(info.get("node", "")),
+    # Our benchmarks record a hardware machine_id; prefer it to the host name, which CI runners change.
+    node = str(info.get("machine_id") or info.get("node", ""))
+    return Machine(folder="" if path.parent == root else path.parent.name, node=node,
                    cpu=str(info.get("cpu_model") or cpu or info.get("processor") or ""),
                    gpu=str(info.get("gpu_name") or ""), python=".".join(python.split(".")[:2]))  # "CPython 3.11"
 

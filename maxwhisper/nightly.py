@@ -43,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"regression threshold per benchmark group (default {dashboard.DEFAULT_THRESHOLD_PCT:g})")
     p.add_argument("-o", "--output", default="report.html", help="dashboard HTML (default report.html)")
     p.add_argument("--github-json", default=None, help="also write github-action-benchmark customSmallerIsBetter JSON")
-    p.add_argument("--pytest-args", default="", help='extra pytest arguments as one string: --pytest-args "-k tiny" or --pytest-args=-x')
+    p.add_argument("--pytest-args", default="",
+                   help='extra pytest arguments as one string: --pytest-args "-k tiny" or --pytest-args=-x')
     p.add_argument("--skip-run", action="store_true", help="do not benchmark; compare and render what DIR holds")
     return p
 

@@ -38,6 +38,19 @@ def cpu_model() -> str:
         return platform.processor() or "unknown"
 
 
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    """avx512_bf16 or AMX: without them torch computes bfloat16 matmuls by emulation."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def machine_id() -> str:
     """Storage folder per hardware: runs from different CPUs or GPUs never compare silently."""
     from pytest_benchmark.utils import get_machine_id
@@ -55,7 +68,8 @@ def pytest_configure(config):
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info.update(gpu_info())
-    machine_info.update(cpu_model=cpu_model(), cpu_count=os.cpu_count(), machine_id=machine_id())
+    machine_info.update(cpu_model=cpu_model(), cpu_count=os.cpu_count(), machine_id=machine_id(),
+                        cpu_simd=" ".join(sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))))
     for pkg in ("max", "torch", "openai-whisper"):
         machine_info[f"{pkg.replace('openai-', '')}_version"] = md.version(pkg)
 

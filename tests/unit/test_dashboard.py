@@ -20,12 +20,12 @@ pytestmark = pytest.mark.unit
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "fixtures" / "bench_samples"
 CPU_FOLDER = "Linux-CPython-3.11-64bit"
-PLANTED = "tests/bench/test_encoder_latency.py::test_encoder_latency[max-cpu-float32-4]"
+PLANTED = "tests/bench/test_encoder_bench.py::test_encoder_latency[max-cpu-float32-b4-bundled]"
 _spec = importlib.util.spec_from_file_location("make_bench_samples", ROOT / "fixtures" / "make_bench_samples.py")
 samples = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(samples)
 
-CASE = "test_encoder_latency[max-cpu-float32-1]"
+CASE = "test_encoder_latency[max-cpu-float32-b1-bundled]"
 EXTRA = {"impl": "max", "device": "cpu", "dtype": "float32", "batch": 1, "model": "tiny.en",
          "flops": samples.TINY_FLOPS, "peak_rss_mb": 600.0}
 
@@ -236,7 +236,7 @@ def test_sample_runs_flag_exactly_the_planted_slowdown(sample_dir, tmp_path, cap
     assert [path.name for path, _ in report.skipped] == ["0005_corrupt.json"]
     assert dashboard.main(cli_args(sample_dir, tmp_path)) == 1
     out = capsys.readouterr().out
-    assert re.search(r"REGRESSED\s+\+(19|2[01])\.\d% .*max-cpu-float32-4.*mann-whitney p=", out)
+    assert re.search(r"REGRESSED\s+\+(19|2[01])\.\d% .*max-cpu-float32-b4.*mann-whitney p=", out)
 
 
 def test_html_is_self_contained(sample_dir, tmp_path):
@@ -250,9 +250,9 @@ def test_html_is_self_contained(sample_dir, tmp_path):
 
 def test_summary_table_shows_gflops_and_device_memory(sample_dir):
     rows = {row.latest.name: row for row in dashboard.build_report(sample_dir).rows}
-    gpu = rows["test_encoder_latency[max-gpu-bfloat16-8]"]
+    gpu = rows["test_encoder_latency[max-gpu-bfloat16-b8-bundled]"]
     assert gpu.latest.gflops == pytest.approx(8 * samples.TINY_FLOPS / gpu.latest.median / 1e9)
-    assert gpu.latest.memory("peak_device_mb") > 0 and rows["test_compile[warm]"].latest.gflops is None
+    assert gpu.latest.memory("peak_device_mb") > 0 and rows["test_compile_time[warm]"].latest.gflops is None
 
 
 def test_max_torch_ratio_pairs_runs_by_device_dtype_batch_model(sample_dir):
@@ -262,7 +262,8 @@ def test_max_torch_ratio_pairs_runs_by_device_dtype_batch_model(sample_dir):
     assert sorted(ratios) == ["cpu float32 batch 1 tiny.en", "cpu float32 batch 4 tiny.en"]  # bf16 has no torch twin
     last = {r.name: r.median for r in cpu_runs[-1].results.values()}
     assert ratios["cpu float32 batch 4 tiny.en"][-1] == pytest.approx(
-        last["test_encoder_latency[max-cpu-float32-4]"] / last["test_encoder_latency[torch-cpu-float32-4]"])
+        last["test_encoder_latency[max-cpu-float32-b4-bundled]"]
+        / last["test_encoder_latency[torch-cpu-float32-b4-bundled]"])
 
 
 def test_github_json_has_the_custom_smaller_is_better_shape(sample_dir, tmp_path):
@@ -275,7 +276,7 @@ def test_github_json_has_the_custom_smaller_is_better_shape(sample_dir, tmp_path
         assert entry["unit"] in ("ms", "MB") and isinstance(entry["value"], float) and entry["value"] > 0
     latency = [e for e in entries if e["unit"] == "ms"]
     assert len(latency) == 9  # each machine's latest run only
-    planted = next(e for e in latency if "max-cpu-float32-4" in e["name"])
+    planted = next(e for e in latency if "max-cpu-float32-b4" in e["name"])
     latest = dashboard.parse_run(next((sample_dir / CPU_FOLDER).glob("0004_*.json"))).results[PLANTED]
     assert planted["value"] == pytest.approx(latest.median * 1e3)
     assert any(e["name"].endswith("peak device memory") for e in entries)

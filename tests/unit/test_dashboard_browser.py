@@ -70,7 +70,7 @@ def test_rendered_dom_has_the_charts_and_the_table(report, tmp_path):
     rows = re.findall(r'<tr class="(regressed|ok)" data-case="([^"]+)"', dom)
     assert {case for _, case in rows} == expected_cases() and len(rows) == len(expected_cases())
     assert [case for flag, case in rows if flag == "regressed"] == [
-        "tests/bench/test_encoder_latency.py::test_encoder_latency[max-cpu-float32-4]"]
+        "tests/bench/test_encoder_bench.py::test_encoder_latency[max-cpu-float32-b4-bundled]"]
     assert rows[0][0] == "regressed" and "0005_corrupt.json" in dom
 
 
