@@ -41,10 +41,10 @@ def cmd_encode(args) -> int:
         device = "cuda" if args.device == "gpu" else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
             raise MaxWhisperError("--device gpu needs a CUDA GPU for PyTorch and none is visible; use --device cpu")
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-        model = loaded.whisper_model(device).to(dtype)
+        from maxwhisper.reference import torch_encoder
+        dtype = getattr(torch, args.dtype)
         with torch.no_grad():
-            features = model.encoder(mel.to(device, dtype)).float().cpu().numpy()
+            features = torch_encoder(loaded, device, dtype)(mel.to(device, dtype)).float().cpu().numpy()
     np.save(args.out, features.astype(np.float32))
     _say(f"wrote {args.out}: {features.shape} float32")
     return 0

@@ -232,7 +232,7 @@ class MaxEncoder:
         self.cfg = cfg
         self.device = max_device(cfg.device)
         if cfg.dtype == "float16" and cfg.device == "cpu":
-            raise MaxWhisperError("float16 runs on GPU only in MAX 26.7; on CPU use --dtype bfloat16 or float32")
+            raise MaxWhisperError("--dtype float16 is offered on GPU only; on CPU use --dtype bfloat16 or float32")
         try:
             registry = _registry(cfg, encoder_weights)
         except KeyError as exc:
