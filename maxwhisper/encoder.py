@@ -207,12 +207,6 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-@dataclass
-class CompileStats:
-    seconds: float
-    cached: bool  # True when this process had already compiled the same graph
-
-
 _SESSIONS: dict[str, object] = {}
 _MODELS: dict[tuple, "MaxEncoder"] = {}
 
@@ -249,17 +243,19 @@ class MaxEncoder:
 
     def check_input(self, mel) -> np.ndarray | torch.Tensor:
         """Validate log-mel input; return it as a contiguous float32 array or tensor."""
-        want = f"(batch, {self.cfg.dims.n_mels}, {self.cfg.n_frames})"
+        mels, frames = self.cfg.dims.n_mels, self.cfg.n_frames
         shape = tuple(mel.shape)
-        if len(shape) != 3 or shape[1:] != (self.cfg.dims.n_mels, self.cfg.n_frames) or shape[0] < 1:
-            hint = " (add a batch axis: mel[None])" if len(shape) == 2 and shape == (self.cfg.dims.n_mels, self.cfg.n_frames) else ""
-            if len(shape) == 3 and shape[1:] == (self.cfg.n_frames, self.cfg.dims.n_mels):
+        if len(shape) != 3 or shape[1:] != (mels, frames) or shape[0] < 1:
+            hint = ""
+            if shape == (mels, frames):
+                hint = " (add a batch axis: mel[None])"
+            elif len(shape) == 3 and shape[1:] == (frames, mels):
                 hint = " (it looks transposed: pass mel.transpose(1, 2))"
-            elif len(shape) == 3 and shape[1] != self.cfg.dims.n_mels and shape[2] == self.cfg.n_frames:
-                hint = f" (this model takes {self.cfg.dims.n_mels} mel bins)"
-            elif len(shape) == 3 and shape[2] != self.cfg.n_frames:
+            elif len(shape) == 3 and shape[1] != mels and shape[2] == frames:
+                hint = f" (this model takes {mels} mel bins)"
+            elif len(shape) == 3 and shape[2] != frames:
                 hint = " (pad or trim to 30 s with whisper.pad_or_trim)"
-            raise MaxWhisperError(f"mel has shape {shape}, expected {want}{hint}")
+            raise MaxWhisperError(f"mel has shape {shape}, expected (batch, {mels}, {frames}){hint}")
         if isinstance(mel, torch.Tensor):
             if not (mel.is_floating_point()):
                 raise MaxWhisperError(f"mel has dtype {mel.dtype}, expected a floating-point log-mel spectrogram")
