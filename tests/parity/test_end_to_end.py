@@ -18,7 +18,7 @@ def transcribe(pipelines):
 
     @functools.cache
     def run(impl: str, clip: str) -> dict:
-        if impl not in paths:  # "max-bfloat16", "cpu-bfloat16"
+        if impl not in paths:  # "max-bfloat16"
             paths[impl] = Pipeline(impl.split("-")[0], "bundled", dtype=impl.split("-")[1])
         return paths[impl].transcribe(next(c for c in CLIPS if c.stem == clip), word_timestamps=True)
     return run
@@ -50,15 +50,13 @@ def test_word_timestamps_agree_within_100ms(clip, transcribe):
 
 @pytest.mark.parametrize("clip", CLIP_NAMES)
 def test_bfloat16_encoder_stays_within_bfloat16_noise(clip, transcribe, expected_transcripts):
-    """bf16 features move the decoder a little on tiny.en; PyTorch's own bf16 encoder does too.
+    """bf16 features move tiny.en's decoder a little; PyTorch's own bf16 encoder moves it more.
 
-    Measured WER against the float32 transcript: MAX bf16 0 / 0 / 0.011 (short / numbers / long),
-    PyTorch bf16 0 / 0.065 / 0.043. MAX must do no worse than PyTorch's bf16 (or change under 1%).
+    Measured WER against the float32 transcript (short / numbers / long): MAX bf16 0 / 0 / 0.011,
+    PyTorch bf16 0 / 0.065 / 0.043. The limit, 0.02, is MAX's worst with room for one more word.
     """
     reference = expected_transcripts[clip]["text"]
-    max_wer = word_error_rate(reference, transcribe("max-bfloat16", clip)["text"])
-    torch_wer = word_error_rate(reference, transcribe("cpu-bfloat16", clip)["text"])
-    assert max_wer <= max(torch_wer, 0.01), f"MAX bf16 WER {max_wer:.3f} vs PyTorch bf16 {torch_wer:.3f}"
+    assert word_error_rate(reference, transcribe("max-bfloat16", clip)["text"]) <= 0.02
 
 
 def test_long_clip_spans_several_windows(transcribe):
