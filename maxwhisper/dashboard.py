@@ -5,6 +5,8 @@
 match). A case regresses only when its median slowdown exceeds the group's threshold (default 10%) AND
 the slowdown is beyond noise: a one-sided Mann-Whitney U test on the saved rounds (p < 0.01) when both
 runs have enough rounds for the test to reach that, else 3x the relative spread of its previous runs.
+An encoder-latency slowdown that its PyTorch (or MAX) partner shared in the same runs is machine drift:
+it stands only if the MAX/PyTorch ratio moved beyond the threshold too.
 """
 from __future__ import annotations
 
@@ -278,6 +280,35 @@ def parse_thresholds(specs: list[str] | None) -> dict[str, float]:
     return thresholds
 
 
+def partner(run: Run, result: Result) -> Result | None:
+    """The same encoder-latency case on the other implementation (MAX <-> PyTorch) in `run`; for a
+    reduced-precision case with no same-dtype partner (torch bf16 skipped on CPUs without it), float32."""
+    other = {"max": "torch", "torch": "max"}.get(result.extra.get("impl"))
+    candidates = [r for r in run.results.values() if result.group == RATIO_GROUP == r.group
+                  and r.extra.get("impl") == other
+                  and all(r.extra.get(f) == result.extra.get(f) for f in ("device", "batch", "model"))]
+    for dtype in (result.extra.get("dtype"), "float32"):
+        match = next((r for r in candidates if r.extra.get("dtype") == dtype), None)
+        if match is not None:
+            return match
+    return None
+
+
+def discount_drift(verdict: Verdict, new_run: Run, new: Result, old_run: Run | None, threshold_pct: float) -> Verdict:
+    """A slowdown shared by the PyTorch partner measured in the same runs is the machine, not the code:
+    the call stands only if the MAX/PyTorch ratio also moved beyond the threshold."""
+    if not verdict.regressed or old_run is None or old_run.results.get(new.key) is None:
+        return verdict
+    mate_new, mate_old = partner(new_run, new), partner(old_run, old_run.results[new.key])
+    if mate_new is None or mate_old is None:
+        return verdict
+    mate_change = mate_new.median / mate_old.median - 1
+    if ((1 + verdict.change) / (1 + mate_change) - 1) * 100 > threshold_pct:
+        return verdict
+    return Verdict(verdict.change, False, f"machine drift: {mate_new.extra.get('impl')} moved {mate_change:+.1%} "
+                   f"in the same runs ({verdict.rule})", verdict.reference)
+
+
 def _case_rows(machine: Machine, runs: list[Run], baseline: Run | None, thresholds: dict[str, float]) -> list[Row]:
     rows = []
     for key in dict.fromkeys(key for run in runs for key in run.results):
@@ -287,10 +318,12 @@ def _case_rows(machine: Machine, runs: list[Run], baseline: Run | None, threshol
         if run is not runs[-1]:
             previous = Verdict(None, False, f"not in the latest run (last seen {run.short})")
         else:
-            previous = judge(new, earlier[-1] if earlier else None, earlier, threshold,
-                             history[-2][0].short if earlier else "")
-        against_baseline = (judge(new, baseline.results.get(key), earlier, threshold, baseline.short,
-                                  missing="not in baseline") if baseline else None)
+            previous = discount_drift(judge(new, earlier[-1] if earlier else None, earlier, threshold,
+                                            history[-2][0].short if earlier else ""),
+                                      run, new, history[-2][0] if earlier else None, threshold)
+        against_baseline = (discount_drift(judge(new, baseline.results.get(key), earlier, threshold, baseline.short,
+                                                 missing="not in baseline"), run, new, baseline, threshold)
+                            if baseline else None)
         rows.append(Row(machine, history, threshold, previous, against_baseline))
     return rows
 

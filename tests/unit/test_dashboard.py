@@ -32,10 +32,11 @@ EXTRA = {"impl": "max", "device": "cpu", "dtype": "float32", "batch": 1, "model"
 
 def write_run(folder: pathlib.Path, night: int, medians: dict[str, float], *, noise: float = 0.03,
               rounds: int = 12, saved_rounds: bool = True, machine: dict = samples.CPU_MACHINE,
-              group: str = "encoder-latency") -> pathlib.Path:
+              group: str = "encoder-latency", extras: dict[str, dict] | None = None) -> pathlib.Path:
     """One saved run on `night` (days after the samples' start) holding the given case medians (seconds)."""
     rng = np.random.default_rng(night)
-    entries = [samples.bench_entry(name, group, median, dict(EXTRA), rng, rounds=rounds, noise=noise)
+    entries = [samples.bench_entry(name, group, median, {**EXTRA, **(extras or {}).get(name, {})}, rng,
+                                   rounds=rounds, noise=noise)
                for name, median in medians.items()]
     for entry in entries if not saved_rounds else ():
         del entry["stats"]["data"]
@@ -314,3 +315,18 @@ def test_nightly_runs_the_bench_suite_with_autosave(sample_dir, tmp_path, monkey
                            "-k", "tiny and cpu"]
     assert cwd == ROOT and env["MAXWHISPER_BENCH"] == "full"
     assert nightly.main(args + ["--threshold", "oops"]) == 2 and len(calls) == 2  # checked before running
+
+
+TORCH_CASE = "test_encoder_latency[torch-cpu-float32-b1-bundled]"
+PAIR = {TORCH_CASE: {"impl": "torch"}}
+
+
+@pytest.mark.parametrize("torch_slowdown, flagged", [(1.30, False), (1.00, True), (1.05, True)])
+def test_slowdown_shared_with_the_pytorch_partner_is_machine_drift(tmp_path, torch_slowdown, flagged):
+    """MAX 30% slower: a regression only if the MAX/PyTorch ratio moved beyond the threshold too."""
+    folder = tmp_path / "results" / CPU_FOLDER
+    write_run(folder, 0, {CASE: 0.35, TORCH_CASE: 0.32}, extras=PAIR)
+    write_run(folder, 1, {CASE: 0.35 * 1.3, TORCH_CASE: 0.32 * torch_slowdown}, extras=PAIR)
+    rows = {row.latest.name: row for row in dashboard.build_report(tmp_path / "results").rows}
+    assert rows[CASE].regressed is flagged
+    assert ("machine drift" in rows[CASE].rule) is not flagged
