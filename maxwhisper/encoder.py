@@ -311,13 +311,11 @@ class MaxAudioEncoder(torch.nn.Module):
         super().__init__()
         self.encoder = encoder
         self.seconds = 0.0  # time spent encoding, for the pipelines' timings
-        self.calls = 0
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
         out = torch.from_numpy(self.encoder(mel)).to(mel.device)
         self.seconds += time.perf_counter() - start
-        self.calls += 1
         return out.to(mel.dtype) if mel.dtype in (torch.float16, torch.bfloat16) else out
 
 

@@ -100,13 +100,6 @@ class Pipeline:
     def encode_seconds(self) -> float:
         return self._max_encoder.seconds if self.impl == "max" else self._timer.seconds
 
-    def encode(self, mel: torch.Tensor) -> np.ndarray:
-        """Encoder features (batch, n_ctx, d_model) float32 for log-mel (batch, n_mels, 3000)."""
-        device = next(self.whisper.decoder.parameters()).device
-        dtype = torch.float16 if self.impl == "gpu" else torch.float32
-        with torch.no_grad():
-            return self.whisper.encoder(torch.as_tensor(mel).to(device, dtype)).float().cpu().numpy()
-
     def transcribe(self, audio, word_timestamps: bool = False, show_progress: bool = False, **options) -> dict:
         """openai-whisper's transcribe() on this path; `audio` is a path or 16 kHz samples."""
         samples = audio_mod.load_audio(audio) if not isinstance(audio, np.ndarray) else audio

@@ -67,8 +67,7 @@ class LoadedModel:
         from whisper.model import AudioEncoder
         d = self.dims
         encoder = AudioEncoder(d.n_mels, d.n_audio_ctx, d.n_audio_state, d.n_audio_head, d.n_audio_layer)
-        encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in self.state_dict.items()
-                                 if k.startswith("encoder.")})
+        encoder.load_state_dict({k: torch.from_numpy(v) for k, v in self.encoder_weights().items()})
         return encoder.eval()
 
     def whisper_model(self, device: str = "cpu"):
@@ -76,7 +75,7 @@ class LoadedModel:
         from whisper.model import Whisper
         model = Whisper(self.dims)
         model.load_state_dict(self.state_dict)
-        if self.dims == OFFICIAL_DIMS["tiny.en"] and "alignment_heads" not in self.state_dict:
+        if self.dims == OFFICIAL_DIMS["tiny.en"]:  # alignment heads are not part of a state dict
             model.set_alignment_heads(_TINY_EN_ALIGNMENT_HEADS)
         return model.to(device)
 
