@@ -1,10 +1,15 @@
-"""Nightly regression run: benchmark, compare, render. `python -m maxwhisper.nightly --results DIR ...`
+"""Nightly regression run: benchmark, judge, render. `python -m maxwhisper.nightly --results DIR ...`
 
 1. runs `pytest tests/bench -m "bench and not slow"` with MAXWHISPER_BENCH=full, autosaving every round
-   into DIR (one subfolder per machine, as pytest-benchmark stores it; `--skip-run` skips this);
-2. compares each machine's latest run with its previous run, and with --baseline if given;
+   into DIR (one subfolder per machine, as pytest-benchmark stores it; `--skip-run` skips this); the
+   interleaved cases (tests/bench/test_paired_bench.py) mark the run as a full one, so quick runs saved by
+   `make test` into the same storage form a series of their own;
+2. judges every case of each series over its whole history (maxwhisper.regression), and against --baseline;
 3. writes the dashboard (-o) and, with --github-json, github-action-benchmark JSON.
-Exit status: 0 clean, 1 a case regressed beyond its threshold, 2 bad input or a failed benchmark run.
+`--calibrate` instead replays the runs in DIR with injected slowdowns and prints the detection and
+false-alarm rates of the rule (maxwhisper.calibrate).
+Exit status: 0 clean, 1 a case regressed beyond its threshold or is missing from the latest run (unless
+--allow-missing), 2 bad input or a failed benchmark run.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import shlex
 import subprocess
 import sys
 
-from maxwhisper import dashboard
+from maxwhisper import dashboard, regression
 from maxwhisper.errors import MaxWhisperError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -40,13 +45,32 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=".benchmarks", help="pytest-benchmark storage folder (default .benchmarks)")
     p.add_argument("--baseline", default=None, help="a saved run (file) to compare against as well")
     p.add_argument("--threshold", action="append", default=[], metavar="GROUP=PCT",
-                   help=f"regression threshold per benchmark group (default {dashboard.DEFAULT_THRESHOLD_PCT:g})")
+                   help=f"regression threshold per benchmark group (default {regression.DEFAULT_THRESHOLD_PCT:g})")
     p.add_argument("-o", "--output", default="report.html", help="dashboard HTML (default report.html)")
     p.add_argument("--github-json", default=None, help="also write github-action-benchmark customSmallerIsBetter JSON")
     p.add_argument("--pytest-args", default="",
                    help='extra pytest arguments as one string: --pytest-args "-k tiny" or --pytest-args=-x')
     p.add_argument("--skip-run", action="store_true", help="do not benchmark; compare and render what DIR holds")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="exit 0 even when a case of the previous runs is missing from the latest run")
+    p.add_argument("--calibrate", action="store_true",
+                   help="do not benchmark; replay DIR's runs with injected slowdowns and print the rule's rates")
     return p
+
+
+def calibrate(args) -> int:
+    import importlib.util
+
+    from maxwhisper.calibrate import asv_judge, calibrate as run_calibration, table
+    thresholds = dashboard.parse_thresholds(args.threshold)
+    calibrations, source = run_calibration(pathlib.Path(args.results), thresholds)
+    if not calibrations:
+        raise MaxWhisperError(f"no series under {args.results} has enough runs to calibrate on")
+    print(table(calibrations, source))
+    if importlib.util.find_spec("asv") is not None:
+        print("\nThe same rule with asv's step detection in place of ruptures':\n")
+        print(table(run_calibration(pathlib.Path(args.results), thresholds, asv_judge, raw=False)[0], source))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     results = pathlib.Path(args.results)
     try:
         dashboard.parse_thresholds(args.threshold)  # a typo fails before an hour of benchmarks, not after
+        if args.calibrate:
+            return calibrate(args)
         bench_status = 0 if args.skip_run else run_benchmarks(results, args.pytest_args)
         if bench_status:
             print(f"maxwhisper.nightly: benchmark run failed (pytest exit {bench_status}); "

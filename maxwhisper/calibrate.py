@@ -1,0 +1,119 @@
+"""Calibrate the regression rule on real runs: `python -m maxwhisper.nightly --calibrate [--results DIR]`.
+
+For each case of each series with at least MIN_SERIES runs, and each judged figure (drift-cancelled time,
+memory), the real per-run figures are the clean history. Two measurements:
+- false alarms: the rule run as each night would run it, on every prefix of the clean history (one call per
+  night that has MIN_RUNS runs of history); the share of nights called regressed.
+- detection: REPLAYS replays per slowdown size; each shuffles the real figures (their real noise, in a random
+  order), multiplies the figures from a random run onward by 1 + slowdown (the MAX case slowed, its partner
+  and the probe unchanged), and asks whether the rule calls it on the first slow run, and within 3 runs.
+For comparison each series is also judged with the other estimator of an interleaved ratio, and without
+drift cancelling (the case's raw median), and, where
+asv is installed, with asv's step detection in place of ruptures' (the alternative the README weighs).
+"""
+from __future__ import annotations
+
+import pathlib
+import random
+from dataclasses import dataclass
+
+from maxwhisper import regression
+from maxwhisper.results import ESTIMATOR, ESTIMATORS, Figure, figures, load_runs, split_series, time_figure
+
+SLOWDOWNS = (0.03, 0.05, 0.10, 0.20)
+REPLAYS = 200
+MIN_SERIES = 8
+WITHIN = 3
+SEED = 20261125
+
+
+@dataclass
+class Calibration:
+    series: str  # "case · figure · normalisation"
+    runs: int
+    false_alarms: int
+    nights: int
+    first: dict[float, float]  # slowdown -> share called on the first slow run
+    within: dict[float, float]  # slowdown -> share called within WITHIN runs
+
+    @property
+    def false_alarm_rate(self) -> float:
+        return self.false_alarms / self.nights if self.nights else 0.0
+
+
+def calibrate_values(label: str, values: list[float], threshold_pct: float, judge=regression.judge,
+                     replays: int = REPLAYS, seed: int = SEED) -> Calibration:
+    n = len(values)
+    nights = range(regression.MIN_RUNS, n + 1)
+    false_alarms = sum(judge(values[:t], threshold_pct).regressed for t in nights)
+    rng = random.Random(seed)
+    first, within = {}, {}
+    for slowdown in SLOWDOWNS:
+        hits_first = hits_within = 0
+        for _ in range(replays):
+            clean = rng.sample(values, n)
+            step = rng.randrange(regression.MIN_RUNS - 1, n - WITHIN + 1)  # WITHIN slow runs always exist
+            slowed = clean[:step] + [v * (1 + slowdown) for v in clean[step:]]
+            calls = [judge(slowed[:step + j + 1], threshold_pct).regressed for j in range(WITHIN)]
+            hits_first += calls[0]
+            hits_within += any(calls)
+        first[slowdown], within[slowdown] = hits_first / replays, hits_within / replays
+    return Calibration(label, n, false_alarms, len(nights), first, within)
+
+
+def asv_steps_up(values: list[float], threshold: float) -> list[tuple[int, float]]:
+    """regression.steps_up with asv's detector: `detect_steps` (L1 Potts fit, penalty from the series' own
+    noise) and `detect_regressions` (upward steps above the threshold), for comparison."""
+    from asv import step_detect
+    _, _, found = step_detect.detect_regressions(step_detect.detect_steps(values), threshold=threshold)
+    return [(after, before) for _, after, before, _ in (found or ())[-1:]]
+
+
+def asv_judge(values: list[float], threshold_pct: float) -> regression.Call:
+    return regression.judge(values, threshold_pct, detect=asv_steps_up)
+
+
+def raw_figure(result) -> Figure:
+    return Figure(result.median, "none (raw median)", "s")
+
+
+def calibrate(results: pathlib.Path, thresholds: dict[str, float] | None = None, judge=regression.judge,
+              replays: int = REPLAYS, raw: bool = True) -> tuple[list[Calibration], str]:
+    """Calibrations of every figure with enough runs, and a note of the series they came from."""
+    runs, _ = load_runs(results)
+    out, sources = [], []
+    for machine, series in split_series(runs).items():
+        if len(series) < MIN_SERIES:
+            continue
+        sources.append(f"{len(series)} runs of {machine.cpu or machine.label} ({machine.mode or 'unknown'} mode), "
+                       f"{series[0].when:%Y-%m-%d %H:%M} to {series[-1].when:%Y-%m-%d %H:%M} UTC")
+        keys = [key for key in series[-1].results if sum(key in run.results for run in series) >= MIN_SERIES]
+        for key in keys:
+            history = [(run, run.results[key]) for run in series if key in run.results]
+            group = history[-1][1].group
+            threshold = (thresholds or {}).get(group, regression.DEFAULT_THRESHOLD_PCT)
+            per_run = [figures(run, result) for run, result in history]
+            variants = [(metric, [f[metric] for f in per_run if metric in f]) for metric in per_run[-1]]
+            if raw and "interleaved" in per_run[-1]["time"].normalisation:
+                variants += [(f"time [{name}]", [time_figure(run, result, name) for run, result in history])
+                             for name in ESTIMATORS if name != ESTIMATOR]
+            if raw and per_run[-1]["time"].normalisation != raw_figure(history[-1][1]).normalisation:
+                variants.append(("time", [raw_figure(result) for _, result in history]))
+            for metric, figs in variants:
+                if len(figs) >= MIN_SERIES:
+                    label = f"{history[-1][1].name} · {metric} · {figs[-1].normalisation}"
+                    out.append(calibrate_values(label, [f.value for f in figs], threshold, judge, replays))
+    return out, "; ".join(sources)
+
+
+def table(calibrations: list[Calibration], source: str) -> str:
+    """A Markdown table, as the README shows it."""
+    sizes = " | ".join(f"{s:.0%}" for s in SLOWDOWNS)
+    lines = [f"Real runs: {source}. {REPLAYS} replays per size; cells: called on the first slow run / within "
+             f"{WITHIN} runs.", "",
+             f"| series (case · figure · normalisation) | runs | {sizes} | false alarms per clean run |",
+             "| --- | --- | " + " | ".join("---" for _ in SLOWDOWNS) + " | --- |"]
+    for c in calibrations:
+        cells = " | ".join(f"{c.first[s]:.0%} / {c.within[s]:.0%}" for s in SLOWDOWNS)
+        lines.append(f"| {c.series} | {c.runs} | {cells} | {c.false_alarms}/{c.nights} ({c.false_alarm_rate:.0%}) |")
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""Drift-cancelling measurement: a case, its partner and a machine-speed probe, interleaved round by round.
+
+On a shared 2-core machine whole runs shift by tens of percent (another job compiling, a noisy neighbour).
+A shift that lasts longer than one round slows every member of the round alike, so the per-round ratio
+`case / partner` (or `case / probe` for a case with no PyTorch partner) cancels it. PyTorch's own HUD
+reports speedups the same way: a ratio against eager PyTorch measured on the same machine.
+
+`benchmark.pedantic(case, setup=rounds.setup, ...)` runs the partner and the probe (timed here) right
+before every timed round of the case; `rounds.extra_info(benchmark)` stores all three per-round series.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+PROBE_N = 1024  # torch fp32 GEMM, 2 x 1024^3: about 40 ms on these 2 cores, long enough to see contention
+PROBE_VERSION = "torch-gemm-1024x2"  # a different probe is a different series: never compare across it
+
+
+def probe() -> Callable[[], object]:
+    """The fixed machine-speed probe: code this project never changes, with the encoder's kind of load."""
+    import torch
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(PROBE_N, PROBE_N, generator=generator) for _ in range(2))
+
+    def run():
+        return torch.matmul(torch.matmul(a, b), b)
+    return run
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+class Rounds:
+    """Times the partner and the probe before each round of the case (warm-up rounds included, dropped later)."""
+
+    def __init__(self, partner: Callable[[], object] | None, probe_fn: Callable[[], object]):
+        self.partner, self.probe = partner, probe_fn
+        self.partner_s: list[float] = []
+        self.probe_s: list[float] = []
+
+    def setup(self) -> None:
+        if self.partner is not None:
+            self.partner_s.append(timed(self.partner))
+        self.probe_s.append(timed(self.probe))
+
+    def extra_info(self, benchmark, normalisation: str, mode: str, partner_name: str = "") -> dict:
+        """Per-round seconds of case, partner and probe, aligned: the last `rounds` of each list."""
+        case_s = list(benchmark.stats.stats.data)
+        n = len(case_s)
+        info = {"normalisation": normalisation, "mode": mode, "probe": PROBE_VERSION,
+                "rounds_s": {"case": [round(s, 6) for s in case_s],
+                             "probe": [round(s, 6) for s in self.probe_s[-n:]]}}
+        if self.partner is not None:
+            info["rounds_s"]["partner"] = [round(s, 6) for s in self.partner_s[-n:]]
+            info["partner"] = partner_name
+        return info

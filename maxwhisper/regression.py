@@ -1,0 +1,63 @@
+"""The regression rule. Input: one figure per run for one case, oldest first (a drift-cancelled time ratio or
+a memory peak, maxwhisper.results.Figure); smaller is better.
+
+1. Segment the case's whole history (log figures) into constant levels with ruptures' PELT change-point
+   search (L2 cost). Its penalty is PENALTY x noise^2 x ln(runs), where noise is the robust (MAD) spread of
+   run-to-run differences before the latest run, floored at NOISE_FLOOR.
+2. A regression is a level that, with every level after it, stays above the best earlier level (of two
+   runs or more) by more than the group's threshold. Slow drift adds up to one; one noisy night that recovers does not.
+3. It belongs to this run while its first slow run is one of the last RECENT runs: called the night it
+   lands, red for RECENT nights, then reported as persisting. Fewer than MIN_RUNS runs are not judged.
+PENALTY, NOISE_FLOOR, RECENT and the thresholds come from `python -m maxwhisper.nightly --calibrate` (README).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+DEFAULT_THRESHOLD_PCT = 3.0
+PENALTY = 3.0
+NOISE_FLOOR = 0.002  # 0.2%: memory figures repeat exactly; a zero spread would make every change a step
+RECENT = 3
+MIN_RUNS = 4
+
+
+@dataclass(frozen=True)
+class Call:
+    regressed: bool
+    change: float | None  # latest figure over the best level before the step (or the earlier median), minus 1
+    rule: str
+    since: int | None = None  # index of the step's first slow run
+
+
+def steps_up(values: list[float], threshold: float) -> list[tuple[int, float]]:
+    """(first slow run, best level before it) of the upward step that the latest level still sits on."""
+    import numpy as np
+    import ruptures
+    y = np.log(values)
+    diffs = np.diff(y[:-1])
+    noise = max(1.4826 * float(np.median(np.abs(diffs - np.median(diffs)))) / math.sqrt(2), NOISE_FLOOR)
+    ends = ruptures.Pelt(model="l2", min_size=1, jump=1).fit(y).predict(pen=PENALTY * noise**2 * math.log(len(y)))
+    segments = list(zip([0] + ends[:-1], ends))
+    levels = [math.exp(float(np.median(y[s:e]))) for s, e in segments]
+    for i, (start, _) in enumerate(segments[1:], 1):
+        settled = [level for (s, e), level in zip(segments[:i], levels) if e - s >= 2]  # a one-run dip is no level
+        best = min(settled or [math.exp(float(np.median(y[:start])))])
+        if all(level > best * (1 + threshold) for level in levels[i:]):
+            return [(start, best)]
+    return []
+
+
+def judge(values: list[float], threshold_pct: float = DEFAULT_THRESHOLD_PCT, detect=steps_up) -> Call:
+    n = len(values)
+    if n < MIN_RUNS:
+        return Call(False, None, f"history too short ({n} of {MIN_RUNS} runs)")
+    found = detect(values, threshold_pct / 100)
+    if not found:
+        return Call(False, values[-1] / statistics.median(values[:-1]) - 1, "no step up")
+    since, before = found[-1]
+    change = values[-1] / before - 1
+    if since >= n - RECENT:
+        return Call(True, change, f"step up {change:+.1%} from run {since + 1} of {n}", since)
+    return Call(False, change, f"slower since run {since + 1} of {n} (no longer new)", since)

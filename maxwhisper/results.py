@@ -1,0 +1,256 @@
+"""Benchmark results: read pytest-benchmark runs, split them into series, and give each case its judged figures.
+
+A series is one machine in one benchmark mode: storage folder, node, CPU, GPU, Python and mode (quick runs
+from `make test`, full runs from `make nightly`) must all match. Each case yields up to three figures per run:
+its time normalised for machine drift (see `Figure`), its peak host memory and its peak device memory.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import pathlib
+import re
+import statistics
+from dataclasses import dataclass
+
+UNREADABLE = (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError)
+RATIO_GROUP = "encoder-latency"
+PROBE_CASE = "test_gemm_ceiling[float32]"  # the standard suite's own machine-speed figure, same run
+MEMORY_KEYS = {"peak_rss_mb": "peak host memory", "peak_device_mb": "peak device memory"}
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where and how a run was measured; runs form one series only when every field matches."""
+    folder: str  # pytest-benchmark's per-machine storage folder, "" for a file at the top of the results
+    node: str
+    cpu: str
+    gpu: str
+    python: str
+    mode: str = ""  # "full", "quick", or "" when the run does not say
+
+    def same_hardware(self, other: Machine) -> bool:
+        """Same node, CPU, GPU, Python and mode, wherever the file lies (a pinned baseline may live anywhere)."""
+        return ((self.node, self.cpu, self.gpu, self.python, self.mode)
+                == (other.node, other.cpu, other.gpu, other.python, other.mode))
+
+    @property
+    def short(self) -> str:
+        return " ".join(part for part in (self.node, self.folder, self.mode and f"[{self.mode}]") if part) or self.label
+
+    @property
+    def label(self) -> str:
+        parts = (self.node, self.gpu or self.cpu, self.python, self.folder, self.mode and f"{self.mode} runs")
+        return " · ".join(part for part in parts if part)
+
+
+@dataclass
+class Result:
+    """One benchmark case in one run, in seconds."""
+    key: str
+    name: str
+    group: str
+    median: float
+    low: float
+    high: float
+    spread: float | None  # IQR/median, or stddev/median for files without an IQR
+    data: list[float] | None
+    extra: dict
+
+    @property
+    def gflops(self) -> float | None:
+        flops = self.extra.get("flops")
+        return flops / self.median / 1e9 if isinstance(flops, (int, float)) and flops > 0 else None
+
+    def memory(self, key: str) -> float | None:
+        value = self.extra.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    def rounds(self, member: str) -> list[float] | None:
+        """Per-round seconds of "case", "partner" or "probe" from an interleaved benchmark (maxwhisper.paired)."""
+        series = (self.extra.get("rounds_s") or {}).get(member) if isinstance(self.extra.get("rounds_s"), dict) else None
+        if not isinstance(series, list) or not series or not all(isinstance(s, (int, float)) and s > 0 for s in series):
+            return None
+        return [float(s) for s in series]
+
+
+@dataclass
+class Run:
+    """One saved pytest-benchmark run."""
+    path: pathlib.Path
+    machine: Machine
+    info: dict
+    commit: str
+    when: dt.datetime
+    results: dict[str, Result]
+
+    @property
+    def short(self) -> str:
+        return self.commit[:7]
+
+
+def _number(stats: dict, key: str, required: bool = True) -> float | None:
+    value = stats.get(key)
+    if value is None and not required:
+        return None
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"stats.{key} is {value}")
+    return value
+
+
+def parse_result(bench: dict) -> Result:
+    """A benchmarks[] entry of any pytest-benchmark version (stats were flat in the entry before 3.0)."""
+    stats = bench.get("stats", bench)
+    median, low, high = (_number(stats, key) for key in ("median", "min", "max"))
+    if median <= 0:
+        raise ValueError("stats.median is 0")
+    iqr = _number(stats, "iqr", required=False)
+    if iqr is None and "q1" in stats and "q3" in stats:
+        iqr = _number(stats, "q3") - _number(stats, "q1")
+    stddev = _number(stats, "stddev", required=False)
+    spread = iqr if iqr is not None else stddev
+    data = stats.get("data")
+    data = [float(x) for x in data] if isinstance(data, list) and len(data) > 1 else None
+    name = str(bench.get("name") or bench["fullname"])
+    extra = bench.get("extra_info")
+    return Result(key=str(bench.get("fullname") or name), name=name, group=str(bench.get("group") or ""),
+                  median=median, low=low, high=high, spread=None if spread is None else spread / median,
+                  data=data, extra=extra if isinstance(extra, dict) else {})
+
+
+def _when(doc: dict, path: pathlib.Path) -> dt.datetime:
+    """The run's time: its `datetime`, else the commit time, else the autosave name, else the file's mtime."""
+    commit = doc.get("commit_info") or {}
+    for text in (doc.get("datetime"), commit.get("time"), commit.get("author_time")):
+        try:
+            when = dt.datetime.fromisoformat(str(text))
+        except ValueError:
+            continue
+        return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    stamp = re.search(r"_(\d{8}_\d{6})", path.name)
+    if stamp:
+        return dt.datetime.strptime(stamp.group(1), "%Y%m%d_%H%M%S").replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc)
+
+
+def _mode(info: dict, results: dict[str, Result]) -> str:
+    """The benchmark mode: machine_info's bench_mode, else the one every case that says agrees on."""
+    if info.get("bench_mode"):
+        return str(info["bench_mode"])
+    modes = {str(r.extra["mode"]) for r in results.values() if r.extra.get("mode")}
+    return modes.pop() if len(modes) == 1 else ""
+
+
+def _machine(info: dict, path: pathlib.Path, root: pathlib.Path | None, mode: str) -> Machine:
+    cpu = info.get("cpu")
+    cpu = cpu.get("brand_raw") or cpu.get("brand") if isinstance(cpu, dict) else cpu
+    python = " ".join(str(info.get(k, "")) for k in ("python_implementation", "python_version")).strip()
+    # Our benchmarks record a hardware machine_id; prefer it to the host name, which CI runners change.
+    node = str(info.get("machine_id") or info.get("node", ""))
+    return Machine(folder="" if path.parent == root else path.parent.name, node=node,
+                   cpu=str(info.get("cpu_model") or cpu or info.get("processor") or ""),
+                   gpu=str(info.get("gpu_name") or ""), python=".".join(python.split(".")[:2]), mode=mode)
+
+
+def parse_run(path: pathlib.Path, root: pathlib.Path | None = None) -> Run:
+    """Read one saved run; raises one of UNREADABLE for anything that is not a usable run."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
+        raise ValueError("not a pytest-benchmark run (no benchmarks list)")
+    if not doc["benchmarks"]:
+        raise ValueError("the run holds no benchmarks")
+    info = doc.get("machine_info") if isinstance(doc.get("machine_info"), dict) else {}
+    commit = doc.get("commit_info") or {}
+    results = {result.key: result for result in map(parse_result, doc["benchmarks"])}
+    return Run(path, _machine(info, path, root, _mode(info, results)), info, str(commit.get("id") or "unknown"),
+               _when(doc, path), results)
+
+
+def why(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:160]
+
+
+def load_runs(results: pathlib.Path) -> tuple[list[Run], list[tuple[pathlib.Path, str]]]:
+    """Every readable run under `results`, and (file, reason) for each JSON file that could not be used."""
+    runs, skipped = [], []
+    for path in sorted(results.rglob("*.json")):
+        try:
+            runs.append(parse_run(path, results))
+        except UNREADABLE as exc:
+            skipped.append((path, why(exc)))
+    return runs, skipped
+
+
+def split_series(runs: list[Run]) -> dict[Machine, list[Run]]:
+    """Runs per machine and mode, oldest first."""
+    series: dict[Machine, list[Run]] = {}
+    for run in sorted(runs, key=lambda r: (r.when, r.path.name)):
+        series.setdefault(run.machine, []).append(run)
+    return series
+
+
+# --- the figures the rules judge ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Figure:
+    """One number per run for one case: smaller is better, drift cancelled as far as the run allows."""
+    value: float
+    normalisation: str  # "partner (interleaved)", "probe (interleaved)", "partner (same run)", ...
+    unit: str
+
+
+def partner(run: Run, result: Result) -> Result | None:
+    """The same encoder-latency case on the other implementation (MAX <-> PyTorch) in `run`; for a
+    reduced-precision case with no same-dtype partner (torch bf16 skipped on CPUs without it), float32."""
+    other = {"max": "torch", "torch": "max"}.get(result.extra.get("impl"))
+    candidates = [r for r in run.results.values() if result.group == RATIO_GROUP == r.group
+                  and r.extra.get("impl") == other
+                  and all(r.extra.get(f) == result.extra.get(f) for f in ("device", "batch", "model"))]
+    for dtype in (result.extra.get("dtype"), "float32"):
+        match = next((r for r in candidates if r.extra.get("dtype") == dtype), None)
+        if match is not None:
+            return match
+    return None
+
+
+def ratio_of_minima(case: list[float], other: list[float]) -> float:
+    """The least-disturbed round of each: contention only ever adds time."""
+    return min(case) / min(other)
+
+
+def median_round_ratio(case: list[float], other: list[float]) -> float:
+    return statistics.median(c / o for c, o in zip(case, other))
+
+
+ESTIMATORS = {"ratio of minima": ratio_of_minima, "median per-round ratio": median_round_ratio}
+ESTIMATOR = "ratio of minima"  # chosen by calibration on the committed real runs (README, Nightly)
+
+
+def time_figure(run: Run, result: Result, estimator: str = ESTIMATOR) -> Figure:
+    """Interleaved rounds: the ratio to the partner, else to the probe, by ESTIMATOR. Otherwise a MAX
+    encoder case over its PyTorch partner's median in the same run, else over the run's GEMM probe,
+    else the raw median (nothing in the run measured the machine)."""
+    case = result.rounds("case")
+    for member in ("partner", "probe"):
+        other = result.rounds(member)
+        if case and other and len(other) == len(case):
+            return Figure(ESTIMATORS[estimator](case, other), f"{member} (interleaved)", "×")
+    mate = partner(run, result) if result.extra.get("impl") == "max" else None
+    if mate is not None:
+        return Figure(result.median / mate.median, "PyTorch partner (same run)", "×")
+    probe = next((r for r in run.results.values() if r.name == PROBE_CASE), None)
+    if probe is not None and probe is not result:
+        return Figure(result.median / probe.median, "GEMM probe (same run)", "×")
+    return Figure(result.median, "none (raw seconds)", "s")
+
+
+def figures(run: Run, result: Result, estimator: str = ESTIMATOR) -> dict[str, Figure]:
+    """Every judged figure of a case in one run: "time" and each memory figure it recorded."""
+    out = {"time": time_figure(run, result, estimator)}
+    for key, label in MEMORY_KEYS.items():
+        if result.memory(key) is not None and result.memory(key) > 0:
+            out[label] = Figure(result.memory(key), "none (MB)", "MB")
+    return out

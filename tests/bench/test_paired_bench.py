@@ -1,0 +1,93 @@
+"""Paired, interleaved benchmarks: what the nightly regression rules judge (maxwhisper/paired.py).
+
+Each timed round of a MAX case follows one run of its PyTorch partner and one of the machine-speed probe,
+so that drift lasting longer than a round cancels in the per-round ratios. Cases without a partner
+(compile) are judged against the probe. Peak host memory is sampled in one separate, untimed call.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CLIPS
+from maxwhisper import weights
+from maxwhisper.encoder import EncoderConfig, MaxEncoder, get_encoder
+from maxwhisper.memory import PeakMemory
+from maxwhisper.paired import Rounds, probe
+from maxwhisper.reference import torch_encoder
+
+pytestmark = pytest.mark.bench
+MODE = "full" if os.getenv("MAXWHISPER_BENCH") == "full" else "quick"
+ROUNDS, WARMUP = (10, 2) if MODE == "full" else (3, 1)
+SHORT_CLIP = min(CLIPS, key=lambda p: p.stat().st_size)
+
+
+@pytest.fixture(scope="module")
+def loaded() -> weights.LoadedModel:
+    return weights.load("bundled")
+
+
+def finish(benchmark, rounds: Rounds, n: int, normalisation: str, partner: str = "", **extra) -> None:
+    """Store the aligned per-round series; every member ran once per timed round."""
+    benchmark.extra_info.update(rounds.extra_info(benchmark, normalisation, MODE, partner), **extra)
+    times = benchmark.extra_info["rounds_s"]
+    assert {len(v) for v in times.values()} == {n} and min(min(v) for v in times.values()) > 0
+
+
+@pytest.mark.parametrize("batch", [1])
+def test_paired_encoder(benchmark, loaded, batch):
+    """MAX float32 encoder against PyTorch eager on the same mel, with the probe, round by round."""
+    benchmark.group = "encoder-paired"
+    mel = np.random.default_rng(0).uniform(-1.5, 1.5, (batch, loaded.dims.n_mels, 3000)).astype(np.float32)
+    from max.driver import Buffer
+    encoder, buf = get_encoder(loaded, "cpu", "float32"), Buffer.from_numpy(mel)
+    module, x = torch_encoder(loaded, "cpu", torch.float32), torch.from_numpy(mel)
+
+    def run_max():
+        return encoder.model.execute(buf)
+
+    @torch.no_grad()
+    def run_torch():
+        return module(x)
+
+    run_max()
+    with PeakMemory() as memory:
+        run_max()
+    rounds = Rounds(run_torch, probe())
+    benchmark.pedantic(run_max, setup=rounds.setup, rounds=ROUNDS, warmup_rounds=WARMUP, iterations=1)
+    finish(benchmark, rounds, ROUNDS, "partner", f"torch-cpu-float32-b{batch}", impl="max", device="cpu",
+           dtype="float32", batch=batch, model="tiny.en", **memory.as_extra_info())
+
+
+def test_paired_compile(benchmark, loaded):
+    """Load and compile the encoder graph from MAX's warm cache (a new model each round), with the probe."""
+    benchmark.group = "compile-paired"
+    cfg, tensors = EncoderConfig(loaded.dims, "cpu", "float32"), loaded.encoder_weights()
+    get_encoder(loaded, "cpu", "float32")  # the cache holds this graph
+
+    def compile_once():
+        return MaxEncoder(cfg, tensors, progress=lambda message: None)
+
+    rounds, n = Rounds(None, probe()), max(3, ROUNDS // 2)
+    benchmark.pedantic(compile_once, setup=rounds.setup, rounds=n, warmup_rounds=1, iterations=1)
+    finish(benchmark, rounds, n, "probe", impl="max", device="cpu", dtype="float32", model="tiny.en", cache="warm")
+
+
+def test_paired_transcribe(benchmark):
+    """The shortest clip end to end, MAX path against the PyTorch CPU path, round by round."""
+    from maxwhisper.pipelines import Pipeline
+    benchmark.group = "transcribe-paired"
+    max_pipe, cpu_pipe = Pipeline("max", "bundled"), Pipeline("cpu", "bundled")
+    texts = [pipe.transcribe(SHORT_CLIP)["text"] for pipe in (max_pipe, cpu_pipe)]  # warm-up
+    with PeakMemory() as memory:
+        max_pipe.transcribe(SHORT_CLIP)
+    rounds = Rounds(lambda: cpu_pipe.transcribe(SHORT_CLIP), probe())
+    n = max(3, ROUNDS // 2)
+    benchmark.pedantic(lambda: max_pipe.transcribe(SHORT_CLIP), setup=rounds.setup, rounds=n, warmup_rounds=0,
+                       iterations=1)
+    finish(benchmark, rounds, n, "partner", "cpu", impl="max", device="cpu", model="tiny.en",
+           clip=SHORT_CLIP.name, **memory.as_extra_info())
+    assert all(text.strip() for text in texts)

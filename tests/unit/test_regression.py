@@ -1,0 +1,94 @@
+"""The regression rule (maxwhisper.regression) and the figures it judges (maxwhisper.results)."""
+from __future__ import annotations
+
+import datetime as dt
+import pathlib
+
+import numpy as np
+import pytest
+
+from maxwhisper import regression
+from maxwhisper.results import Machine, Result, Run, figures, time_figure
+
+pytestmark = pytest.mark.unit
+
+
+def noisy(n: int, sd: float = 0.005, seed: int = 0) -> list[float]:
+    """n clean figures around 1.0, Gaussian: the rule's mechanics. Its rates on real noise are measured by
+    the calibration (tests/unit/test_nightly_real_runs.py, README)."""
+    return list(1.0 + sd * np.random.default_rng(seed).standard_normal(n))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_persistent_10pct_step_is_called_on_its_first_run(seed):
+    call = regression.judge(noisy(8, seed=seed) + [1.10])
+    assert call.regressed and call.since == 8 and call.change == pytest.approx(0.10, abs=0.03)
+
+
+def test_clean_noise_is_not_called():
+    """100 histories of 12 nights at 0.5% spread (a sixth of the 3% threshold): no night called."""
+    for seed in range(100):
+        values = noisy(12, seed=seed)
+        assert not any(regression.judge(values[:t]).regressed for t in range(1, 13)), seed
+
+
+def test_one_noisy_night_that_recovers_is_not_called_the_night_after():
+    values = noisy(8) + [1.15, 1.0]
+    assert regression.judge(values[:-1]).regressed  # on the night itself nothing can tell it from a step
+    assert not regression.judge(values).regressed
+
+
+def test_slow_drift_adds_up_and_is_called():
+    values = noisy(8, sd=0.003) + [1.02, 1.04, 1.06, 1.08]
+    assert any(regression.judge(values[:t]).regressed for t in range(9, 13))
+
+
+def test_a_step_older_than_recent_runs_is_reported_as_persisting_not_new():
+    values = noisy(8) + [1.2] * (regression.RECENT + 1)
+    call = regression.judge(values)
+    assert not call.regressed and call.since == 8 and "no longer new" in call.rule
+
+
+def test_a_short_history_is_not_judged():
+    call = regression.judge([1.0, 1.0, 2.0])
+    assert not call.regressed and call.rule.startswith("history too short")
+
+
+def test_threshold_is_respected():
+    values = noisy(8, sd=0.002) + [1.06]
+    assert regression.judge(values, 3.0).regressed and not regression.judge(values, 10.0).regressed
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+def result(name: str, median: float, **extra) -> Result:
+    return Result(key=name, name=name, group=extra.pop("group", "g"), median=median, low=median, high=median,
+                  spread=None, data=None, extra=extra)
+
+
+def run_of(*results: Result) -> Run:
+    machine = Machine("f", "n", "cpu", "", "CPython 3.11", "full")
+    return Run(pathlib.Path("x.json"), machine, {}, "c0ffee", dt.datetime(2026, 1, 1), {r.key: r for r in results})
+
+
+def test_interleaved_rounds_are_judged_as_the_median_per_round_ratio():
+    rounds = {"case": [1.0, 2.0, 3.0], "partner": [0.5, 1.0, 1.0], "probe": [1.0, 1.0, 1.0]}
+    r = result("paired", 2.0, rounds_s=rounds, peak_rss_mb=700.0)
+    figs = figures(run_of(r), r)
+    assert figs["time"].value == 2.0 and figs["time"].normalisation == "partner (interleaved)"
+    assert figs["peak host memory"].value == 700.0
+    probe_only = result("compile", 2.0, rounds_s={"case": [2.0, 4.0, 3.0], "probe": [1.0, 1.0, 2.0]})
+    assert time_figure(run_of(probe_only), probe_only).value == pytest.approx(2.0)
+    assert time_figure(run_of(probe_only), probe_only).normalisation == "probe (interleaved)"
+
+
+def test_without_rounds_a_max_case_uses_its_partner_then_the_gemm_probe_then_raw():
+    latency = dict(group="encoder-latency", device="cpu", dtype="float32", batch=1, model="tiny.en")
+    mx, pt = result("max", 0.3, impl="max", **latency), result("torch", 0.2, impl="torch", **latency)
+    probe = result("test_gemm_ceiling[float32]", 0.05, group="gemm-ceiling")
+    compile_case = result("test_compile_time[warm]", 2.0, group="compile")
+    run = run_of(mx, pt, probe, compile_case)
+    assert (time_figure(run, mx).value, time_figure(run, mx).normalisation) == (pytest.approx(1.5),
+                                                                                "PyTorch partner (same run)")
+    assert time_figure(run, compile_case).value == pytest.approx(40.0)
+    assert time_figure(run_of(compile_case), compile_case).normalisation == "none (raw seconds)"
