@@ -95,8 +95,10 @@ def calibrate(results: pathlib.Path, thresholds: dict[str, float] | None = None,
             per_run = [figures(run, result) for run, result in history]
             variants = [(metric, [f[metric] for f in per_run if metric in f]) for metric in per_run[-1]]
             if raw and "interleaved" in per_run[-1]["time"].normalisation:
-                variants += [(f"time [{name}]", [time_figure(run, result, name) for run, result in history])
-                             for name in ESTIMATORS if name != ESTIMATOR]
+                for name in ESTIMATORS:  # only the runs that recorded what the estimator reads
+                    figs = [time_figure(run, result, name) for run, result in history]
+                    figs = [f for f in figs if f.normalisation == per_run[-1]["time"].normalisation]
+                    variants += [(f"time [{name}]", figs)] if name != ESTIMATOR else []
             if raw and per_run[-1]["time"].normalisation != raw_figure(history[-1][1]).normalisation:
                 variants.append(("time", [raw_figure(result) for _, result in history]))
             for metric, figs in variants:
@@ -106,10 +108,10 @@ def calibrate(results: pathlib.Path, thresholds: dict[str, float] | None = None,
     return out, "; ".join(sources)
 
 
-def table(calibrations: list[Calibration], source: str) -> str:
+def table(calibrations: list[Calibration], source: str, replays: int = REPLAYS) -> str:
     """A Markdown table, as the README shows it."""
     sizes = " | ".join(f"{s:.0%}" for s in SLOWDOWNS)
-    lines = [f"Real runs: {source}. {REPLAYS} replays per size; cells: called on the first slow run / within "
+    lines = [f"Real runs: {source}. {replays} replays per size; cells: called on the first slow run / within "
              f"{WITHIN} runs.", "",
              f"| series (case · figure · normalisation) | runs | {sizes} | false alarms per clean run |",
              "| --- | --- | " + " | ".join("---" for _ in SLOWDOWNS) + " | --- |"]

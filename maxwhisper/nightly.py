@@ -55,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
                    help="exit 0 even when a case of the previous runs is missing from the latest run")
     p.add_argument("--calibrate", action="store_true",
                    help="do not benchmark; replay DIR's runs with injected slowdowns and print the rule's rates")
+    p.add_argument("--replays", type=int, default=200, help="with --calibrate: replays per slowdown (default 200)")
     return p
 
 
@@ -63,13 +64,14 @@ def calibrate(args) -> int:
 
     from maxwhisper.calibrate import asv_judge, calibrate as run_calibration, table
     thresholds = dashboard.parse_thresholds(args.threshold)
-    calibrations, source = run_calibration(pathlib.Path(args.results), thresholds)
+    calibrations, source = run_calibration(pathlib.Path(args.results), thresholds, replays=args.replays)
     if not calibrations:
         raise MaxWhisperError(f"no series under {args.results} has enough runs to calibrate on")
-    print(table(calibrations, source))
+    print(table(calibrations, source, args.replays))
     if importlib.util.find_spec("asv") is not None:
         print("\nThe same rule with asv's step detection in place of ruptures':\n")
-        print(table(run_calibration(pathlib.Path(args.results), thresholds, asv_judge, raw=False)[0], source))
+        print(table(run_calibration(pathlib.Path(args.results), thresholds, asv_judge, args.replays, raw=False)[0],
+                    source, args.replays))
     return 0
 
 

@@ -35,17 +35,31 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 class Rounds:
-    """Times the partner and the probe before each round of the case (warm-up rounds included, dropped later)."""
+    """Times the partner and the probe before each round of the case (warm-up rounds included, dropped later).
+    Besides wall time it records the process's CPU time per call (all threads): work done, not time waited."""
 
     def __init__(self, partner: Callable[[], object] | None, probe_fn: Callable[[], object]):
         self.partner, self.probe = partner, probe_fn
         self.partner_s: list[float] = []
         self.probe_s: list[float] = []
+        self.cpu_s: dict[str, list[float]] = {"case": [], "partner": [], "probe": []}
+
+    def cpu_timed(self, member: str, fn: Callable[[], object]) -> Callable[[], object]:
+        def run():
+            start = time.process_time()
+            out = fn()
+            self.cpu_s[member].append(time.process_time() - start)
+            return out
+        return run
+
+    def case(self, fn: Callable[[], object]) -> Callable[[], object]:
+        """`fn` with its CPU time recorded: pass this to benchmark.pedantic."""
+        return self.cpu_timed("case", fn)
 
     def setup(self) -> None:
         if self.partner is not None:
-            self.partner_s.append(timed(self.partner))
-        self.probe_s.append(timed(self.probe))
+            self.partner_s.append(timed(self.cpu_timed("partner", self.partner)))
+        self.probe_s.append(timed(self.cpu_timed("probe", self.probe)))
 
     def extra_info(self, benchmark, normalisation: str, mode: str, partner_name: str = "") -> dict:
         """Per-round seconds of case, partner and probe, aligned: the last `rounds` of each list."""
@@ -57,4 +71,6 @@ class Rounds:
         if self.partner is not None:
             info["rounds_s"]["partner"] = [round(s, 6) for s in self.partner_s[-n:]]
             info["partner"] = partner_name
+        info["rounds_cpu_s"] = {member: [round(s, 6) for s in series[-n:]]
+                                for member, series in self.cpu_s.items() if series}
         return info

@@ -67,9 +67,11 @@ class Result:
         value = self.extra.get(key)
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
-    def rounds(self, member: str) -> list[float] | None:
-        """Per-round seconds of "case", "partner" or "probe" from an interleaved benchmark (maxwhisper.paired)."""
-        series = (self.extra.get("rounds_s") or {}).get(member) if isinstance(self.extra.get("rounds_s"), dict) else None
+    def rounds(self, member: str, clock: str = "rounds_s") -> list[float] | None:
+        """Per-round seconds of "case", "partner" or "probe" from an interleaved benchmark (maxwhisper.paired),
+        wall time ("rounds_s") or the process's CPU time ("rounds_cpu_s")."""
+        table = self.extra.get(clock)
+        series = table.get(member) if isinstance(table, dict) else None
         if not isinstance(series, list) or not series or not all(isinstance(s, (int, float)) and s > 0 for s in series):
             return None
         return [float(s) for s in series]
@@ -225,7 +227,9 @@ def median_round_ratio(case: list[float], other: list[float]) -> float:
     return statistics.median(c / o for c, o in zip(case, other))
 
 
-ESTIMATORS = {"ratio of minima": ratio_of_minima, "median per-round ratio": median_round_ratio}
+ESTIMATORS = {"ratio of minima": ("rounds_s", ratio_of_minima),
+              "median per-round ratio": ("rounds_s", median_round_ratio),
+              "CPU-time median per-round ratio": ("rounds_cpu_s", median_round_ratio)}
 ESTIMATOR = "ratio of minima"  # chosen by calibration on the committed real runs (README, Nightly)
 
 
@@ -233,11 +237,12 @@ def time_figure(run: Run, result: Result, estimator: str = ESTIMATOR) -> Figure:
     """Interleaved rounds: the ratio to the partner, else to the probe, by ESTIMATOR. Otherwise a MAX
     encoder case over its PyTorch partner's median in the same run, else over the run's GEMM probe,
     else the raw median (nothing in the run measured the machine)."""
-    case = result.rounds("case")
+    clock, ratio = ESTIMATORS[estimator]
+    case = result.rounds("case", clock)
     for member in ("partner", "probe"):
-        other = result.rounds(member)
+        other = result.rounds(member, clock)
         if case and other and len(other) == len(case):
-            return Figure(ESTIMATORS[estimator](case, other), f"{member} (interleaved)", "×")
+            return Figure(ratio(case, other), f"{member} (interleaved)", "×")
     mate = partner(run, result) if result.extra.get("impl") == "max" else None
     if mate is not None:
         return Figure(result.median / mate.median, "PyTorch partner (same run)", "×")

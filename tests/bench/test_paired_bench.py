@@ -57,7 +57,7 @@ def test_paired_encoder(benchmark, loaded, batch):
     with PeakMemory() as memory:
         run_max()
     rounds = Rounds(run_torch, probe())
-    benchmark.pedantic(run_max, setup=rounds.setup, rounds=ROUNDS, warmup_rounds=WARMUP, iterations=1)
+    benchmark.pedantic(rounds.case(run_max), setup=rounds.setup, rounds=ROUNDS, warmup_rounds=WARMUP, iterations=1)
     finish(benchmark, rounds, ROUNDS, "partner", f"torch-cpu-float32-b{batch}", impl="max", device="cpu",
            dtype="float32", batch=batch, model="tiny.en", **memory.as_extra_info())
 
@@ -71,9 +71,12 @@ def test_paired_compile(benchmark, loaded):
     def compile_once():
         return MaxEncoder(cfg, tensors, progress=lambda message: None)
 
+    with PeakMemory() as memory:
+        compile_once()
     rounds, n = Rounds(None, probe()), max(3, ROUNDS // 2)
-    benchmark.pedantic(compile_once, setup=rounds.setup, rounds=n, warmup_rounds=1, iterations=1)
-    finish(benchmark, rounds, n, "probe", impl="max", device="cpu", dtype="float32", model="tiny.en", cache="warm")
+    benchmark.pedantic(rounds.case(compile_once), setup=rounds.setup, rounds=n, warmup_rounds=1, iterations=1)
+    finish(benchmark, rounds, n, "probe", impl="max", device="cpu", dtype="float32", model="tiny.en", cache="warm",
+           **memory.as_extra_info())
 
 
 def test_paired_transcribe(benchmark):
@@ -86,8 +89,8 @@ def test_paired_transcribe(benchmark):
         max_pipe.transcribe(SHORT_CLIP)
     rounds = Rounds(lambda: cpu_pipe.transcribe(SHORT_CLIP), probe())
     n = max(3, ROUNDS // 2)
-    benchmark.pedantic(lambda: max_pipe.transcribe(SHORT_CLIP), setup=rounds.setup, rounds=n, warmup_rounds=0,
-                       iterations=1)
+    benchmark.pedantic(rounds.case(lambda: max_pipe.transcribe(SHORT_CLIP)), setup=rounds.setup, rounds=n,
+                       warmup_rounds=0, iterations=1)
     finish(benchmark, rounds, n, "partner", "cpu", impl="max", device="cpu", model="tiny.en",
            clip=SHORT_CLIP.name, **memory.as_extra_info())
     assert all(text.strip() for text in texts)
