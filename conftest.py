@@ -113,3 +113,20 @@ def expected_transcripts():
 @pytest.fixture(scope="session")
 def rng():
     return np.random.default_rng(1234)
+
+
+# --- the MAX decoder (two graphs, compiled once per run) ----------------------------------------
+
+@pytest.fixture(scope="session")
+def max_decoder(bundled):
+    """tiny.en, CPU, float32: the cross and step graphs with the bundled weights."""
+    from maxwhisper.decoder import get_decoder
+    return get_decoder(bundled, "cpu", "float32")
+
+
+@pytest.fixture(scope="session")
+def clip_features(torch_model, clip_mels):
+    """PyTorch encoder features (1, 1500, d) of every clip's first window, by clip name."""
+    import torch
+    with torch.no_grad():
+        return {name: torch_model.encoder(torch.from_numpy(mel)).numpy() for name, mel in clip_mels.items()}

@@ -68,11 +68,12 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("audio", help="audio file (16 kHz WAV read directly; other formats need ffmpeg)")
         sp.add_argument("--impl", choices=impls, default=impls[0])
         sp.add_argument("--model", default="bundled", help="bundled | CT2 dir | file.pt | tiny, base.en... | random:SIZE")
-        sp.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-        sp.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where the MAX encoder runs")
+        sp.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "int8"], default="float32",
+                        help="the encoder's dtype (int8: faster-whisper only)")
+        sp.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where the MAX graphs run")
 
     t = sub.add_parser("transcribe", help="transcribe an audio file")
-    common(t, ["max", "cpu", "gpu"])
+    common(t, ["max", "max-encoder", "cpu", "gpu", "faster-whisper"])
     t.add_argument("--word-timestamps", action="store_true")
     t.add_argument("--json", action="store_true", help="print the whole result dict as JSON")
     t.set_defaults(func=cmd_transcribe)

@@ -2,7 +2,11 @@
 
 Writes, for the bundled tiny.en on each fixture clip and for seeded random weights of every official
 size, the encoder taps as safetensors: row slices of each tap plus per-tap statistics, with metadata
-(weights hash, versions, seed). Also writes the reference transcripts (text, tokens, word times).
+(weights hash, versions, seed). Also writes the reference transcripts (text, tokens, word times), and
+per clip the decoder's taps (`tiny.en-decoder-CLIP`): PyTorch's TextDecoder run on the clip's first
+transcript segment (start-of-transcript token first) against its first window's PyTorch features,
+keeping DECODER_CHANNELS channels of every token row, the logits at each row's top DECODER_TOP tokens
+and a fixed set of columns, the argmax per row, and statistics.
 Never edit these files by hand: change the code or the clips and re-run this.
 """
 from __future__ import annotations
@@ -24,6 +28,9 @@ TRANSCRIPTS = ROOT / "transcripts"
 ROWS = 8  # rows kept from the start, middle and end of every tap
 RANDOM_CHANNELS = 128  # random-weight sizes keep this many channels per row (statistics cover them all)
 RANDOM_SIZES = ("tiny", "base", "small", "medium", "large-v3", "large-v3-turbo")
+DECODER_CHANNELS = 96
+DECODER_TOP = 8
+DECODER_COLUMNS = np.arange(0, 51864, 997)  # spread over the whole vocabulary, timestamps included
 SEED = 0
 
 
@@ -79,6 +86,41 @@ def write_golden(path: pathlib.Path, loaded: weights.LoadedModel, mel: np.ndarra
     print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
 
 
+def decoder_tokens(transcript_tokens: list[list[int]], sot: int = 50257) -> np.ndarray:
+    """The decoder golden's input: start-of-transcript, then the first segment's tokens, as (1, n)."""
+    return np.array([[sot, *transcript_tokens[0]]], dtype=np.int64)
+
+
+def decoder_to_tensors(taps: dict[str, np.ndarray], tokens: np.ndarray) -> dict[str, np.ndarray]:
+    """What a decoder golden stores: the tokens, per tap a channel slice and statistics, and logit columns."""
+    from maxwhisper.reference import logit_columns
+    out = {"tokens": tokens}
+    for name, t in taps.items():
+        if name == "logits":
+            cols = logit_columns(t[0], DECODER_COLUMNS, DECODER_TOP)
+            out.update({"logits.columns": cols, "logits.slice": np.take_along_axis(t[0], cols, axis=-1),
+                        "logits.argmax": t[0].argmax(-1).astype(np.int64)})
+        else:
+            out[f"{name}.slice"] = np.ascontiguousarray(t[0, :, :DECODER_CHANNELS], dtype=np.float32)
+        out[f"{name}.stats"] = stats(t[0])
+    return out
+
+
+def write_decoder_golden(path: pathlib.Path, loaded: weights.LoadedModel, clip: pathlib.Path,
+                         transcript_tokens: list[list[int]]) -> None:
+    from safetensors.numpy import save_file
+    from maxwhisper.reference import torch_decoder_taps
+    model = loaded.whisper_model("cpu").eval()
+    with torch.no_grad():
+        features = model.encoder(torch.from_numpy(clip_mel(clip))).numpy()
+    tokens = decoder_tokens(transcript_tokens)
+    taps = torch_decoder_taps(model.decoder, tokens, features)
+    meta = metadata(loaded, taps=taps, clip=clip.name, features="PyTorch encoder, first window")
+    meta["weights_sha256"] = loaded.decoder_sha256
+    save_file(decoder_to_tensors(taps, tokens), str(path), metadata=meta)
+    print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
+
+
 def transcript(loaded: weights.LoadedModel, clip: pathlib.Path) -> dict:
     """The PyTorch CPU path's greedy (temperature 0) transcript with tokens and word times."""
     from maxwhisper.pipelines import Pipeline
@@ -97,7 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     for clip in sorted((ROOT / "audio").glob("*.wav")):
         write_golden(GOLDEN / f"tiny.en-{clip.stem}.safetensors", bundled, clip_mel(clip), clip=clip.name)
         TRANSCRIPTS.mkdir(parents=True, exist_ok=True)
-        (TRANSCRIPTS / f"{clip.stem}.json").write_text(json.dumps(transcript(bundled, clip), indent=1) + "\n")
+        reference = transcript(bundled, clip)
+        (TRANSCRIPTS / f"{clip.stem}.json").write_text(json.dumps(reference, indent=1) + "\n")
+        write_decoder_golden(GOLDEN / f"tiny.en-decoder-{clip.stem}.safetensors", bundled, clip, reference["tokens"])
     for size in args.sizes:
         loaded = weights.load(f"random:{size}:{SEED}")
         write_golden(GOLDEN / f"random-{size}.safetensors", loaded, random_mel(loaded.dims.n_mels),

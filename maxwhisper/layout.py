@@ -70,3 +70,29 @@ def encoder_weights_to_max(w: dict[str, np.ndarray], n_layer: int) -> dict[str, 
         for ln in ("attn_ln", "mlp_ln"):
             out[f"{p}{ln}.w"], out[f"{p}{ln}.b"] = w[f"{p}{ln}.weight"], w[f"{p}{ln}.bias"]
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def decoder_weights_to_max(w: dict[str, np.ndarray], n_layer: int) -> dict[str, np.ndarray]:
+    """openai-whisper TextDecoder tensors (names without `decoder.`) -> the MAX decoder graphs' names.
+
+    The token embedding appears twice: as rows for the lookup (`tok_emb`, (n_vocab, d)) and transposed
+    for the tied logits product (`logits.w`, (d, n_vocab)), which the graph streams row by row.
+    """
+    emb = w["token_embedding.weight"]
+    out = {"tok_emb": emb, "logits.w": linear_to_max(emb), "pos": w["positional_embedding"],
+           "ln.w": w["ln.weight"], "ln.b": w["ln.bias"]}
+    for i in range(n_layer):
+        p = f"blocks.{i}."
+        out[p + "qkv.w"], out[p + "qkv.b"] = fuse_qkv(
+            w[p + "attn.query.weight"], w[p + "attn.key.weight"], w[p + "attn.value.weight"],
+            w[p + "attn.query.bias"], w[p + "attn.value.bias"])
+        c = p + "cross_attn."
+        out[p + "cross_q.w"], out[p + "cross_q.b"] = linear_to_max(w[c + "query.weight"]), w[c + "query.bias"]
+        out[p + "cross_kv.w"] = linear_to_max(np.concatenate([w[c + "key.weight"], w[c + "value.weight"]]))
+        out[p + "cross_kv.b"] = np.concatenate([np.zeros_like(w[c + "value.bias"]), w[c + "value.bias"]])
+        for ours, theirs in (("out", "attn.out"), ("cross_out", "cross_attn.out"), ("fc1", "mlp.0"), ("fc2", "mlp.2")):
+            out[f"{p}{ours}.w"], out[f"{p}{ours}.b"] = linear_to_max(w[f"{p}{theirs}.weight"]), w[f"{p}{theirs}.bias"]
+        for ln in ("attn_ln", "cross_attn_ln", "mlp_ln"):
+            ours = "cross_ln" if ln == "cross_attn_ln" else ln
+            out[f"{p}{ours}.w"], out[f"{p}{ours}.b"] = w[f"{p}{ln}.weight"], w[f"{p}{ln}.bias"]
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}

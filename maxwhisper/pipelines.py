@@ -1,11 +1,13 @@
-"""Three interchangeable transcription paths with one interface and per-stage timings.
+"""Interchangeable transcription paths with one interface and per-stage timings.
 
-    cpu  openai-whisper on CPU (float32)
-    gpu  openai-whisper on CUDA (float16)
-    max  the MAX encoder feeding openai-whisper's PyTorch decoder (CPU decoder, or CUDA when --device gpu)
+    cpu             openai-whisper on CPU (float32)
+    gpu             openai-whisper on CUDA (float16)
+    max             the MAX encoder and the MAX decoder, driven by openai-whisper's transcribe()
+    max-encoder     the MAX encoder feeding openai-whisper's PyTorch decoder
+    faster-whisper  faster-whisper (CTranslate2) on the same model files, float32 or int8: the peer
 
-Each returns openai-whisper's `transcribe()` result dict plus result["timings"] in seconds:
-load, compile, encode, decode, total.
+Each returns openai-whisper's `transcribe()` result dict (faster-whisper: the same keys it has) plus
+result["timings"] in seconds: load, compile, encode, decode, total.
 """
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ import whisper
 
 from maxwhisper import audio as audio_mod
 from maxwhisper import weights
+from maxwhisper.decoder import get_decoder
 from maxwhisper.encoder import MaxAudioEncoder, get_encoder
 from maxwhisper.errors import MaxWhisperError
+from maxwhisper.inference import DecodeTimer, use_max_decoder
 from maxwhisper.reference import torch_encoder
 
-IMPLS = ("cpu", "gpu", "max")
+IMPLS = ("cpu", "gpu", "max", "max-encoder", "faster-whisper")
 
 
 def cuda_available() -> bool:
@@ -68,17 +72,20 @@ class Pipeline:
     """A loaded model ready to transcribe, on one of the three paths."""
     impl: str = "max"
     model: str = "bundled"
-    dtype: str = "float32"  # the encoder's (max and cpu paths); the gpu path is always float16
-    device: str = "cpu"  # where the max path's encoder runs
+    dtype: str = "float32"  # the encoder's (max and cpu paths), or faster-whisper's compute type (float32, int8)
+    device: str = "cpu"  # where the max paths' graphs run
+    threads: int = 0  # faster-whisper's cpu_threads (0: all cores, as torch and MAX use)
     progress: Callable[[str], None] | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.impl not in IMPLS:
             raise MaxWhisperError(f"unknown --impl {self.impl!r}; choose one of {', '.join(IMPLS)}")
-        if (self.impl == "gpu" or (self.impl == "max" and self.device == "gpu")) and not cuda_available():
-            raise MaxWhisperError(f"--impl {self.impl} needs a CUDA GPU for PyTorch and none is visible; "
-                                  "use --impl cpu or --impl max")
+        if self.impl == "faster-whisper":
+            return self._init_faster_whisper()
+        if (self.impl == "gpu" or (self.impl.startswith("max") and self.device == "gpu")) and not cuda_available():
+            raise MaxWhisperError(f"--impl {self.impl} --device {self.device} needs a CUDA GPU for PyTorch and none "
+                                  "is visible; use --device cpu")
         start = time.perf_counter()
         self.loaded = weights.load(self.model)
         torch_device = "cuda" if self.impl == "gpu" or self.device == "gpu" else "cpu"
@@ -87,18 +94,51 @@ class Pipeline:
             self.whisper = self.whisper.half()
         self.timings["load"] = time.perf_counter() - start
         self.timings["compile"] = 0.0
-        if self.impl == "max":
+        self.decode_timer = None
+        if self.impl.startswith("max"):
             encoder = get_encoder(self.loaded, self.device, self.dtype, progress=self.progress)
             self.timings["compile"] = encoder.compile_s
             self.whisper.encoder = self._max_encoder = MaxAudioEncoder(encoder)
+            if self.impl == "max":
+                decoder = get_decoder(self.loaded, self.device, progress=self.progress)
+                self.timings["compile"] += decoder.compile_s
+                self.decode_timer = DecodeTimer()
+                use_max_decoder(self.whisper, decoder, self.decode_timer)
         else:
             if self.impl == "cpu" and self.dtype != "float32":  # a reduced-precision PyTorch reference
                 self.whisper.encoder = _CastEncoder(torch_encoder(self.loaded, "cpu", getattr(torch, self.dtype)))
             self._timer = _EncoderTimer(self.whisper.encoder)
 
+    def _init_faster_whisper(self) -> None:
+        if self.model != "bundled" and not __import__("pathlib").Path(self.model).is_dir():
+            raise MaxWhisperError("--impl faster-whisper takes --model bundled or a CTranslate2 model directory")
+        if self.dtype not in ("float32", "int8"):
+            raise MaxWhisperError(f"faster-whisper compute type {self.dtype!r}: use float32 or int8")
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise MaxWhisperError("--impl faster-whisper needs the faster-whisper package: "
+                                  "pip install -e '.[test]'") from None
+        start = time.perf_counter()
+        path = weights.bundled_path() if self.model == "bundled" else self.model
+        self.fw = WhisperModel(str(path), device="cpu", compute_type=self.dtype, cpu_threads=self.threads)
+        self.timings.update(load=time.perf_counter() - start, compile=0.0)
+
+    def _transcribe_faster_whisper(self, samples: np.ndarray, word_timestamps: bool, **options) -> dict:
+        temperature = options.pop("temperature", 0.0)
+        segments, _ = self.fw.transcribe(samples, language="en", beam_size=options.pop("beam_size", None) or 1,
+                                         temperature=temperature, word_timestamps=word_timestamps,
+                                         vad_filter=False, **options)
+        segments = list(segments)  # the generator runs the model
+        return {"text": "".join(s.text for s in segments),
+                "segments": [{"start": s.start, "end": s.end, "text": s.text, "tokens": list(s.tokens)}
+                             for s in segments], "language": "en"}
+
     @property
     def encode_seconds(self) -> float:
-        return self._max_encoder.seconds if self.impl == "max" else self._timer.seconds
+        if self.impl == "faster-whisper":
+            return 0.0
+        return self._max_encoder.seconds if self.impl.startswith("max") else self._timer.seconds
 
     def transcribe(self, audio, word_timestamps: bool = False, show_progress: bool = False, **options) -> dict:
         """openai-whisper's transcribe() on this path; `audio` is a path or 16 kHz samples."""
@@ -106,8 +146,12 @@ class Pipeline:
         encode_before = self.encode_seconds
         start = time.perf_counter()
         options.setdefault("temperature", 0.0)
-        result = whisper.transcribe(self.whisper, samples, fp16=self.impl == "gpu", word_timestamps=word_timestamps,
-                                    verbose=False if show_progress else None, **options)
+        if self.impl == "faster-whisper":
+            result = self._transcribe_faster_whisper(samples, word_timestamps, **options)
+        else:
+            result = whisper.transcribe(self.whisper, samples, fp16=self.impl == "gpu",
+                                        word_timestamps=word_timestamps, verbose=False if show_progress else None,
+                                        **options)
         total = time.perf_counter() - start
         encode = self.encode_seconds - encode_before
         result["timings"] = {"load": self.timings["load"], "compile": self.timings["compile"], "encode": encode,

@@ -37,3 +37,28 @@ def torch_encoder(loaded, device: str = "cpu", dtype: torch.dtype = torch.float3
         if isinstance(module, LayerNorm):
             module.float()
     return encoder
+
+
+@torch.no_grad()
+def torch_decoder_taps(decoder, tokens, features) -> dict[str, np.ndarray]:
+    """openai-whisper's TextDecoder.forward in one pass (no cache), with the MAX step graph's taps:
+    embed, each block's output, the final LayerNorm, and the logits; each (batch, tokens, channels)."""
+    from maxwhisper.decoder import tap_names
+    x_tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
+    xa = torch.as_tensor(np.asarray(features), dtype=torch.float32)
+    x = decoder.token_embedding(x_tokens) + decoder.positional_embedding[:x_tokens.shape[-1]]
+    taps = [x]
+    for block in decoder.blocks:
+        x = block(x, xa, mask=decoder.mask)
+        taps.append(x)
+    x = decoder.ln(x)
+    taps.append(x)
+    out = {name: t.contiguous().numpy() for name, t in zip(tap_names(len(decoder.blocks)), taps)}
+    out["logits"] = (x @ decoder.token_embedding.weight.T).contiguous().numpy()
+    return out
+
+
+def logit_columns(logits: np.ndarray, fixed: np.ndarray, top: int) -> np.ndarray:
+    """Per row (tokens, n_vocab): the `fixed` vocabulary columns plus that row's `top` largest logits."""
+    best = np.argsort(-logits, axis=-1)[:, :top]
+    return np.concatenate([np.broadcast_to(fixed, (len(logits), len(fixed))), best], axis=-1).astype(np.int64)

@@ -57,6 +57,20 @@ class LoadedModel:
             h.update(self.state_dict[name].numpy().tobytes())
         return h.hexdigest()[:16]
 
+    @functools.cached_property
+    def decoder_sha256(self) -> str:
+        """Hash of the decoder weights, recorded in decoder golden metadata."""
+        h = hashlib.sha256()
+        for name in sorted(k for k in self.state_dict if k.startswith("decoder.")):
+            h.update(name.encode())
+            h.update(self.state_dict[name].numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def decoder_weights(self) -> dict[str, np.ndarray]:
+        """The decoder's tensors as float32 numpy arrays, names without the `decoder.` prefix."""
+        return {k.removeprefix("decoder."): v.float().numpy() for k, v in self.state_dict.items()
+                if k.startswith("decoder.") and k != "decoder.mask"}
+
     def encoder_weights(self) -> dict[str, np.ndarray]:
         """The encoder's tensors as float32 numpy arrays, names without the `encoder.` prefix."""
         return {k.removeprefix("encoder."): v.float().numpy() for k, v in self.state_dict.items()

@@ -1,0 +1,84 @@
+"""The seam into openai-whisper's decoding loop: `whisper.decoding.Inference` on the MAX decoder.
+
+openai-whisper's `DecodingTask` calls only `logits(tokens, audio_features)`, `rearrange_kv_cache(indices)`
+and `cleanup_caching()`. `MaxInference` implements them on a `DecoderState`; `use_max_decoder(model, decoder)`
+makes `model.decode` (what `whisper.transcribe()` calls per segment and per fallback temperature) build
+tasks with it. Nothing in openai-whisper is patched: the compiled graphs live in `MaxDecoder`, outside
+the per-segment tasks, and `transcribe()` runs unchanged (windows, temperature fallback, beam search,
+best-of, condition_on_previous_text, no-speech probability, timestamps). Language detection and word-level
+timestamps call `model.logits` / `model(mel, tokens)` directly and stay on PyTorch's decoder.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import torch
+from whisper.decoding import DecodingOptions, DecodingTask, Inference
+
+from maxwhisper.decoder import DecoderState, MaxDecoder
+
+
+class MaxInference(Inference):
+    """openai-whisper's Inference interface on the MAX decoder's key/value cache."""
+
+    def __init__(self, decoder: MaxDecoder, initial_token_length: int, timer: "DecodeTimer | None" = None):
+        self.decoder, self.initial_token_length, self.timer = decoder, initial_token_length, timer
+        self.state: DecoderState | None = None
+
+    def logits(self, tokens: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        if self.state is None:
+            n_audio = audio_features.shape[0]
+            self.state = self.decoder.new_state(audio_features, tokens.shape[0] // max(n_audio, 1))
+        if tokens.shape[-1] > self.initial_token_length:
+            tokens = tokens[:, -1:]  # only the newest token after the first call, as PyTorchInference
+        logits = torch.from_numpy(self.state.step(tokens.cpu().numpy())).to(audio_features.device)
+        if self.timer:
+            self.timer.add(time.perf_counter() - start, tokens.shape[-1])
+        return logits
+
+    def rearrange_kv_cache(self, source_indices) -> None:
+        if self.state is not None:
+            self.state.reorder(source_indices)
+
+    def cleanup_caching(self) -> None:
+        self.state = None
+
+
+class DecodeTimer:
+    """Seconds spent in the MAX decoder, and the calls and tokens behind them."""
+
+    def __init__(self):
+        self.seconds, self.calls, self.tokens = 0.0, 0, 0
+
+    def add(self, seconds: float, tokens: int) -> None:
+        self.seconds += seconds
+        self.calls += 1
+        self.tokens += tokens
+
+
+class MaxDecodingTask(DecodingTask):
+    """openai-whisper's DecodingTask with its inference on the MAX decoder."""
+
+    def __init__(self, model, options: DecodingOptions, decoder: MaxDecoder, timer: DecodeTimer | None = None):
+        super().__init__(model, options)
+        self.inference = MaxInference(decoder, len(self.initial_tokens), timer)
+
+
+def use_max_decoder(model, decoder: MaxDecoder, timer: DecodeTimer | None = None):
+    """Make `model.decode` (and so `whisper.transcribe(model, ...)`) decode on MAX; returns `model`."""
+
+    @torch.no_grad()
+    def decode(mel: torch.Tensor, options: DecodingOptions = DecodingOptions(), **kwargs):
+        # openai-whisper's whisper.decoding.decode, with the task swapped
+        single = mel.ndim == 2
+        if single:
+            mel = mel.unsqueeze(0)
+        if kwargs:
+            options = replace(options, **kwargs)
+        result = MaxDecodingTask(model, options, decoder, timer).run(mel)
+        return result[0] if single else result
+
+    model.decode = decode
+    return model

@@ -1,0 +1,131 @@
+"""Properties of the compiled MAX decoder and its cache (one compile of two graphs, many examples).
+
+Token sequences, batch sizes, split points and features are drawn; features come dense from a drawn
+seed. The reference for each property is the decoder itself run another way (one pass, alone,
+re-indexed), so these check the cache and the symbolic dimensions, not PyTorch parity.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from maxwhisper.errors import MaxWhisperError
+
+pytestmark = pytest.mark.unit
+
+N_VOCAB, N_CTX, D = 51864, 448, 384  # tiny.en
+seeds = st.integers(0, 2**32 - 1)
+# Same graph, other split of the work: measured max |diff| 2e-5 on logits up to |40| (float32 sums in
+# another order); 1e-3 is 50x that and still far below the gap between distinct tokens' logits.
+ATOL = 1e-3
+
+
+def features(seed: int, n_audio: int = 1) -> np.ndarray:
+    """Encoder-like features: dense N(0, 1) from a drawn seed (tiny.en's real features have std ~1)."""
+    return np.random.default_rng(seed).standard_normal((n_audio, 1500, D)).astype(np.float32)
+
+
+@st.composite
+def token_rows(draw, rows=st.integers(1, 3), length=st.integers(2, 24)):
+    n, t, seed = draw(rows), draw(length), draw(seeds)
+    return np.random.default_rng(seed).integers(0, N_VOCAB, (n, t))
+
+
+def run(decoder, feats, tokens, splits, group=None) -> np.ndarray:
+    """Logits of `tokens` decoded in chunks ending at `splits` (one pass when splits is empty)."""
+    state = decoder.new_state(feats, group or tokens.shape[0] // feats.shape[0])
+    bounds = [0, *splits, tokens.shape[1]]
+    return np.concatenate([state.step(tokens[:, a:b]) for a, b in zip(bounds, bounds[1:])], axis=1)
+
+
+@settings(max_examples=8)
+@given(tokens=token_rows(), data=st.data(), seed=seeds)
+def test_prefill_then_single_steps_equals_one_pass(max_decoder, tokens, data, seed):
+    k = data.draw(st.integers(1, tokens.shape[1] - 1), label="prefill length")
+    feats = features(seed)
+    one_pass = run(max_decoder, feats, tokens, [])
+    stepped = run(max_decoder, feats, tokens, list(range(k, tokens.shape[1])))
+    assert one_pass.shape == stepped.shape == (*tokens.shape, N_VOCAB)
+    np.testing.assert_allclose(stepped, one_pass, atol=ATOL, rtol=0)
+    assert (stepped.argmax(-1) == one_pass.argmax(-1)).all()
+
+
+@settings(max_examples=6)
+@given(tokens=token_rows(st.integers(2, 4), st.integers(1, 12)), seed=seeds)
+def test_rows_of_a_group_equal_each_row_alone(max_decoder, tokens, seed):
+    """Rows sharing one audio window (beam/best-of groups) are independent of each other."""
+    feats = features(seed)
+    together = run(max_decoder, feats, tokens, [])
+    for r in range(tokens.shape[0]):
+        np.testing.assert_allclose(together[r], run(max_decoder, feats, tokens[r:r + 1], [])[0], atol=ATOL, rtol=0)
+
+
+@settings(max_examples=4)
+@given(tokens=token_rows(st.just(2), st.integers(1, 8)), seed=seeds, victim=st.integers(0, 1))
+def test_audio_windows_do_not_leak_into_each_other(max_decoder, tokens, seed, victim):
+    feats = features(seed, n_audio=2)
+    before = run(max_decoder, feats, tokens, [], group=1)
+    feats[victim] = features(seed + 1)[0]
+    after = run(max_decoder, feats, tokens, [], group=1)
+    for i in range(2):
+        assert np.array_equal(before[i], after[i]) != (i == victim), f"row {i} changed when window {victim} did"
+
+
+@settings(max_examples=6)
+@given(tokens=token_rows(st.integers(2, 5), st.integers(2, 10)), data=st.data(), seed=seeds)
+def test_reordering_the_cache_equals_reindexing_the_sequences(max_decoder, tokens, data, seed):
+    """Beam search's rearrange_kv_cache: after reorder(idx), the next step sees the rows tokens[idx]."""
+    n = tokens.shape[0]
+    idx = data.draw(st.lists(st.integers(0, n - 1), min_size=n, max_size=n), label="source indices")
+    nxt = data.draw(st.lists(st.integers(0, N_VOCAB - 1), min_size=n, max_size=n), label="next tokens")
+    feats = features(seed)
+    state = max_decoder.new_state(feats, n)
+    state.step(tokens)
+    state.reorder(idx)
+    got = state.step(np.array(nxt)[:, None])[:, -1]
+    want = run(max_decoder, feats, np.concatenate([tokens[idx], np.array(nxt)[:, None]], 1), [])[:, -1]
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+
+
+def test_group_and_window_broadcast_equals_repeated_windows(max_decoder):
+    """3 rows over 1 window (as openai-whisper's beam groups) equal 3 rows over 3 copies of it."""
+    rng = np.random.default_rng(7)
+    tokens, feats = rng.integers(0, N_VOCAB, (3, 5)), features(7)
+    shared = run(max_decoder, feats, tokens, [2], group=3)
+    repeated = run(max_decoder, np.repeat(feats, 3, axis=0), tokens, [2], group=1)
+    np.testing.assert_allclose(shared, repeated, atol=ATOL, rtol=0)
+
+
+def test_taps_have_the_new_tokens_shape(max_decoder):
+    state = max_decoder.new_state(features(1), 2)
+    state.step(np.zeros((2, 3), np.int64))
+    taps = state.tap_arrays()
+    assert list(taps) == ["embed", "block0", "block1", "block2", "block3", "ln"]
+    assert all(t.shape == (2, 3, D) and t.dtype == np.float32 for t in taps.values())
+    state.step(np.zeros((2, 1), np.int64))
+    assert state.length == 4 and all(t.shape == (2, 1, D) for t in state.tap_arrays().values())
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d.new_state(features(0)).step(np.zeros((1, N_CTX + 1), np.int64)), "too many tokens.*n_text_ctx 448"),
+    (lambda d: d.new_state(np.zeros((1, 1500, 512), np.float32)), r"audio features have shape \(1, 1500, 512\)"),
+    (lambda d: d.new_state(np.zeros((1500, D), np.float32)), "add a batch axis"),
+    (lambda d: d.new_state(features(0), group=0), "empty batch"),
+    (lambda d: d.new_state(np.zeros((0, 1500, D), np.float32)), r"shape \(0, 1500, 384\)"),
+    (lambda d: d.new_state(features(0)).step(np.zeros((1, 0), np.int64)), "no tokens to decode"),
+    (lambda d: d.new_state(features(0)).step(np.zeros((2, 1), np.int64)), r"expected \(1, new\)"),
+    (lambda d: d.new_state(features(0)).step(np.full((1, 1), N_VOCAB)), r"token ids must be integers in \[0, 51864\)"),
+    (lambda d: d.new_state(features(0)).step(np.zeros((1, 1), np.float32)), "token ids must be integers"),
+    (lambda d: d.new_state(features(0), 2).reorder([0, 2]), "source indices"),
+])
+def test_bad_input_gets_one_clear_error(max_decoder, make, message):
+    with pytest.raises(MaxWhisperError, match=message):
+        make(max_decoder)
+
+
+def test_the_cache_fills_to_n_text_ctx_and_no_further(max_decoder):
+    state = max_decoder.new_state(features(2))
+    state.step(np.zeros((1, N_CTX - 1), np.int64))
+    state.step(np.zeros((1, 1), np.int64))
+    with pytest.raises(MaxWhisperError, match="448 cached \\+ 1 new"):
+        state.step(np.zeros((1, 1), np.int64))
