@@ -9,6 +9,8 @@ import functools
 import json
 import os
 import pathlib
+import re
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -20,34 +22,100 @@ CLIPS = sorted((FIXTURES / "audio").glob("*.wav"))
 
 settings.register_profile("dev", deadline=None, max_examples=25,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-settings.register_profile("ci", parent=settings.get_profile("dev"), derandomize=True, max_examples=30,
-                          print_blob=True)
+# CI explores too: not derandomized, but one seed per run, drawn fresh and printed in the header, so a
+# failure found on CI replays with `--hypothesis-seed=N` (print_blob also prints the failing example).
+settings.register_profile("ci", parent=settings.get_profile("dev"), max_examples=30, print_blob=True)
 settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "ci" if os.getenv("CI") else "dev"))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    config.addinivalue_line("markers", "torch_cuda: compares against PyTorch on CUDA (skipped, saying what to "
+                                       "install, where torch is a CPU build)")
+    if config.getoption("hypothesis_seed", None) is None and settings.default.derandomize is False:
+        config.option.hypothesis_seed = int.from_bytes(os.urandom(4), "little")
+    use_project_machine_id()
+
+
+def pytest_report_header(config):
+    return f"hypothesis seed for this run: {config.getoption('hypothesis_seed', None)} (replay: --hypothesis-seed=N)"
+
+
+def use_project_machine_id() -> None:
+    """Store and compare benchmark runs under the hardware machine id (tests/bench/conftest.py).
+
+    pytest-benchmark picks its storage folder and loads `--benchmark-compare` inside its own
+    pytest_configure, so the id must be in place before that hook runs: renaming the folder later
+    saved runs where `--benchmark-compare` never looked."""
+    try:
+        import pytest_benchmark.session as bench_session
+    except ImportError:  # the plugin is not installed: nothing to store
+        return
+    from tests.bench.conftest import machine_id
+    bench_session.get_machine_id = machine_id
+
+
+@dataclass(frozen=True)
+class GpuStatus:
+    visible: bool  # the machine shows a GPU to this process (NVML, or an AMD /dev/kfd)
+    max_gpu: bool  # MAX sees an accelerator
+    torch_cuda: bool  # torch is a CUDA build and sees a GPU
+
+
 @functools.cache
-def gpu_status() -> tuple[bool, bool, str]:
-    """(MAX sees an accelerator, torch sees CUDA, why not) for skipping `gpu` tests."""
+def gpu_status() -> GpuStatus:
     import torch
+
+    from maxwhisper.memory import nvml_handle
     try:
         from max.driver import accelerator_count
         max_gpu = accelerator_count() > 0
     except Exception:  # a broken driver install must skip, not error
         max_gpu = False
-    torch_gpu = torch.cuda.is_available()
-    why = [] if max_gpu else ["MAX sees no accelerator"]
-    why += [] if torch_gpu else ["torch.cuda.is_available() is False"]
-    return max_gpu, torch_gpu, "; ".join(why)
+    visible = nvml_handle() is not None or (os.path.exists("/dev/kfd") and os.getenv("CUDA_VISIBLE_DEVICES") != "")
+    return GpuStatus(visible or max_gpu, max_gpu, torch.cuda.is_available())
 
 
+INSTALL_MAX = ("MAX sees no accelerator: install max==26.7.0 on a supported GPU with its driver (NVIDIA: a "
+               "CUDA 12 driver, `nvidia-smi` works); `make gpu` sets up such a box")
+INSTALL_TORCH = ("torch is a CPU build (torch.cuda.is_available() is False): install a CUDA build of torch, "
+                 "or keep the machine's own with `make gpu` (a venv over the system site-packages)")
+
+
+def gpu_skip_reason(markers: set[str], status: GpuStatus) -> str | None:
+    """Why a test with these markers cannot run here, or None.
+
+    `gpu` tests need MAX to see a GPU; they compare against PyTorch on the CPU where torch has no CUDA.
+    `torch_cuda` tests run PyTorch itself on the GPU and need only torch's CUDA."""
+    if "torch_cuda" in markers:
+        return None if status.torch_cuda else f"no CUDA in torch: {INSTALL_TORCH}"
+    if "gpu" in markers and not status.max_gpu:
+        return f"no GPU for MAX: {INSTALL_MAX}"
+    return None
+
+
+def gpu_run_problem(status: GpuStatus, reasons: list[str | None], markexpr: str) -> str | None:
+    """The error for a GPU run (`-m gpu`) on a machine with a GPU where every gpu test would skip."""
+    if not status.visible or not re.search(r"(?<!not )\bgpu\b", markexpr) or not reasons or not all(reasons):
+        return None
+    missing = [m for m, lacking in ((INSTALL_MAX, not status.max_gpu), (INSTALL_TORCH, not status.torch_cuda)) if lacking]
+    return (f"a GPU is visible but all {len(reasons)} gpu tests would skip, so this run would prove nothing. "
+            + " Also: ".join(missing))
+
+
+@pytest.hookimpl(trylast=True)  # after `-m` deselected what the run does not ask for
 def pytest_collection_modifyitems(config, items):
-    max_gpu, torch_gpu, why = gpu_status()
-    if max_gpu and torch_gpu:
-        return
-    skip = pytest.mark.skip(reason=f"no GPU: {why}")
+    status = gpu_status()
+    reasons = []
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        markers = {m.name for m in item.iter_markers()}
+        if markers & {"gpu", "torch_cuda"}:
+            reasons.append(gpu_skip_reason(markers, status))
+            if reasons[-1]:
+                item.add_marker(pytest.mark.skip(reason=reasons[-1]))
+    problem = gpu_run_problem(status, reasons, config.getoption("markexpr") or "")
+    if problem:
+        raise pytest.UsageError(problem)
 
 
 # --- session-scoped models --------------------------------------------------------------------
@@ -103,6 +171,24 @@ def clip_mels():
     """First-window log-mel (1, 80, 3000) of every fixture clip, by clip name."""
     from maxwhisper.golden import clip_mel
     return {clip.stem: clip_mel(clip) for clip in CLIPS}
+
+
+@pytest.fixture(scope="session")
+def speech_windows():
+    """(names, mel (n, 80, 3000)): every clip's first 30 s window, and the long clip's later windows
+    (from 30 s and from 60 s, the last one mostly padding), cut as whisper.transcribe cuts them."""
+    import torch
+    import whisper
+
+    from maxwhisper import audio
+    names, mels = [], []
+    for clip in CLIPS:
+        samples = torch.from_numpy(audio.load_audio(clip))
+        full = whisper.log_mel_spectrogram(samples, 80, padding=whisper.audio.N_SAMPLES)
+        for start in range(0, full.shape[-1] - whisper.audio.N_FRAMES, whisper.audio.N_FRAMES):
+            names.append(f"{clip.stem}@{start // 100}s")
+            mels.append(whisper.pad_or_trim(full[:, start:], whisper.audio.N_FRAMES).numpy())
+    return names, np.stack(mels)
 
 
 @pytest.fixture(scope="session")

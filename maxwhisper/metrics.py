@@ -17,10 +17,15 @@ class Diff:
     worst: tuple[int, ...]  # index of the largest |a - e|
     actual_at_worst: float
     expected_at_worst: float
+    # Per position (every index but the last, channel axis): rms(a - e) / rms(e) over the channels, worst one.
+    row_rel: float = 0.0
+    worst_row: tuple[int, ...] = ()
+    row_errors: np.ndarray | None = None  # every position's relative rms error, flattened
 
     def __str__(self) -> str:
         return (f"max|diff|={self.max_abs:.3g} max_rel={self.max_rel:.3g} cos={self.cosine:.7f} "
-                f"nmse={self.nmse:.3g} worst at {self.worst}: {self.actual_at_worst:.6g} vs {self.expected_at_worst:.6g}")
+                f"nmse={self.nmse:.3g} worst position {self.worst_row} off by {self.row_rel:.3g} (rms) "
+                f"worst at {self.worst}: {self.actual_at_worst:.6g} vs {self.expected_at_worst:.6g}")
 
 
 def compare(actual, expected) -> Diff:
@@ -31,9 +36,15 @@ def compare(actual, expected) -> Diff:
     worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
     denom = float(np.sum(e * e)) or 1.0
     cos = float(np.sum(a * e) / (np.linalg.norm(a) * np.linalg.norm(e) or 1.0))
+    row_rel, worst_row = 0.0, ()
+    if diff.size:
+        rows = np.sqrt(np.mean(diff * diff, axis=-1) / np.maximum(np.mean(e * e, axis=-1), 1e-30))
+        worst_row = np.unravel_index(int(np.argmax(rows)), rows.shape)
+        row_rel, worst_row = float(rows[worst_row]), tuple(int(i) for i in worst_row)
     return Diff(float(diff.max(initial=0.0)), float((diff / (np.abs(e) + 1e-3)).max(initial=0.0)), cos,
                 float(np.sum((a - e) ** 2) / denom), tuple(int(i) for i in worst),
-                float(a[worst]) if diff.size else 0.0, float(e[worst]) if diff.size else 0.0)
+                float(a[worst]) if diff.size else 0.0, float(e[worst]) if diff.size else 0.0, row_rel, worst_row,
+                rows.ravel() if diff.size else None)
 
 
 def normalize_text(text: str) -> list[str]:
@@ -63,9 +74,20 @@ def encoder_flops(dims: ModelDimensions, batch: int = 1) -> int:
 
 @dataclass(frozen=True)
 class Tolerance:
-    """A tap passes when max|a - e| <= scaled * max|e| and NMSE <= nmse."""
+    """A tap passes when max|a - e| <= scaled * max|e|, NMSE <= nmse, and at every position (row of the
+    channel axis) rms(a - e) <= row * rms(e): one position cannot be far off while the whole looks fine.
+    Where a dtype legitimately loses a few positions (bfloat16), at most `outliers` positions may exceed
+    `typical`, and none `row`."""
     scaled: float
     nmse: float
+    row: float
+    typical: float | None = None
+    outliers: int = 0
+
+    def n_outliers(self, diff: Diff) -> int:
+        if self.typical is None or diff.row_errors is None:
+            return 0
+        return int((diff.row_errors > self.typical).sum())
 
 
 @dataclass(frozen=True)
@@ -77,25 +99,42 @@ class TapResult:
 
     @property
     def ok(self) -> bool:
-        return self.diff.max_abs <= self.tolerance.scaled * self.scale and self.diff.nmse <= self.tolerance.nmse
+        t = self.tolerance
+        return (self.diff.max_abs <= t.scaled * self.scale and self.diff.nmse <= t.nmse and self.diff.row_rel <= t.row
+                and t.n_outliers(self.diff) <= t.outliers)
 
     def __str__(self) -> str:
         return (f"{'ok  ' if self.ok else 'FAIL'} {self.name:>8}: {self.diff} "
                 f"(limit {self.tolerance.scaled * self.scale:.3g} = {self.tolerance.scaled:g} x max|ref| {self.scale:.3g}, "
-                f"nmse limit {self.tolerance.nmse:g})")
+                f"nmse limit {self.tolerance.nmse:g}, position limit {self.tolerance.row:g}"
+                + (f", {self.tolerance.n_outliers(self.diff)} positions over {self.tolerance.typical:g}, "
+                   f"limit {self.tolerance.outliers}" if self.tolerance.typical else "") + ")")
 
 
-# Per dtype, per stage (default under "*"). Measured on the three fixture clips, tiny.en, this CPU:
-#  float32: conv1 worst scaled error 8.4e-7 (a 240-term dot product), later stages worst 2.3e-5 (block3,
-#    whose residual stream reaches |x| = 657), NMSE worst 2.8e-11. Limits are about 10x those, and the
-#    tight conv1 limit makes the tanh GELU (5e-5 at conv1) fail at the stage where it lives.
-#  bfloat16 (projections and MLP in bf16, attention in fp32), output vs PyTorch float32: NMSE worst 1.0e-4,
-#    cosine >= 0.99995. Max |diff| is ruled by one outlier row (block3's residual reaches |x| = 657, where
-#    bf16 spacing is 4): up to 0.42 x max|ref| on the long clip, so the bf16 limit rests on NMSE (5x).
+# Per dtype, per stage (default under "*"), about 4x the worst measured (AVX2 EPYC, tiny.en, 5 windows: the
+# three clips' first windows and the long clip's windows at 30 s and 60 s, against PyTorch float32).
+#  float32 worst (max|diff| / max|ref|, NMSE, worst position's relative rms error):
+#    conv1 8.4e-7, 7.1e-13, 1.3e-6 (a 240-term dot product; tight, so a tanh GELU fails at conv1)
+#    conv2 .. block2 5.0e-6, 4.5e-12, 8.0e-6
+#    block3 2.3e-5, 2.8e-11, 2.4e-4 (its residual stream reaches |x| = 657 in one channel)
+#    ln_post 1.0e-4, 1.3e-11, 2.2e-4 (the long clip's window at 30 s; first windows 1.6e-5)
+#  bfloat16 (projections and MLP in bf16, attention in fp32), output against PyTorch float32, per window:
+#    max|diff| / max|ref| 0.43, NMSE 1.8e-4; positions: median error 0.4-0.7%, 99th percentile 1.2%, but
+#    1 or 2 positions per window of the long clip are 10-77% off (at 30 s: position 690, 0.77). There
+#    block3's residual holds an outlier channel (|x| up to 657, bf16 spacing 4) that ln_post divides
+#    every channel of the row by. So: every position within 1.0, at most 4 per window over 4%.
 TOLERANCES: dict[str, dict[str, Tolerance]] = {
-    "float32": {"conv1": Tolerance(1e-5, 1e-10), "*": Tolerance(2e-4, 1e-9)},
-    "bfloat16": {"*": Tolerance(1.0, 5e-4)},
-    "float16": {"*": Tolerance(1e-2, 1e-4)},
+    "float32": {"conv1": Tolerance(4e-6, 3e-12, 5e-6), "block3": Tolerance(1e-4, 1.2e-10, 1e-3),
+                "ln_post": Tolerance(4e-4, 6e-11, 1e-3), "*": Tolerance(2e-5, 2e-11, 3e-5)},
+    "bfloat16": {"*": Tolerance(0.6, 5e-4, 1.0, typical=0.04, outliers=4)},
+    # GPU float16: placeholders until measured on a GPU (none has been lent yet): float32's NMSE scaled by
+    # fp16's 2^-10 resolution.
+    "float16": {"*": Tolerance(1e-2, 1e-4, 3e-2)},
+    # The MAX decoder (float32) against PyTorch's TextDecoder, prefill of 3 tokens then single steps, the
+    # three clips' first segments (AVX2 EPYC). Worst measured: embed exact (0); blocks 4.6e-6, 5.2e-12,
+    # 3.0e-6; ln 1.5e-6, 4.9e-12, 2.9e-6; logits 2.3e-6, 2.0e-11, 2.2e-5. Limits about 4x those.
+    "decoder-float32": {"embed": Tolerance(1e-6, 1e-12, 1e-6), "logits": Tolerance(1e-5, 8e-11, 1e-4),
+                        "*": Tolerance(2e-5, 2e-11, 1.2e-5)},
 }
 
 

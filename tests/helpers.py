@@ -16,10 +16,16 @@ def as_taps(outputs: list[np.ndarray]) -> dict[str, np.ndarray]:
     return dict(zip(tap_names(len(outputs) - 4), outputs))
 
 
-def assert_parity(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], dtype: str = "float32") -> None:
-    """Fail naming the first stage outside tolerance, with the per-stage table."""
+def assert_parity(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], dtype: str = "float32",
+                  label: str = "") -> None:
+    """Fail naming the first stage outside tolerance (and `label`: which input), with the per-stage table."""
     results = compare_taps(actual, expected, dtype)
-    assert all(r.ok for r in results), parity_report(results)
+    assert all(r.ok for r in results), f"{label}: " * bool(label) + parity_report(results)
+
+
+def item(taps: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+    """One batch item of every tap."""
+    return {name: t[i] for name, t in taps.items()}
 
 
 def load_golden(name: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -35,3 +41,14 @@ def golden_slices(golden: dict[str, np.ndarray], taps: dict[str, np.ndarray]) ->
     expected = {name: golden[f"{name}.slice"] for name in taps}
     actual = {name: t[0, golden[f"{name}.rows"], :expected[name].shape[1]] for name, t in taps.items()}
     return actual, expected
+
+
+def decoder_taps(decoder, features, tokens, prefill: int) -> dict[str, np.ndarray]:
+    """The MAX decoder's taps and logits for `tokens` (batch, n): a prefill of `prefill` tokens, then one
+    token per step, concatenated over the tokens (the same rows one PyTorch pass gives)."""
+    state = decoder.new_state(features, tokens.shape[0] // features.shape[0])
+    steps = []
+    for a, b in [(0, prefill), *((i, i + 1) for i in range(prefill, tokens.shape[1]))]:
+        logits = state.step(tokens[:, a:b])
+        steps.append({**state.tap_arrays(), "logits": logits})
+    return {name: np.concatenate([s[name] for s in steps], axis=1) for name in steps[0]}

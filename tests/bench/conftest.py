@@ -5,10 +5,12 @@ Full mode (`make bench`, MAXWHISPER_BENCH=full): more rounds, every case that ap
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata as md
 import os
 import platform
 import re
+import time
 
 import pytest
 
@@ -51,6 +53,58 @@ def cpu_has_native_bf16() -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
+def torch_cuda() -> bool:
+    from conftest import gpu_status
+    return gpu_status().torch_cuda
+
+
+@functools.cache
+def gemm_ceiling_gflops(device: str) -> float:
+    """The best dense GEMM rate on `device` (n = 1536, best of 5), over the dtypes that run natively:
+    the ceiling no encoder timing can beat. torch where it can; on a GPU with a CPU-only torch, MAX."""
+    import time
+    import torch
+    n, rates = 1536, []
+    if device == "cpu" or torch_cuda():
+        dev = "cuda" if device == "gpu" else "cpu"
+        dtypes = [torch.float32] + ([torch.bfloat16] if device == "gpu" or cpu_has_native_bf16() else [])
+        dtypes += [torch.float16] if device == "gpu" else []
+        for dtype in dtypes:
+            a, b = (torch.randn(n, n, device=dev).to(dtype) for _ in range(2))
+            for _ in range(6):  # the first round warms up
+                start = time.perf_counter()
+                torch.matmul(a, b)
+                if device == "gpu":
+                    torch.cuda.synchronize()
+                rates.append(2 * n**3 / (time.perf_counter() - start) / 1e9)
+        return max(rates[1:])
+    return _max_gpu_gemm_gflops(n)
+
+
+def _max_gpu_gemm_gflops(n: int) -> float:
+    """MAX's bfloat16 matmul on the GPU, synchronized, best of 5 (one small compile)."""
+    import time
+    from max.driver import Buffer
+    from max.dtype import DType
+    from max.engine import InferenceSession
+    from max.graph import DeviceRef, Graph, TensorType, ops
+    from maxwhisper.encoder import max_device
+    dev = max_device("gpu")
+    t = TensorType(DType.bfloat16, [n, n], DeviceRef.GPU())
+    with Graph("gemm_ceiling", input_types=[t, t]) as graph:
+        graph.output(ops.matmul(graph.inputs[0].tensor, graph.inputs[1].tensor))
+    model = InferenceSession(devices=[dev]).load(graph)
+    import torch
+    x = Buffer.from_dlpack(torch.randn(n, n).to(torch.bfloat16)).to(dev)
+    seconds = []
+    for _ in range(6):
+        start = time.perf_counter()
+        model.execute(x, x)
+        dev.synchronize()
+        seconds.append(time.perf_counter() - start)
+    return 2 * n**3 / min(seconds[1:]) / 1e9
+
+
 def machine_id() -> str:
     """Storage folder per hardware: runs from different CPUs or GPUs never compare silently."""
     from pytest_benchmark.utils import get_machine_id
@@ -59,11 +113,29 @@ def machine_id() -> str:
     return f"{get_machine_id()}-{slug}"
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_configure(config):
-    session = getattr(config, "_benchmarksession", None)
-    if session is not None:
-        session.machine_id = session.storage.default_machine_id = machine_id()
+# The root conftest installs `machine_id` into pytest-benchmark before its pytest_configure runs.
+
+# The merge-gate test (test_compare_workflow.py) slows every timed call by this fraction, to prove that
+# `--benchmark-compare-fail` catches a slowdown of the real benchmarks. Nothing else reads it.
+INJECTED_SLOWDOWN = float(os.getenv("MAXWHISPER_BENCH_INJECT_SLOWDOWN") or 0)
+
+
+@pytest.fixture
+def benchmark(benchmark):
+    """pytest-benchmark's fixture; under MAXWHISPER_BENCH_INJECT_SLOWDOWN each timed call also sleeps that
+    fraction of its own duration, as a real regression of that size would."""
+    if INJECTED_SLOWDOWN:
+        pedantic = benchmark.pedantic
+
+        def slowed_pedantic(target, args=(), kwargs=None, **options):
+            def slowed(*a, **k):
+                start = time.perf_counter()
+                out = target(*a, **k)
+                time.sleep(INJECTED_SLOWDOWN * (time.perf_counter() - start))
+                return out
+            return pedantic(slowed, args, kwargs, **options)
+        benchmark.pedantic = slowed_pedantic
+    return benchmark
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -33,10 +33,11 @@ def test_tap_statistics_match_golden(clip, clip_mels, max_taps_encoder):
     golden, _ = load_golden(f"tiny.en-{clip}")
     for name, t in as_taps(max_taps_encoder.run(clip_mels[clip])).items():
         want = golden[f"{name}.stats"]
-        # float32 stats agree to ~1e-6 of the tap's range (measured); 1e-4 leaves room, a bug moves them by >1e-2.
-        scale = max(abs(want[2]), abs(want[3]))
-        np.testing.assert_allclose(stats(t[0]), want, atol=1e-4 * scale,
-                                   err_msg=f"stage {name}: stats {STAT_NAMES} differ")
+        # In units of the tap's rms (want[5]), measured worst over the three clips: mean, std, mean |x| and
+        # rms agree to 1.0e-6; min and max, single elements, to 5.9e-5 (block3's max channel, |x| = 657).
+        atol = want[5] * np.array([1e-5, 1e-5, 3e-4, 3e-4, 1e-5, 1e-5])
+        np.testing.assert_array_less(np.abs(stats(t[0]) - want), atol,
+                                     err_msg=f"stage {name}: stats {STAT_NAMES} differ by more than {atol}")
 
 
 def test_golden_metadata_matches_bundled_weights(bundled):

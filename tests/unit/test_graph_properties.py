@@ -1,5 +1,8 @@
-"""Properties of the compiled encoder over its symbolic batch dimension (one compile, many examples)."""
-import hypothesis.extra.numpy as hnp
+"""Properties of the compiled encoder over its symbolic batch dimension (one compile, many examples).
+
+Inputs are dense: every value drawn, from a Hypothesis-drawn seed, over a drawn sub-range of the
+log-mel range [-1.5, 1.5] (silence sits at the bottom of it, speech spreads over all of it).
+"""
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,46 +13,54 @@ pytestmark = pytest.mark.unit
 seeds = st.integers(0, 2**32 - 1)
 
 
-def mels(seed: int, batch: int) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(-1.5, 1.5, (batch, 80, 3000)).astype(np.float32)
+@st.composite
+def mel_batches(draw, batch=st.integers(1, 4)):
+    """A (batch, 80, 3000) log-mel batch: a drawn seed fills every value, over a drawn [low, high] range."""
+    n, seed = draw(batch), draw(seeds)
+    low = draw(st.floats(-1.5, 1.0))
+    high = draw(st.floats(low + 0.01, 1.5))
+    return np.random.default_rng(seed).uniform(low, high, (n, 80, 3000)).astype(np.float32)
 
 
 @settings(max_examples=4)
-@given(batch=st.integers(2, 4), seed=seeds)
-def test_any_batch_gives_the_per_item_result(max_encoder, batch, seed):
-    mel = mels(seed, batch)
+@given(mel=mel_batches(st.integers(2, 4)))
+def test_any_batch_gives_the_per_item_result(max_encoder, bundled, mel):
     together = max_encoder(mel)
-    assert together.shape == (batch, 1500, 384)
-    for i in range(batch):
-        # Same kernels, other batch size: measured identical to ~1e-6; 1e-5 of |out| <= 13 is float32 noise.
+    assert together.shape == (len(mel), bundled.dims.n_audio_ctx, bundled.dims.n_audio_state)
+    for i in range(len(mel)):
+        # Same kernels, other batch size: measured identical to ~1e-6; 1e-4 is float32 noise on |out| <= 13.
         np.testing.assert_allclose(together[i], max_encoder(mel[i:i + 1])[0], atol=1e-4, rtol=0)
 
 
 @settings(max_examples=4)
-@given(seed=seeds, victim=st.integers(0, 2))
-def test_items_do_not_leak_into_each_other(max_encoder, seed, victim):
-    mel = mels(seed, 3)
+@given(mel=mel_batches(st.just(3)), victim=st.integers(0, 2), seed=seeds)
+def test_items_do_not_leak_into_each_other(max_encoder, mel, victim, seed):
     before = max_encoder(mel)
-    mel[victim] = np.random.default_rng(seed + 1).uniform(-1.5, 1.5, (80, 3000))
+    mel[victim] = np.random.default_rng(seed).uniform(-1.5, 1.5, mel.shape[1:])
     after = max_encoder(mel)
     for i in range(3):
         assert np.array_equal(before[i], after[i]) != (i == victim), f"item {i} changed when item {victim} did"
 
 
 @settings(max_examples=4)
-@given(seed=seeds)
-def test_output_is_float32_contiguous_and_deterministic(max_encoder, seed):
-    mel = mels(seed, 1)
+@given(mel=mel_batches(st.just(1)))
+def test_output_is_float32_contiguous_and_deterministic(max_encoder, mel):
     a, b = max_encoder(mel), max_encoder(mel)
     assert a.dtype == np.float32 and a.flags.c_contiguous and np.isfinite(a).all()
     assert np.array_equal(a, b)
 
 
 @settings(max_examples=4)
-@given(mel=hnp.arrays(np.float32, (1, 80, 3000), elements=st.floats(-1.5, 1.5, width=32)))
-def test_output_obeys_the_layer_norm_bound(max_encoder, bundled, mel):
-    """A LayerNorm output satisfies |y| <= sqrt(d - 1) * max|gain| + max|bias|, whatever the input."""
-    out = max_encoder(mel)[0]
-    gain, bias = (bundled.state_dict[f"encoder.ln_post.{p}"].abs().max().item() for p in ("weight", "bias"))
-    assert np.isfinite(out).all()
-    assert np.abs(out).max() <= np.sqrt(383) * gain + bias + 1e-3
+@given(mel=mel_batches(st.just(1)))
+def test_output_is_a_layer_norm_with_the_models_gain_and_bias(max_encoder, bundled, mel):
+    """Undoing ln_post's affine map, z = (y - bias) / gain, leaves every position with mean 0 and variance
+    var / (var + eps) over the model's width: the output really went through ln_post with these
+    parameters (a missing ln_post, swapped or unbound gain/bias, or another normalisation fails)."""
+    out = max_encoder(mel)[0].astype(np.float64)
+    d = bundled.dims.n_audio_state
+    assert out.shape[-1] == d
+    gain, bias = (bundled.state_dict[f"encoder.ln_post.{p}"].double().numpy() for p in ("weight", "bias"))
+    z = (out - bias) / gain  # tiny.en's |gain| >= 0.66, so the division does not amplify float32 noise much
+    # Measured over these examples: |mean| <= MEAN_SEEN, |var - 1| <= VAR_SEEN (float32 rounding of |y| <= 13).
+    assert np.abs(z.mean(-1)).max() < 1e-4
+    assert np.abs(z.var(-1) - 1).max() < 1e-4

@@ -27,11 +27,20 @@ def test_3000_frames_become_1500_positions():
     assert layout.encoder_out_shape(1, 80, 3000, 384) == (1, 1500, 384)
 
 
+@given(batch=st.integers(1, 3), mels=st.integers(1, 8), frames=st.integers(1, 400), d=st.sampled_from([2, 4, 6]))
+def test_encoder_out_shape_is_whisper_conv_stem_shape(batch, mels, frames, d):
+    """Against openai-whisper's own stem (conv1 k=3 p=1, conv2 k=3 s=2 p=1) on any frame count."""
+    from whisper.model import AudioEncoder
+    stem = AudioEncoder(mels, 1, d, 1, 0)
+    with torch.no_grad():
+        x = stem.conv2(stem.conv1(torch.zeros(batch, mels, frames))).permute(0, 2, 1)
+    assert layout.encoder_out_shape(batch, mels, frames, d) == tuple(x.shape)
+
+
 @pytest.mark.parametrize("size", sorted(OFFICIAL_DIMS))
-@given(batch=st.integers(1, 64))
-def test_encoder_shape_for_every_official_size(size, batch):
+def test_every_official_size_maps_3000_frames_onto_its_context(size):
     dims = OFFICIAL_DIMS[size]
-    assert layout.encoder_out_shape(batch, dims.n_mels, 3000, dims.n_audio_state) == (batch, dims.n_audio_ctx, dims.n_audio_state)
+    assert layout.encoder_out_shape(1, dims.n_mels, 3000, dims.n_audio_state) == (1, dims.n_audio_ctx, dims.n_audio_state)
     assert dims.n_mels == (128 if size.startswith("large-v3") else 80)
     assert dims.n_audio_state % dims.n_audio_head == 0 and dims.n_audio_state // dims.n_audio_head == 64
 
