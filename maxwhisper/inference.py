@@ -64,6 +64,8 @@ class MaxDecodingTask(DecodingTask):
     def __init__(self, model, options: DecodingOptions, decoder: MaxDecoder, timer: DecodeTimer | None = None):
         super().__init__(model, options)
         self.inference = MaxInference(decoder, len(self.initial_tokens), timer)
+        if hasattr(self.decoder, "inference"):  # beam search reorders the cache through its own reference
+            self.decoder.inference = self.inference
 
 
 def use_max_decoder(model, decoder: MaxDecoder, timer: DecodeTimer | None = None):

@@ -1,0 +1,134 @@
+"""The MAX decoder against PyTorch's TextDecoder: golden taps, live taps, every step of a real decode,
+and the self-check that injects the bugs that typically break decoder ports."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CLIPS
+from maxwhisper.decoder import BUGS
+from maxwhisper.golden import STAT_NAMES, decoder_tokens, stats
+from maxwhisper.metrics import compare_taps
+from maxwhisper.reference import torch_decoder_taps
+from tests.helpers import assert_parity, decoder_taps, load_golden
+
+pytestmark = pytest.mark.parity
+CLIP_NAMES = [c.stem for c in CLIPS]
+PREFILL = 3  # the protocol: a prefill of 3 tokens (start-of-transcript and 2 more), then single steps
+
+
+@pytest.mark.parametrize("clip", CLIP_NAMES)
+def test_decoder_taps_match_golden(clip, max_decoder, clip_features, bundled):
+    golden, meta = load_golden(f"tiny.en-decoder-{clip}")
+    assert meta["weights_sha256"] == bundled.decoder_sha256, "bundled weights changed: run `make golden`"
+    taps = decoder_taps(max_decoder, clip_features[clip], golden["tokens"], PREFILL)
+    assert list(taps) == json.loads(meta["taps"])
+    cols = golden["logits.columns"]
+    actual = {n: t[0, :, :golden[f"{n}.slice"].shape[1]] for n, t in taps.items() if n != "logits"}
+    actual["logits"] = np.take_along_axis(taps["logits"][0], cols, axis=-1)
+    assert_parity(actual, {n: golden[f"{n}.slice"] for n in taps}, "decoder-float32")
+    assert (taps["logits"][0].argmax(-1) == golden["logits.argmax"]).all()
+    for name, t in taps.items():  # whole-tensor fingerprints, beyond the stored channels and columns
+        want = golden[f"{name}.stats"]
+        # measured agreement ~1e-6 of each tap's range; 1e-4 of it leaves room, the self-check's bugs move more
+        np.testing.assert_allclose(stats(t[0]), want, atol=1e-4 * max(abs(want[2]), abs(want[3])),
+                                   err_msg=f"stage {name}: stats {STAT_NAMES} differ")
+
+
+@pytest.mark.parametrize("clip", CLIP_NAMES)
+def test_decoder_taps_match_pytorch_live(clip, max_decoder, clip_features, torch_model, expected_transcripts):
+    tokens = decoder_tokens(expected_transcripts[clip]["tokens"])
+    taps = decoder_taps(max_decoder, clip_features[clip], tokens, PREFILL)
+    assert_parity(taps, torch_decoder_taps(torch_model.decoder, tokens, clip_features[clip]), "decoder-float32")
+
+
+class SideBySide:
+    """An Inference that runs PyTorch's and the MAX decoder on the same tokens and returns PyTorch's
+    logits (so the decode follows PyTorch's path), recording both at every step."""
+
+    def __init__(self, torch_inference, max_inference):
+        self.torch, self.max, self.steps = torch_inference, max_inference, []
+
+    def logits(self, tokens, audio_features):
+        want, got = self.torch.logits(tokens, audio_features), self.max.logits(tokens, audio_features)
+        self.steps.append((want[:, -1].numpy().copy(), got[:, -1].numpy().copy()))
+        return want
+
+    def rearrange_kv_cache(self, source_indices):
+        self.torch.rearrange_kv_cache(source_indices)
+        self.max.rearrange_kv_cache(source_indices)
+
+    def cleanup_caching(self):
+        self.torch.cleanup_caching()
+        self.max.cleanup_caching()
+
+
+@pytest.mark.parametrize("clip, beam_size", [(c, 1) for c in CLIP_NAMES] + [("numbers", 5)])
+def test_logits_match_at_every_step_of_a_real_decode(clip, beam_size, max_decoder, torch_model, clip_mels):
+    from whisper.decoding import DecodingOptions, DecodingTask
+    from maxwhisper.inference import MaxInference
+    task = DecodingTask(torch_model, DecodingOptions(language="en", beam_size=beam_size if beam_size > 1 else None,
+                                                     fp16=False))
+    side = SideBySide(task.inference, MaxInference(max_decoder, len(task.initial_tokens)))
+    task.inference = side
+    if hasattr(task.decoder, "inference"):  # beam search reorders the caches through its own reference
+        task.decoder.inference = side
+    with torch.no_grad():
+        task.run(torch.from_numpy(clip_mels[clip]))
+    assert len(side.steps) > 5, "the decode stopped before it started"
+    for i, (want, got) in enumerate(side.steps):
+        # An argmax flip would change the transcript, so it must never happen.
+        assert np.abs(got - want).max() <= LOGITS_ATOL, f"step {i}: max |diff| {np.abs(got - want).max():.3g}"
+        assert (got.argmax(-1) == want.argmax(-1)).all(), f"step {i}: the MAX decoder picks another token"
+
+
+# float32, measured worst over every step of these decodes (greedy on the 3 clips, beam 5 on numbers):
+# max |diff| 5.4e-5 on logits up to |30| (AVX2 EPYC); about 4x that.
+LOGITS_ATOL = 2.5e-4
+
+
+# --- self-check: the bugs that break decoder ports, each caught at the stage where it lives -------
+
+FIRST_STAGE = {
+    "no_causal_mask": "block0",      # the prompt's earlier tokens see later ones
+    "cache_off_by_one": "block0",    # each step forgets the previous token's keys and values
+    "pos_offset_reset": "embed",     # single steps get position 0 instead of their offset
+    "stale_cross_window": "block0",  # cross-attention over the previous 30 s window
+    "kv_swapped": "block0",          # self-attention keys and values trade places
+    "untied_logits": "logits",       # the output projection is not the embedding's transpose
+}
+
+
+@pytest.fixture(scope="session")
+def decoder_mutant_results(bundled, torch_model, clip_features, expected_transcripts):
+    """{bug: per-stage results} on the numbers clip, its window decoded after the short clip's window
+    (so a stale cross-attention window shows). Same compiled graphs, bound to each mutant's weights."""
+    from maxwhisper.decoder import get_decoder
+    tokens = decoder_tokens(expected_transcripts["numbers"]["tokens"])
+    feats = clip_features["numbers"]
+    expected = torch_decoder_taps(torch_model.decoder, tokens, feats)
+    results = {}
+    for bug in BUGS:
+        mutant = get_decoder(bundled, "cpu", "float32", bugs={bug})
+        mutant.new_state(clip_features["short"])  # the window before
+        results[bug] = compare_taps(decoder_taps(mutant, feats, tokens, PREFILL), expected, "decoder-float32")
+    return results
+
+
+def test_every_decoder_bug_class_is_listed():
+    assert set(FIRST_STAGE) == set(BUGS)
+
+
+@pytest.mark.parametrize("bug", BUGS)
+def test_parity_fails_at_the_stage_of_the_decoder_bug(bug, decoder_mutant_results):
+    failing = [r.name for r in decoder_mutant_results[bug] if not r.ok]
+    assert failing, f"injected bug {bug!r} passed every parity check"
+    assert failing[0] == FIRST_STAGE[bug], f"{bug}: first failing stage {failing[0]}, expected {FIRST_STAGE[bug]}"
+
+
+def test_decoder_catch_rate_is_total(decoder_mutant_results, capsys):
+    caught = [bug for bug, results in decoder_mutant_results.items() if not all(r.ok for r in results)]
+    with capsys.disabled():
+        print(f"\ndecoder self-check: parity caught {len(caught)}/{len(BUGS)} injected bug classes")
+    assert len(caught) == len(BUGS)
