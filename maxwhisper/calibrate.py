@@ -18,13 +18,14 @@ import random
 from dataclasses import dataclass
 
 from maxwhisper import regression
-from maxwhisper.results import ESTIMATOR, ESTIMATORS, Figure, figures, load_runs, split_series, time_figure
+from maxwhisper.results import CPU_ESTIMATOR, ESTIMATOR, ESTIMATORS, Figure, figures, load_runs, split_series, time_figure
 
 SLOWDOWNS = (0.03, 0.05, 0.10, 0.20)
 REPLAYS = 200
 MIN_SERIES = 8
 WITHIN = 3
 SEED = 20261125
+THRESHOLD_GRID = (3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Calibration:
     nights: int
     first: dict[float, float]  # slowdown -> share called on the first slow run
     within: dict[float, float]  # slowdown -> share called within WITHIN runs
+    quiet_pct: float | None = None  # the smallest threshold of THRESHOLD_GRID with no false alarm here
 
     @property
     def false_alarm_rate(self) -> float:
@@ -46,6 +48,7 @@ def calibrate_values(label: str, values: list[float], threshold_pct: float, judg
     n = len(values)
     nights = range(regression.MIN_RUNS, n + 1)
     false_alarms = sum(judge(values[:t], threshold_pct).regressed for t in nights)
+    quiet = next((pct for pct in THRESHOLD_GRID if not any(judge(values[:t], pct).regressed for t in nights)), None)
     rng = random.Random(seed)
     first, within = {}, {}
     for slowdown in SLOWDOWNS:
@@ -58,7 +61,7 @@ def calibrate_values(label: str, values: list[float], threshold_pct: float, judg
             hits_first += calls[0]
             hits_within += any(calls)
         first[slowdown], within[slowdown] = hits_first / replays, hits_within / replays
-    return Calibration(label, n, false_alarms, len(nights), first, within)
+    return Calibration(label, n, false_alarms, len(nights), first, within, quiet)
 
 
 def asv_steps_up(values: list[float], threshold: float) -> list[tuple[int, float]]:
@@ -91,20 +94,21 @@ def calibrate(results: pathlib.Path, thresholds: dict[str, float] | None = None,
         for key in keys:
             history = [(run, run.results[key]) for run in series if key in run.results]
             group = history[-1][1].group
-            threshold = (thresholds or {}).get(group, regression.DEFAULT_THRESHOLD_PCT)
             per_run = [figures(run, result) for run, result in history]
             variants = [(metric, [f[metric] for f in per_run if metric in f]) for metric in per_run[-1]]
             if raw and "interleaved" in per_run[-1]["time"].normalisation:
                 for name in ESTIMATORS:  # only the runs that recorded what the estimator reads
                     figs = [time_figure(run, result, name) for run, result in history]
-                    figs = [f for f in figs if f.normalisation == per_run[-1]["time"].normalisation]
-                    variants += [(f"time [{name}]", figs)] if name != ESTIMATOR else []
+                    figs = [f for f in figs if "interleaved" in f.normalisation]
+                    variants += [(f"time [{name}]", figs)] if name not in (ESTIMATOR, CPU_ESTIMATOR) else []
             if raw and per_run[-1]["time"].normalisation != raw_figure(history[-1][1]).normalisation:
                 variants.append(("time", [raw_figure(result) for _, result in history]))
             for metric, figs in variants:
                 if len(figs) >= MIN_SERIES:
                     label = f"{history[-1][1].name} · {metric} · {figs[-1].normalisation}"
-                    out.append(calibrate_values(label, [f.value for f in figs], threshold, judge, replays))
+                    threshold = regression.threshold_pct(group, metric.split(" [")[0], thresholds)
+                    out.append(calibrate_values(f"{label} · >{threshold:g}%", [f.value for f in figs], threshold,
+                                                judge, replays))
     return out, "; ".join(sources)
 
 
@@ -113,9 +117,12 @@ def table(calibrations: list[Calibration], source: str, replays: int = REPLAYS) 
     sizes = " | ".join(f"{s:.0%}" for s in SLOWDOWNS)
     lines = [f"Real runs: {source}. {replays} replays per size; cells: called on the first slow run / within "
              f"{WITHIN} runs.", "",
-             f"| series (case · figure · normalisation) | runs | {sizes} | false alarms per clean run |",
-             "| --- | --- | " + " | ".join("---" for _ in SLOWDOWNS) + " | --- |"]
+             f"| series (case · figure · normalisation · threshold) | runs | {sizes} | false alarms per clean run "
+             "| smallest threshold with none |",
+             "| --- | --- | " + " | ".join("---" for _ in SLOWDOWNS) + " | --- | --- |"]
     for c in calibrations:
         cells = " | ".join(f"{c.first[s]:.0%} / {c.within[s]:.0%}" for s in SLOWDOWNS)
-        lines.append(f"| {c.series} | {c.runs} | {cells} | {c.false_alarms}/{c.nights} ({c.false_alarm_rate:.0%}) |")
+        quiet = f"{c.quiet_pct:g}%" if c.quiet_pct is not None else f"> {THRESHOLD_GRID[-1]:g}%"
+        lines.append(f"| {c.series} | {c.runs} | {cells} | {c.false_alarms}/{c.nights} ({c.false_alarm_rate:.0%}) "
+                     f"| {quiet} |")
     return "\n".join(lines)

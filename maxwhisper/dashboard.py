@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from maxwhisper import regression
 from maxwhisper.errors import MaxWhisperError
-from maxwhisper.regression import DEFAULT_THRESHOLD_PCT, Call
+from maxwhisper.regression import Call
 from maxwhisper.render import pct, render_html
 from maxwhisper.results import UNREADABLE, Machine, Result, Run, figures, load_runs, parse_run, split_series, why
 
@@ -97,7 +97,7 @@ class Report:
 
 
 def parse_thresholds(specs: list[str] | None) -> dict[str, float]:
-    """["encoder-paired=5", ...] -> {"encoder-paired": 5.0}."""
+    """["encoder-paired=5", "memory=3", ...] -> {"encoder-paired": 5.0, "memory": 3.0} (memory: every memory figure)."""
     thresholds = {}
     for spec in specs or ():
         group, _, pct = spec.partition("=")
@@ -111,17 +111,22 @@ def parse_thresholds(specs: list[str] | None) -> dict[str, float]:
     return thresholds
 
 
-def judge_case(machine: Machine, runs: list[Run], key: str, threshold: float, baseline: Run | None) -> Row:
+def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str, float], baseline: Run | None) -> Row:
     """Every figure of one case over the series, judged by maxwhisper.regression."""
     history = [(run, run.results[key]) for run in runs if key in run.results]
+    group = history[-1][1].group
+    threshold = regression.threshold_pct(group, "time", thresholds)
     per_run = {id(run): figures(run, result) for run, result in history}
     metrics = dict.fromkeys(metric for figs in per_run.values() for metric in figs)
     judged = []
     for metric in metrics:
-        values = [per_run[id(run)][metric].value if metric in per_run.get(id(run), {}) else None for run in runs]
         latest = next(per_run[id(run)][metric] for run, _ in reversed(history) if metric in per_run[id(run)])
+        # only figures normalised as the latest one is compare with it (a run without the probe, say, does not)
+        values = [fig.value if (fig := per_run.get(id(run), {}).get(metric)) and fig.normalisation
+                  == latest.normalisation else None for run in runs]
         judged.append(Judged(metric, latest.normalisation, latest.unit, values,
-                             regression.judge([v for v in values if v is not None], threshold)))
+                             regression.judge([v for v in values if v is not None],
+                                              regression.threshold_pct(group, metric, thresholds))))
     vs_baseline = None
     if baseline is not None and key in baseline.results and history[-1][0] is runs[-1]:
         old = figures(baseline, baseline.results[key])["time"].value
@@ -147,9 +152,7 @@ def build_report(results: pathlib.Path, baseline: str | None = None,
         except UNREADABLE as exc:
             raise MaxWhisperError(f"--baseline {baseline} is not a readable pytest-benchmark run ({why(exc)})") from None
     series = split_series(runs)
-    rows = [judge_case(machine, machine_runs, key,
-                       thresholds.get(next(r.results[key].group for r in machine_runs if key in r.results),
-                                      DEFAULT_THRESHOLD_PCT),
+    rows = [judge_case(machine, machine_runs, key, thresholds,
                        pinned if pinned and pinned.machine.same_hardware(machine) else None)
             for machine, machine_runs in series.items()
             for key in dict.fromkeys(key for run in machine_runs for key in run.results)]
@@ -158,7 +161,8 @@ def build_report(results: pathlib.Path, baseline: str | None = None,
     if pinned and not any(pinned.machine.same_hardware(machine) for machine in series):
         notes.append(f"baseline {baseline} was measured on {pinned.machine.label}, which matches no series here")
     groups = {row.latest.group for row in rows}
-    notes += [f"--threshold {group}=...: no benchmark is in group {group!r}" for group in thresholds if group not in groups]
+    notes += [f"--threshold {group}=...: no benchmark is in group {group!r}" for group in thresholds
+              if group not in groups | {"memory"}]
     return Report(series, rows, skipped, pinned, notes, results)
 
 

@@ -17,6 +17,8 @@ import statistics
 from dataclasses import dataclass
 
 DEFAULT_THRESHOLD_PCT = 3.0
+THRESHOLDS_PCT: dict[tuple[str, str], float] = {}  # (group, "time" or "cpu time"): calibrated (README)
+MEMORY_THRESHOLD_PCT = 3.0  # every memory figure; `--threshold memory=PCT` overrides
 PENALTY = 3.0
 NOISE_FLOOR = 0.002  # 0.2%: memory figures repeat exactly; a zero spread would make every change a step
 RECENT = 3
@@ -29,6 +31,14 @@ class Call:
     change: float | None  # latest figure over the best level before the step (or the earlier median), minus 1
     rule: str
     since: int | None = None  # index of the step's first slow run
+
+
+def threshold_pct(group: str, metric: str, overrides: dict[str, float] | None = None) -> float:
+    """The threshold of one figure: `--threshold GROUP=PCT` (its time figures) or `memory=PCT`, else calibrated."""
+    overrides = overrides or {}
+    if "memory" in metric:
+        return overrides.get("memory", MEMORY_THRESHOLD_PCT)
+    return overrides.get(group, THRESHOLDS_PCT.get((group, metric), DEFAULT_THRESHOLD_PCT))
 
 
 def steps_up(values: list[float], threshold: float) -> list[tuple[int, float]]:

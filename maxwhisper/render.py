@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from maxwhisper.regression import DEFAULT_THRESHOLD_PCT, RECENT
+from maxwhisper.regression import DEFAULT_THRESHOLD_PCT, MEMORY_THRESHOLD_PCT, RECENT
 from maxwhisper.results import RATIO_GROUP, Machine, Result, Run, time_figure
 
 if TYPE_CHECKING:
@@ -168,8 +168,8 @@ def case_card(row: Row, runs: list[Run], baseline: Run | None) -> str:
     memory = (svg_chart("peak memory (MB)", _ticks(runs), memory_lines, "MB") if memory_lines
               else '<p class="muted">no memory recorded (extra_info.peak_rss_mb)</p>')
     judged = next(j for j in row.judged if j.metric == "time")
-    figure = svg_chart(f"judged: time over {judged.normalisation}", _ticks(runs),
-                       [Line("judged", judged.values, PALETTE[4])], judged.unit)
+    times = [Line(j.metric, j.values, PALETTE[4 + i]) for i, j in enumerate(x for x in row.judged if "time" in x.metric)]
+    figure = svg_chart(f"judged: time over {judged.normalisation.split(' (')[0]}", _ticks(runs), times, judged.unit)
     flag = ('<span class="flag">REGRESSED</span> ' if row.regressed
             else '<span class="flag">MISSING</span> ' if row.missing else "")
     baseline_note = f" · dashed line: baseline {baseline.short}" if ref else ""
@@ -277,9 +277,10 @@ def render_html(report: Report) -> str:
     sections = "".join(_machine_section(machine, runs, by_machine.get(machine, []), report.baseline)
                        for machine, runs in report.series.items())
     baseline = f" · baseline {html.escape(report.baseline.short)}" if report.baseline else ""
-    rule = (f"regression: asv step detection over each case's whole history finds an upward step above the group "
-            f"threshold (default {DEFAULT_THRESHOLD_PCT:g}%) whose first slow run is one of the last {RECENT}; times "
-            f"are judged as ratios to their PyTorch partner or to the machine-speed probe (column 'normalised by')")
+    rule = (f"regression: ruptures change points over each figure's whole history leave the latest level above the "
+            f"best earlier one by more than the threshold (time: per group, default {DEFAULT_THRESHOLD_PCT:g}%; "
+            f"memory: {MEMORY_THRESHOLD_PCT:g}%), and the step's first slow run is one of the last {RECENT}; times are "
+            f"judged as ratios to their PyTorch partner or to the machine-speed probe (column 'normalised by')")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>maxwhisper benchmarks</title>'
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head><body>'
             f'<h1>maxwhisper benchmarks</h1><p class="muted">{html.escape(str(report.source))} · '
