@@ -33,7 +33,10 @@ from maxwhisper.layout import decoder_weights_to_max
 # host-side cache handling or in the weight layout (the compiled graphs stay the same: no extra compile).
 BUGS = ("no_causal_mask", "cache_off_by_one", "pos_offset_reset", "stale_cross_window", "kv_swapped",
         "untied_logits")
-MATMUL_WEIGHTS = ("qkv.w", "out.w", "cross_q.w", "cross_out.w", "fc1.w", "fc2.w", "cross_kv.w", "logits.w")
+# The step graph's matrix products. With `gemv` (the CPU default) they run on the custom Mojo kernel
+# `gemv_nt` (maxwhisper/kernels), which streams each weight once in PyTorch's (out, in) layout; otherwise
+# on ops.matmul with the weight stored (in, out).
+STEP_MATMULS = ("qkv", "out", "cross_q", "cross_out", "fc1", "fc2", "logits")
 
 
 def tap_names(n_layer: int) -> list[str]:
@@ -47,8 +50,13 @@ class DecoderConfig:
     device: str = "cpu"
     dtype: str = "float32"  # of the logits weights; everything else computes in float32
     bugs: frozenset[str] = frozenset()  # only the suite's self-check injects any
+    gemv: bool | None = None  # the step graph's products on gemv_nt; None: on CPU (the kernel is CPU-only)
 
     def __post_init__(self):
+        if self.gemv is None:
+            object.__setattr__(self, "gemv", self.device == "cpu")
+        if self.gemv and (self.device != "cpu" or self.dtype != "float32"):
+            raise MaxWhisperError("the gemv_nt kernel runs float32 on CPU only; use gemv=False")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise MaxWhisperError(f"unknown decoder dtype {self.dtype!r}; choose float32, bfloat16 or float16")
         if unknown := set(self.bugs) - set(BUGS):
@@ -56,15 +64,22 @@ class DecoderConfig:
 
     @property
     def key(self) -> tuple:
-        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.bugs)
+        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.bugs, self.gemv)
 
     @property
     def head_dim(self) -> int:
         return self.dims.n_text_state // self.dims.n_text_head
 
 
-def weight_shapes(dims: ModelDimensions) -> dict[str, tuple[int, ...]]:
-    """Shape of every weight the two graphs bind, by name."""
+def weight_shapes(dims: ModelDimensions, gemv: bool = False) -> dict[str, tuple[int, ...]]:
+    """Shape of every weight the two graphs bind, by name (`gemv`: step products stored (out, in))."""
+    shapes = _shapes(dims)
+    if gemv:
+        shapes = {k: v[::-1] if k.endswith(tuple(f"{m}.w" for m in STEP_MATMULS)) else v for k, v in shapes.items()}
+    return shapes
+
+
+def _shapes(dims: ModelDimensions) -> dict[str, tuple[int, ...]]:
     d, v = dims.n_text_state, dims.n_vocab
     shapes = {"tok_emb": (v, d), "logits.w": (d, v), "pos": (dims.n_text_ctx, d), "ln.w": (d,), "ln.b": (d,)}
     for i in range(dims.n_text_layer):
@@ -82,7 +97,7 @@ def _graph_weights(cfg: DecoderConfig, dev):
     """A function name -> Weight node, creating each node once."""
     from max.dtype import DType
     from max.graph import Weight
-    shapes, nodes = weight_shapes(cfg.dims), {}
+    shapes, nodes = weight_shapes(cfg.dims, cfg.gemv), {}
 
     def weight(name: str):
         if name not in nodes:
@@ -92,8 +107,14 @@ def _graph_weights(cfg: DecoderConfig, dev):
     return weight
 
 
-def _linear(x, weight, name: str):
-    return x @ weight(name + ".w") + weight(name + ".b")
+def _linear(x, weight, name: str, gemv: bool = False):
+    if not gemv:
+        return x @ weight(name + ".w") + weight(name + ".b")
+    from maxwhisper.gemv import gemv_nt
+    from max.graph import ops
+    w = weight(name + ".w")  # (out, in)
+    y = gemv_nt(ops.reshape(x, [-1, x.shape[-1]]), w)
+    return ops.reshape(y, [*x.shape[:-1], w.shape[0]]) + weight(name + ".b")
 
 
 def build_cross_graph(cfg: DecoderConfig):
@@ -131,7 +152,9 @@ def build_step_graph(cfg: DecoderConfig):
              *[TensorType(DType.float32, ["batch", h, "past", dh], device=dev)] * (2 * n_layer),
              *[TensorType(DType.float32, ["batch", h, dh, ctx], device=dev),
                TensorType(DType.float32, ["batch", h, ctx, dh], device=dev)] * n_layer]
-    with Graph(f"whisper_decoder_step_{cfg.dtype}", input_types=types) as graph:
+    from maxwhisper.gemv import KERNELS_PATH
+    name = f"whisper_decoder_step_{cfg.dtype}" + ("_gemv" if cfg.gemv else "")
+    with Graph(name, input_types=types, custom_extensions=[KERNELS_PATH] if cfg.gemv else []) as graph:
         tokens, positions, causal = (v.tensor for v in graph.inputs[:3])
         caches = [v.tensor for v in graph.inputs[3:3 + 2 * n_layer]]
         cross = [v.tensor for v in graph.inputs[3 + 2 * n_layer:]]
@@ -145,6 +168,9 @@ def build_step_graph(cfg: DecoderConfig):
         def ln(x, name):
             return ops.layer_norm(x, weight(name + ".w"), weight(name + ".b"), LN_EPS)
 
+        def linear(x, name):
+            return _linear(x, weight, name, cfg.gemv)
+
         def heads(z):  # (b, t, d) -> (b, h, t, dh)
             return ops.permute(ops.reshape(z, [b, t, h, dh]), [0, 2, 1, 3])
 
@@ -152,16 +178,16 @@ def build_step_graph(cfg: DecoderConfig):
             return ops.reshape(ops.permute(o, [0, 2, 1, 3]), [b, t, d])
 
         def self_attention(x, i):
-            q, k, v = ops.split(_linear(x, weight, f"blocks.{i}.qkv"), [d, d, d], axis=-1)
+            q, k, v = ops.split(linear(x, f"blocks.{i}.qkv"), [d, d, d], axis=-1)
             k = ops.concat([caches[2 * i], heads(k)], axis=2)
             v = ops.concat([caches[2 * i + 1], heads(v)], axis=2)
             scores = (heads(q) @ ops.transpose(k, 2, 3)) * scale + mask
-            return _linear(merge(ops.softmax(scores) @ v), weight, f"blocks.{i}.out"), k, v
+            return linear(merge(ops.softmax(scores) @ v), f"blocks.{i}.out"), k, v
 
         def cross_attention(x, i):
-            q = heads(_linear(x, weight, f"blocks.{i}.cross_q"))
+            q = heads(linear(x, f"blocks.{i}.cross_q"))
             o = ops.softmax((q @ cross[2 * i]) * scale) @ cross[2 * i + 1]
-            return _linear(merge(o), weight, f"blocks.{i}.cross_out")
+            return linear(merge(o), f"blocks.{i}.cross_out")
 
         x = ops.gather(weight("tok_emb"), tokens, axis=0) + ops.gather(weight("pos"), positions, axis=0)
         taps, new_caches = [x], []
@@ -170,13 +196,16 @@ def build_step_graph(cfg: DecoderConfig):
             attn, k, v = self_attention(ln(x, blk + "attn_ln"), i)
             x = x + attn
             x = x + cross_attention(ln(x, blk + "cross_ln"), i)
-            x = x + _linear(ops.gelu(_linear(ln(x, blk + "mlp_ln"), weight, blk + "fc1")), weight, blk + "fc2")
+            x = x + linear(ops.gelu(linear(ln(x, blk + "mlp_ln"), blk + "fc1")), blk + "fc2")
             taps.append(x)
             new_caches += [k, v]
         x = ln(x, "ln")
         taps.append(x)
         logits_w = weight("logits.w")
-        if cfg.dtype == "float32":
+        if cfg.gemv:
+            from maxwhisper.gemv import gemv_nt
+            logits = ops.reshape(gemv_nt(ops.reshape(x, [-1, d]), logits_w), [b, t, dims.n_vocab])
+        elif cfg.dtype == "float32":
             logits = x @ logits_w
         else:
             logits = ops.cast(ops.cast(x, logits_w.dtype) @ logits_w, DType.float32)
@@ -199,8 +228,9 @@ def _inject_weight_bugs(w: dict[str, np.ndarray], cfg: DecoderConfig) -> dict[st
 def _registry(cfg: DecoderConfig, decoder_weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     wd = getattr(torch, cfg.dtype)
     out = {}
+    step_products = tuple(f"{m}.w" for m in STEP_MATMULS)
     for name, arr in _inject_weight_bugs(decoder_weights_to_max(decoder_weights, cfg.dims.n_text_layer), cfg).items():
-        t = torch.from_numpy(arr)
+        t = torch.from_numpy(np.ascontiguousarray(arr.T) if cfg.gemv and name.endswith(step_products) else arr)
         out[name] = (t.to(wd) if name == "logits.w" else t).contiguous()
     return out
 
@@ -216,7 +246,7 @@ class MaxDecoder:
             registry = _registry(cfg, decoder_weights)
         except KeyError as exc:
             raise MaxWhisperError(f"decoder weights lack tensor {exc}; the checkpoint is incomplete") from None
-        for name, shape in weight_shapes(cfg.dims).items():
+        for name, shape in weight_shapes(cfg.dims, cfg.gemv).items():
             if tuple(registry[name].shape) != shape:
                 raise MaxWhisperError(f"decoder weight {name} has shape {tuple(registry[name].shape)}, "
                                       f"expected {shape} for these model dimensions")
@@ -338,10 +368,10 @@ class DecoderState:
 _MODELS: dict[tuple, MaxDecoder] = {}
 
 
-def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozenset(),
+def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozenset(), gemv: bool | None = None,
                 progress: Callable[[str], None] | None = None) -> MaxDecoder:
     """The process-wide compiled decoder for these weights and settings (compiled on first use)."""
-    cfg = DecoderConfig(loaded.dims, device, dtype, frozenset(bugs))
+    cfg = DecoderConfig(loaded.dims, device, dtype, frozenset(bugs), gemv)
     key = (cfg.key, loaded.decoder_sha256)
     if key not in _MODELS:
         _MODELS[key] = MaxDecoder(cfg, loaded.decoder_weights(), progress)

@@ -1,0 +1,1 @@
+# Custom MAX kernels for maxwhisper. See gemv_nt.mojo.

@@ -1,0 +1,146 @@
+"""Custom op gemv_nt: out (M, N) = x (M, K) @ w (N, K)^T, float32, for small M on CPU.
+
+W is row-major (N, K) (PyTorch Linear layout, or the token embedding for the logits),
+so each output column is a dot product with one contiguous row of W. W is streamed
+sequentially exactly once: N is split into contiguous chunks across worker threads,
+each chunk into cache blocks of rows, and within a block the rows of x are taken in
+register tiles of up to 6 rows while the block stays in L2.
+"""
+
+import extensibility
+from extensibility import InputTensor, OutputTensor
+from max.gpu.host import DeviceContext
+from max.algorithm import parallelize
+from std.sys import simd_width_of
+
+comptime F32 = DType.float32
+comptime VW = simd_width_of[F32]()
+comptime FPtr = Pointer[Float32, MutAnyOrigin]
+comptime Vec = SIMD[F32, VW]
+# Bytes of W kept in L2 per cache block (per core).
+comptime L2_BLOCK_BYTES = 256 * 1024
+
+
+@always_inline
+def _micro[MR: Int, NR: Int](
+    xp: FPtr, wp: FPtr, op: FPtr, K: Int, N: Int, m0: Int, n0: Int
+):
+    """out[m0:m0+MR, n0:n0+NR] = x[m0:m0+MR, :] . w[n0:n0+NR, :]^T."""
+    var acc = Array[Vec, MR * NR](fill=Vec(0))
+    var kv = K - K % VW
+    var xrow = xp.unsafe_offset(m0 * K)
+    var wrow = wp.unsafe_offset(n0 * K)
+    var k = 0
+    while k < kv:
+        var wv = Array[Vec, NR](fill=Vec(0))
+        comptime for j in range(NR):
+            wv[j] = wrow.unsafe_load[width=VW](j * K + k)
+        comptime for i in range(MR):
+            var xv = xrow.unsafe_load[width=VW](i * K + k)
+            comptime for j in range(NR):
+                acc[i * NR + j] = xv.fma(wv[j], acc[i * NR + j])
+        k += VW
+    comptime for i in range(MR):
+        comptime for j in range(NR):
+            var s = acc[i * NR + j].reduce_add()
+            for kk in range(kv, K):
+                s += xrow.unsafe_load(i * K + kk) * wrow.unsafe_load(j * K + kk)
+            op.unsafe_store((m0 + i) * N + n0 + j, s)
+
+
+@always_inline
+def _panel[MR: Int, NR: Int](
+    xp: FPtr, wp: FPtr, op: FPtr, K: Int, N: Int, m0: Int, n_begin: Int, n_end: Int
+):
+    var n = n_begin
+    while n + NR <= n_end:
+        _micro[MR, NR](xp, wp, op, K, N, m0, n)
+        n += NR
+    while n < n_end:
+        _micro[MR, 1](xp, wp, op, K, N, m0, n)
+        n += 1
+
+
+@always_inline
+def _rows(
+    mr: Int, xp: FPtr, wp: FPtr, op: FPtr, K: Int, N: Int, m0: Int, n_begin: Int, n_end: Int
+):
+    if mr == 1:
+        _panel[1, 4](xp, wp, op, K, N, m0, n_begin, n_end)
+    elif mr == 2:
+        _panel[2, 4](xp, wp, op, K, N, m0, n_begin, n_end)
+    elif mr == 3:
+        _panel[3, 3](xp, wp, op, K, N, m0, n_begin, n_end)
+    elif mr == 4:
+        _panel[4, 3](xp, wp, op, K, N, m0, n_begin, n_end)
+    elif mr == 5:
+        _panel[5, 2](xp, wp, op, K, N, m0, n_begin, n_end)
+    else:
+        _panel[6, 2](xp, wp, op, K, N, m0, n_begin, n_end)
+
+
+def gemv_nt_cpu(
+    xp: FPtr, wp: FPtr, op: FPtr, M: Int, N: Int, K: Int, items_per_worker: Int
+):
+    if M <= 0 or N <= 0:
+        return
+    if K <= 0:
+        for i in range(M * N):
+            op.unsafe_store(i, Float32(0))
+        return
+    var nb = max(8, (L2_BLOCK_BYTES // (K * 4)) // 4 * 4)
+    # Contiguous chunks of N, a multiple of 4 rows each.
+    var workers = 2
+    var items = max(1, workers * items_per_worker)
+    var chunk = (N + items - 1) // items
+    chunk = (chunk + 3) // 4 * 4
+    items = (N + chunk - 1) // chunk
+
+    def work(t: Int) {var xp, var wp, var op, var M, var N, var K, var chunk, var nb}:
+        var n_lo = t * chunk
+        var n_hi = min(N, n_lo + chunk)
+        var b = n_lo
+        while b < n_hi:
+            var b_end = min(n_hi, b + nb)
+            var m0 = 0
+            while m0 < M:
+                var mr = min(6, M - m0)
+                _rows(mr, xp, wp, op, K, N, m0, b, b_end)
+                m0 += mr
+            b = b_end
+
+    if items == 1:
+        work(0)
+    else:
+        parallelize(work, items)
+
+
+@extensibility.register("gemv_nt")
+struct GemvNT:
+    @staticmethod
+    def execute[target: StaticString, items_per_worker: Int = 1](
+        output: OutputTensor[dtype=DType.float32, rank=2, ...],
+        x: InputTensor[dtype=DType.float32, rank=2, ...],
+        w: InputTensor[dtype=DType.float32, rank=2, ...],
+        ctx: DeviceContext,
+    ) raises:
+        comptime if target != "cpu":
+            raise Error("gemv_nt: CPU only")
+        var M = x.dim_size(0)
+        var K = x.dim_size(1)
+        var N = w.dim_size(0)
+        if w.dim_size(1) != K or output.dim_size(0) != M or output.dim_size(1) != N:
+            raise Error("gemv_nt: shape mismatch")
+        var xs = x.strides()
+        var ws = w.strides()
+        var os = output.strides()
+        if (
+            (K > 1 and (xs[1] != 1 or ws[1] != 1))
+            or (M > 1 and xs[0] != K)
+            or (N > 1 and (ws[0] != K or os[1] != 1))
+            or (M > 1 and os[0] != N)
+        ):
+            raise Error("gemv_nt: x, w and the output must be contiguous row-major")
+        gemv_nt_cpu(
+            x.unsafe_ptr(), w.unsafe_ptr(), output.unsafe_ptr(), M, N, K, items_per_worker
+        )
