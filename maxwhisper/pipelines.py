@@ -81,6 +81,7 @@ class Pipeline:
     def __post_init__(self):
         if self.impl not in IMPLS:
             raise MaxWhisperError(f"unknown --impl {self.impl!r}; choose one of {', '.join(IMPLS)}")
+        self.decode_timer = None
         if self.impl == "faster-whisper":
             return self._init_faster_whisper()
         if (self.impl == "gpu" or (self.impl.startswith("max") and self.device == "gpu")) and not cuda_available():
@@ -94,7 +95,6 @@ class Pipeline:
             self.whisper = self.whisper.half()
         self.timings["load"] = time.perf_counter() - start
         self.timings["compile"] = 0.0
-        self.decode_timer = None
         if self.impl.startswith("max"):
             encoder = get_encoder(self.loaded, self.device, self.dtype, progress=self.progress)
             self.timings["compile"] = encoder.compile_s

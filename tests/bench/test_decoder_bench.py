@@ -1,0 +1,178 @@
+"""Decoder latency: one cached step and the prompt prefill, MAX against PyTorch eager, in one session,
+with the step's achieved memory bandwidth read against a streaming-read probe measured in the same run.
+
+A decoder step is memory-bound: it streams every decoder weight (the tied logits projection alone is
+n_vocab x d floats) and the cross-attention keys and values of its window. `step_bytes` counts them;
+bytes / median is the achieved bandwidth, and bytes / probe bandwidth the floor no step can beat.
+Each timed round restores the cache to the same length first (outside the timed call).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from maxwhisper.memory import PeakMemory
+from tests.bench.conftest import FULL, ROUNDS, WARMUP, torch_cuda
+
+pytestmark = pytest.mark.bench
+STEP_CASES = [(b, c) for b in (1, 5) for c in (32, 100, 224)] if FULL else [(1, 100)]
+PREFILL_TOKENS = 64  # a conditioned prompt plus the start-of-transcript sequence
+
+
+def step_bytes(dims, batch: int, cache: int, weight_bytes: int = 4) -> int:
+    """Bytes one step must read: decoder weights once, cross keys/values per window, self cache per row."""
+    d, layers = dims.n_text_state, dims.n_text_layer
+    weights = dims.n_vocab * d + layers * 14 * d * d  # logits + qkv, out, cross q/out, fc1, fc2 per layer
+    cross = layers * 2 * dims.n_audio_ctx * d * 4
+    self_cache = batch * layers * 2 * cache * d * 4
+    return weights * weight_bytes + cross + self_cache
+
+
+def streaming_read_gbps(device: str) -> float:
+    """This machine's read bandwidth now: best of 5 torch sums over 512 MiB (all threads)."""
+    import time
+    dev = "cuda" if device == "gpu" else "cpu"
+    x = torch.ones(2**27, device=dev)
+    rates = []
+    for _ in range(6):
+        start = time.perf_counter()
+        float(x.sum())
+        rates.append(x.numel() * 4 / (time.perf_counter() - start) / 1e9)
+    return max(rates[1:])
+
+
+class TorchStepper:
+    """openai-whisper's PyTorchInference, primed to a cache of `cache` tokens; each call decodes one
+    more token from that same cache length."""
+
+    def __init__(self, model, features, batch: int, cache: int, device: str):
+        from whisper.decoding import PyTorchInference
+        self.device = device
+        self.features = features.to(device)
+        self.inference = PyTorchInference(model, cache)
+        self.tokens = torch.randint(0, 50000, (batch, cache), device=device)
+        with torch.no_grad():
+            self.inference.logits(self.tokens, self.features)
+        self.saved = dict(self.inference.kv_cache)
+        self.next = torch.cat([self.tokens, self.tokens[:, -1:]], 1)
+
+    def restore(self):
+        self.inference.kv_cache.clear()
+        self.inference.kv_cache.update(self.saved)
+
+    @torch.no_grad()
+    def step(self):
+        out = self.inference.logits(self.next, self.features)
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        return out.cpu().numpy()
+
+
+class MaxStepper:
+    """The MAX decoder's state primed to `cache` tokens; each call decodes one more token from there."""
+
+    def __init__(self, decoder, features, batch: int, cache: int):
+        self.state = decoder.new_state(features.numpy(), batch)
+        self.state.step(np.random.default_rng(0).integers(0, 50000, (batch, cache)))
+        self.saved = (list(self.state.caches), self.state.length)
+        self.token = np.full((batch, 1), 440, np.int64)
+
+    def restore(self):
+        self.state.caches, self.state.length = list(self.saved[0]), self.saved[1]
+
+    def step(self):
+        return self.state.step(self.token)
+
+
+def make_stepper(impl, device, batch, cache, bundled, torch_model, features):
+    if impl == "max":
+        from maxwhisper.decoder import get_decoder
+        return MaxStepper(get_decoder(bundled, device), features, batch, cache)
+    model = torch_model if device == "cpu" else torch_model.to("cuda").half()
+    feats = features if device == "cpu" else features.half()
+    return TorchStepper(model, feats, batch, cache, "cuda" if device == "gpu" else "cpu")
+
+
+@pytest.fixture(scope="module")
+def features(clip_features):
+    return torch.from_numpy(clip_features["long"])
+
+
+@pytest.fixture(scope="module")
+def read_gbps():
+    return streaming_read_gbps("cpu")
+
+
+def step_cases():
+    for device in ("cpu", "gpu"):
+        for batch, cache in STEP_CASES:
+            for impl in ("torch", "max"):  # torch first: the max case records its ratio
+                marks = [pytest.mark.gpu] if device == "gpu" else []
+                if impl == "torch" and device == "gpu":
+                    marks.append(pytest.mark.torch_cuda)
+                yield pytest.param(impl, device, batch, cache, marks=marks, id=f"{impl}-{device}-b{batch}-cache{cache}")
+
+
+_MEDIANS: dict[tuple, float] = {}
+
+
+@pytest.mark.parametrize("impl, device, batch, cache", list(step_cases()))
+def test_decoder_step(benchmark, impl, device, batch, cache, bundled, torch_model, features, read_gbps):
+    benchmark.group = "decoder-step"
+    if device == "gpu" and impl == "torch" and not torch_cuda():
+        pytest.skip("torch is a CPU build: install a CUDA torch for the PyTorch GPU step")
+    stepper = make_stepper(impl, device, batch, cache, bundled, torch_model, features)
+    with PeakMemory() as memory:  # untimed: the memory of a step, and a warm-up
+        stepper.restore()
+        first = stepper.step()
+    out = benchmark.pedantic(stepper.step, setup=stepper.restore, rounds=ROUNDS * 10, warmup_rounds=WARMUP,
+                             iterations=1)
+    median = benchmark.stats.stats.median
+    nbytes = step_bytes(bundled.dims, batch, cache)
+    benchmark.extra_info.update(impl=impl, device=device, batch=batch, cache=cache, model="tiny.en",
+                                bytes=nbytes, achieved_gbps=round(nbytes / median / 1e9, 2),
+                                read_probe_gbps=round(read_gbps, 2),
+                                floor_ms=round(nbytes / read_gbps / 1e6, 3),
+                                roofline_fraction=round(nbytes / read_gbps / 1e9 / median, 3),
+                                **memory.as_extra_info())
+    _MEDIANS[(impl, device, batch, cache)] = median
+    if impl == "max" and ("torch", device, batch, cache) in _MEDIANS:
+        benchmark.extra_info["max_over_torch"] = round(median / _MEDIANS[("torch", device, batch, cache)], 3)
+    # The timed calls decoded: the same logits from the same restored cache every round.
+    assert out.shape == (batch, 1, bundled.dims.n_vocab) and np.isfinite(out).all()
+    np.testing.assert_allclose(out, first, atol=1e-4 if device == "cpu" else 1e-2)
+
+
+@pytest.mark.parametrize("impl", ["torch", "max"])
+def test_decoder_prefill(benchmark, impl, bundled, torch_model, features):
+    """The first call of every segment: the whole prompt in one pass, from an empty cache."""
+    benchmark.group = "decoder-prefill"
+    tokens = np.random.default_rng(1).integers(0, 50000, (1, PREFILL_TOKENS))
+    if impl == "max":
+        from maxwhisper.decoder import get_decoder
+        decoder = get_decoder(bundled, "cpu")
+
+        def run():
+            return decoder.new_state(features.numpy()).step(tokens)
+    else:
+        t = torch.from_numpy(tokens)
+
+        @torch.no_grad()
+        def run():
+            from whisper.decoding import PyTorchInference
+            return PyTorchInference(torch_model, PREFILL_TOKENS).logits(t, features).numpy()
+    out = benchmark.pedantic(run, rounds=ROUNDS * 3, warmup_rounds=WARMUP, iterations=1)
+    benchmark.extra_info.update(impl=impl, device="cpu", tokens=PREFILL_TOKENS, model="tiny.en",
+                                tokens_per_s=round(PREFILL_TOKENS / benchmark.stats.stats.median, 1))
+    assert out.shape == (1, PREFILL_TOKENS, bundled.dims.n_vocab) and np.isfinite(out).all()
+
+
+def test_streaming_read_probe(benchmark):
+    """The bandwidth roofline of a decoder step: one large read, with the threads the decoder uses."""
+    benchmark.group = "memory-bandwidth"
+    x = torch.ones(2**27)
+    total = benchmark.pedantic(lambda: float(x.sum()), rounds=ROUNDS, warmup_rounds=WARMUP, iterations=1)
+    benchmark.extra_info.update(impl="torch", device="cpu", bytes=x.numel() * 4,
+                                gbps=round(x.numel() * 4 / benchmark.stats.stats.median / 1e9, 2))
+    assert total == x.numel()  # every element was read
