@@ -28,7 +28,14 @@ DEVICES = ("cpu", "gpu")
 LN_EPS = 1e-5
 # Bug classes that have made public MAX Whisper encoders "run fine but understand nothing".
 BUGS = ("conv_no_shift", "stride_by_slicing", "no_pos_emb", "tanh_gelu", "attn_scale", "no_ln_post",
-        "mel_layout", "transposed_weight")
+        "mel_layout", "transposed_weight",
+        # subtle ones, each moving the output by well under 1%: a wrong constant or an approximation
+        "ln_eps", "ln_unbiased_var", "mlp_tanh_gelu", "attn_scale_off")
+# How many blocks a mutant carrying only these bugs is built with (its taps stop there): the first stage where
+# each fails lies within them, which is all the self-check asserts. The rest, and the subtle ones (whose
+# effect on the output the self-check measures), get the whole encoder. Less graph: a shorter cold compile.
+BUG_DEPTH = {"conv_no_shift": 0, "stride_by_slicing": 0, "no_pos_emb": 0, "tanh_gelu": 0, "mel_layout": 0,
+             "attn_scale": 1, "transposed_weight": 1}
 MATMUL_WEIGHTS = ("qkv.w", "out.w", "fc1.w", "fc2.w")
 
 
@@ -123,6 +130,19 @@ def build_graph(cfg: EncoderConfig):
     return graph
 
 
+def variant_depth(cfg: EncoderConfig, bugs: frozenset[str]) -> int | None:
+    """Blocks built for a mutant with `bugs` (None: the whole encoder, ln_post included)."""
+    if bugs and all(b in BUG_DEPTH for b in bugs):
+        return max(BUG_DEPTH[b] for b in bugs)
+    return None
+
+
+def variant_output_counts(cfg: EncoderConfig) -> list[int]:
+    """How many outputs each variant contributes to the graph, in order."""
+    full = cfg.dims.n_audio_layer + 4
+    return [(full if d is None else 3 + d) if cfg.taps else 1 for d in (variant_depth(cfg, v) for v in cfg.variants)]
+
+
 def encoder_forward(cfg: EncoderConfig, mel, weight, bugs: frozenset[str] = frozenset()) -> list:
     """The encoder's ops on `mel`; returns the taps (last = output). `weight(name)` gives weight nodes."""
     from max.dtype import DType
@@ -130,11 +150,16 @@ def encoder_forward(cfg: EncoderConfig, mel, weight, bugs: frozenset[str] = froz
 
     d, h, n_mels, cdt = cfg.dims.n_audio_state, cfg.dims.n_audio_head, cfg.dims.n_mels, _max_dtype(cfg.dtype)
 
-    def gelu(x):
-        return ops.gelu(x, approximate="tanh" if "tanh_gelu" in bugs else "none")
+    def gelu(x, mlp: bool = False):
+        tanh = "tanh_gelu" in bugs or (mlp and "mlp_tanh_gelu" in bugs)
+        return ops.gelu(x, approximate="tanh" if tanh else "none")
 
     def ln(x, name: str):
-        return ops.layer_norm(x, weight(name + ".w"), weight(name + ".b"), LN_EPS)
+        if "ln_unbiased_var" in bugs:  # variance divided by d - 1, as torch.var's default does
+            xc = x - ops.mean(x, -1)
+            var = ops.mean(xc * xc, -1) * (d / (d - 1))
+            return xc * ops.rsqrt(var + LN_EPS) * weight(name + ".w") + weight(name + ".b")
+        return ops.layer_norm(x, weight(name + ".w"), weight(name + ".b"), 1e-4 if "ln_eps" in bugs else LN_EPS)
 
     def linear(x, name: str, transposed: bool = False):
         w = weight(name + ".w")
@@ -151,7 +176,7 @@ def encoder_forward(cfg: EncoderConfig, mel, weight, bugs: frozenset[str] = froz
         b, t = x.shape[0], x.shape[1]
         q, k, v = ops.split(linear(x, p + "qkv"), [d, d, d], axis=-1)
         q, k, v = (ops.permute(ops.reshape(ops.cast(z, adt), [b, t, h, d // h]), [0, 2, 1, 3]) for z in (q, k, v))
-        scale = 1.0 / (d // h) if "attn_scale" in bugs else 1.0 / math.sqrt(d // h)
+        scale = 1.0 / (d // h) if "attn_scale" in bugs else 1.0 / math.sqrt(d // h + ("attn_scale_off" in bugs))
         scores = q @ ops.transpose(k, 2, 3)
         o = ops.softmax(scores * ops.constant(scale, adt, mel.device)) @ v
         o = ops.cast(ops.reshape(ops.permute(o, [0, 2, 1, 3]), [b, t, d]), DType.float32)
@@ -169,11 +194,14 @@ def encoder_forward(cfg: EncoderConfig, mel, weight, bugs: frozenset[str] = froz
     if "no_pos_emb" not in bugs:
         x = x + weight("pos")
     taps.append(x)
-    for i in range(cfg.dims.n_audio_layer):
+    depth = variant_depth(cfg, bugs)
+    for i in range(cfg.dims.n_audio_layer if depth is None else depth):
         p = f"blocks.{i}."
         x = x + attention(ln(x, p + "attn_ln"), p)
-        x = x + linear(gelu(linear(ln(x, p + "mlp_ln"), p + "fc1")), p + "fc2")
+        x = x + linear(gelu(linear(ln(x, p + "mlp_ln"), p + "fc1"), mlp=True), p + "fc2")
         taps.append(x)
+    if depth is not None:
+        return taps
     if "no_ln_post" not in bugs:
         x = ln(x, "ln_post")
     taps.append(x)
@@ -279,9 +307,11 @@ class MaxEncoder:
 
     def run_variants(self, mel) -> list[list[np.ndarray]]:
         """Outputs grouped per variant (each group: the taps, or the output alone)."""
-        outs = self.run(mel)
-        n = len(outs) // len(self.cfg.variants)
-        return [outs[i:i + n] for i in range(0, len(outs), n)]
+        outs, groups = self.run(mel), []
+        for n in variant_output_counts(self.cfg):
+            groups.append(outs[:n])
+            outs = outs[n:]
+        return groups
 
     def __call__(self, mel) -> np.ndarray:
         """Encoder output (batch, n_ctx, d_model) float32."""
