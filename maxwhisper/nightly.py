@@ -1,9 +1,9 @@
 """Nightly regression run: benchmark, judge, render. `python -m maxwhisper.nightly --results DIR ...`
 
 1. runs `pytest tests/bench -m "bench and not slow"` with MAXWHISPER_BENCH=full, autosaving every round
-   into DIR (one subfolder per machine, as pytest-benchmark stores it; `--skip-run` skips this); the
-   interleaved cases (tests/bench/test_paired_bench.py) mark the run as a full one, so quick runs saved by
-   `make test` into the same storage form a series of their own;
+   into DIR/full (one subfolder per machine, as pytest-benchmark stores it; `--skip-run` skips this); the
+   interleaved cases (tests/bench/test_paired_bench.py) mark each run full or quick, so quick runs saved
+   anywhere under DIR form series of their own;
 2. judges every case of each series over its whole history (maxwhisper.regression), and against --baseline;
 3. writes the dashboard (-o) and, with --github-json, github-action-benchmark JSON.
 `--calibrate` instead replays the runs in DIR with injected slowdowns and prints the detection and
@@ -24,12 +24,15 @@ from maxwhisper import dashboard, regression
 from maxwhisper.errors import MaxWhisperError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+FULL_RUNS = "full"  # the nightly's subfolder of --results
 
 
 def bench_command(results: pathlib.Path, extra_args: str = "") -> list[str]:
-    """The pytest invocation that appends one run (with its rounds) to `results`."""
+    """The pytest invocation that appends one full run (with its rounds) to `results`/full: stored apart from
+    quick runs that `pytest --benchmark-autosave` saves into `results` itself (and judged apart by mode)."""
     return [sys.executable, "-m", "pytest", "tests/bench", "-m", "bench and not slow", "--benchmark-autosave",
-            "--benchmark-save-data", f"--benchmark-storage=file://{results.resolve()}", *shlex.split(extra_args)]
+            "--benchmark-save-data", f"--benchmark-storage=file://{(results / FULL_RUNS).resolve()}",
+            *shlex.split(extra_args)]
 
 
 def run_benchmarks(results: pathlib.Path, extra_args: str = "") -> int:

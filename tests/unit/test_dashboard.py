@@ -320,7 +320,7 @@ def test_nightly_runs_the_bench_suite_with_autosave(sample_dir, tmp_path, monkey
     assert nightly.main(args) == 2  # a failed benchmark run fails the night even with no regression
     command, cwd, env = calls[0]
     assert command[1:] == ["-m", "pytest", "tests/bench", "-m", "bench and not slow", "--benchmark-autosave",
-                           "--benchmark-save-data", f"--benchmark-storage=file://{sample_dir.resolve()}",
+                           "--benchmark-save-data", f"--benchmark-storage=file://{(sample_dir / 'full').resolve()}",
                            "-k", "tiny and cpu"]
     assert cwd == ROOT and env["MAXWHISPER_BENCH"] == "full"
     assert nightly.main(args + ["--threshold", "oops"]) == 2 and len(calls) == 2  # checked before running

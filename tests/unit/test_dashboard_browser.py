@@ -1,10 +1,12 @@
-"""The sample report in headless Chromium: charts drawn and table rows present in the rendered page.
+"""The report in headless Chromium, from the synthetic samples and from the committed real runs: charts
+drawn, table rows present, and no chart's legend covering its title (measured on the laid-out page).
 
 `python -m tests.unit.test_dashboard_browser` rewrites docs/dashboard.png the same way.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import re
@@ -23,6 +25,18 @@ pytestmark = pytest.mark.unit
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "fixtures" / "bench_samples"
 BASELINE = next((SAMPLES / "Linux-CPython-3.11-64bit").glob("0001_*.json"))
+REAL_RUNS = ROOT / "fixtures" / "bench_runs"  # real runs from this project's CI machine (README: Nightly)
+# Runs in the page after layout: for every chart, the title's and each legend item's box, as the browser drew them.
+LAYOUT_PROBE = """<script>
+const boxes = [...document.querySelectorAll("svg.chart")].map(svg => {
+  const box = el => { const b = el.getBBox(); return [b.x, b.y, b.x + b.width, b.y + b.height]; };
+  const view = svg.viewBox.baseVal;
+  return {title: box(svg.querySelector(".title")), view: [view.x, view.y, view.width, view.height],
+          legend: [...svg.querySelectorAll(".legend")].map(box), label: svg.getAttribute("aria-label")};
+});
+const out = document.createElement("pre"); out.id = "layout"; out.textContent = JSON.stringify(boxes);
+document.body.appendChild(out);
+</script>"""
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 WINDOW = (1400, 2000)
 
@@ -55,6 +69,30 @@ def report(tmp_path_factory) -> pathlib.Path:
     return build_sample_report(tmp_path_factory.mktemp("report") / "report.html")
 
 
+def overlaps(a: list[float], b: list[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def laid_out_charts(page: pathlib.Path, profile: pathlib.Path) -> list[dict]:
+    """Each chart's title and legend boxes as Chromium lays out `page` (a copy with LAYOUT_PROBE added)."""
+    probed = page.with_name("probed-" + page.name)
+    probed.write_text(page.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
+    dom = chromium(profile, "--dump-dom", probed.as_uri()).stdout
+    found = re.search(r'<pre id="layout">(.*?)</pre>', dom, re.S)
+    assert found, "the layout probe did not run"
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+def assert_legends_clear(charts: list[dict]) -> None:
+    """No legend item overlaps its chart's title or another item, and every item lies inside the chart."""
+    for chart in charts:
+        items = chart["legend"]
+        width, height = chart["view"][2:]
+        assert not any(overlaps(chart["title"], item) for item in items), chart["label"]
+        assert not any(overlaps(a, b) for i, a in enumerate(items) for b in items[i + 1:]), chart["label"]
+        assert all(item[0] >= 0 and item[2] <= width and item[3] <= height for item in items), chart["label"]
+
+
 def expected_cases() -> set[str]:
     return {key for path in SAMPLES.rglob("000[1-4]_*.json") for key in dashboard.parse_run(path).results}
 
@@ -72,6 +110,31 @@ def test_rendered_dom_has_the_charts_and_the_table(report, tmp_path):
     assert [case for flag, case in rows if flag == "regressed"] == [
         "tests/bench/test_encoder_bench.py::test_encoder_latency[max-cpu-float32-b4-bundled]"]
     assert rows[0][0] == "regressed" and "0005_corrupt.json" in dom
+
+
+def test_no_legend_covers_its_title_on_the_sample_page(report, tmp_path):
+    charts = laid_out_charts(report, tmp_path / "profile")
+    assert len(charts) >= 10 and any(len(chart["legend"]) >= 2 for chart in charts)
+    assert_legends_clear(charts)
+
+
+def test_page_from_the_committed_real_runs(tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("chromium not found on PATH (Debian: apt-get install chromium, or `make chromium`)")
+    page = tmp_path / "real.html"
+    args = argparse.Namespace(results=str(REAL_RUNS), output=str(page), baseline=None, threshold=[], github_json=None)
+    assert dashboard.main(args) == 0  # the committed runs are clean (tests/unit/test_nightly_real_runs.py)
+    dom = chromium(tmp_path / "profile", "--dump-dom", page.as_uri()).stdout
+    cases = {key for path in REAL_RUNS.rglob("*.json") for key in dashboard.parse_run(path).results}
+    rows = re.findall(r'<tr class="(ok)" data-case="([^"]+)" data-normalisation="([^"]+)"', dom)
+    assert {case for _, case, _ in rows} == cases
+    assert {"partner (interleaved)", "probe (interleaved)"} <= {norm for _, _, norm in rows}
+    ratio_series = set(re.findall(r'data-series="([^"]+, per round)"', dom))
+    assert ratio_series, "the MAX/PyTorch ratio chart has no interleaved series"
+    charts = laid_out_charts(page, tmp_path / "profile")
+    ratio = next(chart for chart in charts if chart["label"].startswith("MAX / PyTorch"))
+    assert len(ratio["legend"]) == len(ratio_series)
+    assert_legends_clear(charts)
 
 
 def test_screenshot_is_a_full_window_png(report, tmp_path):

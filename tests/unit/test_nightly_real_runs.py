@@ -1,0 +1,81 @@
+"""The real nightly entry point on the committed real runs (fixtures/bench_runs), and the calibration on them.
+
+The runs were measured on this project's 2-core CI machine while other jobs compiled MAX graphs on the same
+cores (fixtures/bench_runs/README.md); nothing here times anything.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from maxwhisper import calibrate, regression
+from maxwhisper.results import load_runs, split_series
+
+pytestmark = pytest.mark.unit
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+REAL_RUNS = ROOT / "fixtures" / "bench_runs"
+SLOWED = "test_paired_encoder[1]"
+
+
+def nightly(results: pathlib.Path, tmp_path: pathlib.Path, *extra: str) -> subprocess.CompletedProcess:
+    """`python -m maxwhisper.nightly` as the Makefile runs it, on the runs already in `results`."""
+    return subprocess.run([sys.executable, "-m", "maxwhisper.nightly", "--results", str(results), "--skip-run",
+                           "-o", str(tmp_path / "nightly.html"), *extra],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def add_slowed_run(results: pathlib.Path, case: str, slowdown: float) -> pathlib.Path:
+    """A copy of the latest run a day later in which only the MAX case is `slowdown` slower, round by round
+    (its PyTorch partner and the probe unchanged): what a real MAX regression looks like in the storage."""
+    latest = max(results.rglob("*.json"), key=lambda p: p.name)
+    run = json.loads(latest.read_text())
+    entry = next(b for b in run["benchmarks"] if b["name"] == case)
+    for clock in ("rounds_s", "rounds_cpu_s"):  # wall and CPU time alike
+        rounds = entry["extra_info"][clock]
+        rounds["case"] = [round(s * (1 + slowdown), 6) for s in rounds["case"]]
+    for key in ("min", "max", "mean", "median", "q1", "q3", "stddev", "iqr", "total"):
+        if isinstance(entry["stats"].get(key), (int, float)):
+            entry["stats"][key] *= 1 + slowdown
+    when = dt.datetime.fromisoformat(run["datetime"]) + dt.timedelta(days=1)
+    run["datetime"] = when.isoformat()
+    number = int(latest.name[:4]) + 1
+    path = latest.with_name(f"{number:04d}_{run['commit_info']['id']}_{when:%Y%m%d_%H%M%S}.json")
+    path.write_text(json.dumps(run))
+    return path
+
+
+def test_the_committed_runs_are_a_calibratable_series():
+    runs, skipped = load_runs(REAL_RUNS)
+    (series,) = split_series(runs).values()
+    assert not skipped and len(series) >= calibrate.MIN_SERIES and series[-1].machine.mode == "full"
+    assert {"encoder-paired", "compile-paired"} <= {r.group for r in series[-1].results.values()}
+
+
+def test_nightly_exits_0_on_the_clean_real_runs_and_1_naming_a_slowed_max_case(tmp_path):
+    results = shutil.copytree(REAL_RUNS, tmp_path / "runs")
+    clean = nightly(results, tmp_path)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "0 regressions, 0 missing" in clean.stdout
+    add_slowed_run(results, SLOWED, 0.10)
+    slowed = nightly(results, tmp_path)
+    assert slowed.returncode == 1, slowed.stdout + slowed.stderr
+    (called,) = [line for line in slowed.stdout.splitlines() if line.startswith("REGRESSED")]
+    assert SLOWED in called and "partner (interleaved)" in called and "step up" in called
+
+
+def test_nightly_calibrate_reports_every_calibrated_series_with_no_false_alarm(tmp_path):
+    calibrations, source = calibrate.calibrate(REAL_RUNS, replays=10)  # the false alarms need no replays
+    names = {c.series.split(" · ")[0] for c in calibrations}
+    assert {"test_paired_encoder[1]", "test_paired_compile"} <= names
+    judged = [c for c in calibrations if "raw median" not in c.series and " [" not in c.series]  # as judged
+    assert all(c.false_alarms == 0 and c.nights == c.runs - regression.MIN_RUNS + 1 for c in judged)
+    assert "AMD EPYC" in source
+    out = nightly(REAL_RUNS, tmp_path, "--calibrate", "--replays", "5")
+    assert out.returncode == 0 and "| test_paired_encoder[1] · time · partner (interleaved) · >" in out.stdout
