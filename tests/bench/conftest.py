@@ -170,7 +170,35 @@ def ratio_rows(config) -> list[tuple]:
     return rows
 
 
+def decoder_summary(tr, config) -> None:
+    """The decoder-step table (MAX / PyTorch and the bandwidth roofline) and the end-to-end table."""
+    benches = [b for b in getattr(getattr(config, "_benchmarksession", None), "benchmarks", []) if b.stats]
+    steps = {(b.extra_info["impl"], b.extra_info["device"], b.extra_info["batch"], b.extra_info["cache"]): b
+             for b in benches if b.group == "decoder-step"}
+    if any(k[0] == "max" for k in steps):
+        tr.section("decoder step: MAX / PyTorch eager and the memory-bandwidth roofline (medians, this run)")
+        tr.write_line(f"{'device':6} {'batch':>5} {'cache':>5} {'MAX ms':>8} {'torch ms':>8} {'MAX/torch':>9} "
+                      f"{'GB/s':>6} {'floor ms':>8} {'of floor':>8}")
+        for (impl, device, batch, cache), b in sorted(steps.items()):
+            torch_b = steps.get(("torch", device, batch, cache))
+            if impl != "max":
+                continue
+            t_ms = f"{torch_b.stats.median * 1e3:8.2f}" if torch_b else f"{'-':>8}"
+            ratio = f"{b.stats.median / torch_b.stats.median:9.3f}" if torch_b else f"{'-':>9}"
+            x = b.extra_info
+            tr.write_line(f"{device:6} {batch:>5} {cache:>5} {b.stats.median * 1e3:8.2f} {t_ms} {ratio} "
+                          f"{x['achieved_gbps']:6.1f} {x['floor_ms']:8.2f} {x['roofline_fraction']:8.2f}")
+    runs = {b.extra_info["impl"]: b for b in benches if b.group == "transcribe"}
+    if "max" in runs:
+        tr.section(f"transcription end to end: {runs['max'].extra_info['clip']} (medians, this run)")
+        base = runs.get("cpu")
+        for impl, b in sorted(runs.items(), key=lambda kv: kv[1].stats.median):
+            rel = f"{b.stats.median / base.stats.median:6.3f} x cpu" if base else ""
+            tr.write_line(f"{impl:24} {b.stats.median:7.2f} s  {b.extra_info['rtf']:6.1f}x real time  {rel}")
+
+
 def pytest_terminal_summary(terminalreporter, config):
+    decoder_summary(terminalreporter, config)
     rows = ratio_rows(config)
     if not rows:
         return
