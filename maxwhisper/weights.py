@@ -48,23 +48,22 @@ class LoadedModel:
     state_dict: dict[str, torch.Tensor]
     source: str
 
-    @functools.cached_property
-    def sha256(self) -> str:
-        """Hash of the encoder weights, recorded in golden metadata."""
+    def _hash(self, prefix: str) -> str:
         h = hashlib.sha256()
-        for name in sorted(k for k in self.state_dict if k.startswith("encoder.")):
+        for name in sorted(k for k in self.state_dict if k.startswith(prefix)):
             h.update(name.encode())
             h.update(self.state_dict[name].numpy().tobytes())
         return h.hexdigest()[:16]
 
     @functools.cached_property
+    def sha256(self) -> str:
+        """Hash of the encoder weights, recorded in golden metadata."""
+        return self._hash("encoder.")
+
+    @functools.cached_property
     def decoder_sha256(self) -> str:
         """Hash of the decoder weights, recorded in decoder golden metadata."""
-        h = hashlib.sha256()
-        for name in sorted(k for k in self.state_dict if k.startswith("decoder.")):
-            h.update(name.encode())
-            h.update(self.state_dict[name].numpy().tobytes())
-        return h.hexdigest()[:16]
+        return self._hash("decoder.")
 
     def decoder_weights(self) -> dict[str, np.ndarray]:
         """The decoder's tensors as float32 numpy arrays, names without the `decoder.` prefix."""
