@@ -19,7 +19,8 @@ import random
 from dataclasses import dataclass
 
 from maxwhisper import regression
-from maxwhisper.results import CPU_ESTIMATOR, ESTIMATOR, ESTIMATORS, Figure, figures, load_runs, split_series, time_figure
+from maxwhisper.results import (CPU_ESTIMATOR, ESTIMATOR, ESTIMATORS, Figure, figures, load_runs, split_series,
+                                time_figure)
 
 SLOWDOWNS = (0.0, 0.03, 0.05, 0.10, 0.20)  # 0: the replays' own false-alarm rate, for reading the others
 REPLAYS = 200

@@ -51,7 +51,8 @@ class Row:
 
     @property
     def calls(self) -> list[tuple[str, Call]]:
-        return [(j.metric, j.call) for j in self.judged] + ([("baseline", self.vs_baseline)] if self.vs_baseline else [])
+        baseline = [("baseline", self.vs_baseline)] if self.vs_baseline else []
+        return [(j.metric, j.call) for j in self.judged] + baseline
 
     @property
     def regressed(self) -> bool:
@@ -150,7 +151,8 @@ def build_report(results: pathlib.Path, baseline: str | None = None,
         try:
             pinned = parse_run(pathlib.Path(baseline))
         except UNREADABLE as exc:
-            raise MaxWhisperError(f"--baseline {baseline} is not a readable pytest-benchmark run ({why(exc)})") from None
+            raise MaxWhisperError(f"--baseline {baseline} is not a readable pytest-benchmark run "
+                                  f"({why(exc)})") from None
     series = split_series(runs)
     rows = [judge_case(machine, machine_runs, key, thresholds,
                        pinned if pinned and pinned.machine.same_hardware(machine) else None)

@@ -168,7 +168,8 @@ def case_card(row: Row, runs: list[Run], baseline: Run | None) -> str:
     memory = (svg_chart("peak memory (MB)", _ticks(runs), memory_lines, "MB") if memory_lines
               else '<p class="muted">no memory recorded (extra_info.peak_rss_mb)</p>')
     judged = next(j for j in row.judged if j.metric == "time")
-    times = [Line(j.metric, j.values, PALETTE[4 + i]) for i, j in enumerate(x for x in row.judged if "time" in x.metric)]
+    timed = [j for j in row.judged if "time" in j.metric]
+    times = [Line(j.metric, j.values, PALETTE[4 + i]) for i, j in enumerate(timed)]
     figure = svg_chart(f"judged: time over {judged.normalisation.split(' (')[0]}", _ticks(runs), times, judged.unit)
     flag = ('<span class="flag">REGRESSED</span> ' if row.regressed
             else '<span class="flag">MISSING</span> ' if row.missing else "")
@@ -267,8 +268,8 @@ def render_html(report: Report) -> str:
     callout += "".join(f'<div class="callout warn">missing from the latest run: {html.escape(row.latest.name)} on '
                        f'{html.escape(row.machine.short)} (last seen {html.escape(row.run.short)})</div>'
                        for row in report.missing)
-    skipped = "".join(f"<li><code>{html.escape(str(path.relative_to(report.source)))}</code>: {html.escape(reason)}</li>"
-                      for path, reason in report.skipped)
+    skipped = "".join(f"<li><code>{html.escape(str(path.relative_to(report.source)))}</code>: "
+                      f"{html.escape(reason)}</li>" for path, reason in report.skipped)
     warnings = [f"Skipped {len(report.skipped)} unreadable file(s):<ul>{skipped}</ul>"] if skipped else []
     warnings += [html.escape(note) for note in report.notes]
     by_machine: dict[Machine, list[Row]] = {}

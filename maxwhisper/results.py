@@ -41,7 +41,8 @@ class Machine:
 
     @property
     def short(self) -> str:
-        return " ".join(part for part in (self.node, self._folder, self.mode and f"[{self.mode}]") if part) or self.label
+        parts = (self.node, self._folder, self.mode and f"[{self.mode}]")
+        return " ".join(part for part in parts if part) or self.label
 
     @property
     def label(self) -> str:

@@ -22,6 +22,7 @@ from maxwhisper.reference import torch_encoder
 pytestmark = pytest.mark.bench
 MODE = "full" if os.getenv("MAXWHISPER_BENCH") == "full" else "quick"
 ROUNDS, WARMUP = (10, 2) if MODE == "full" else (3, 1)
+SLOW_ROUNDS = 5 if MODE == "full" else 2  # compile and transcribe: seconds a round
 SHORT_CLIP = min(CLIPS, key=lambda p: p.stat().st_size)
 
 
@@ -73,8 +74,9 @@ def test_paired_compile(benchmark, loaded):
 
     with PeakMemory() as memory:
         compile_once()
-    rounds, n = Rounds(None, probe()), max(3, ROUNDS // 2)
-    benchmark.pedantic(rounds.case(compile_once), setup=rounds.setup, rounds=n, warmup_rounds=1, iterations=1)
+    rounds, n = Rounds(None, probe()), SLOW_ROUNDS
+    benchmark.pedantic(rounds.case(compile_once), setup=rounds.setup, rounds=n,
+                       warmup_rounds=1 if MODE == "full" else 0, iterations=1)
     finish(benchmark, rounds, n, "probe", impl="max", device="cpu", dtype="float32", model="tiny.en", cache="warm",
            **memory.as_extra_info())
 
@@ -88,7 +90,7 @@ def test_paired_transcribe(benchmark):
     with PeakMemory() as memory:
         max_pipe.transcribe(SHORT_CLIP)
     rounds = Rounds(lambda: cpu_pipe.transcribe(SHORT_CLIP), probe())
-    n = max(3, ROUNDS // 2)
+    n = SLOW_ROUNDS
     benchmark.pedantic(rounds.case(lambda: max_pipe.transcribe(SHORT_CLIP)), setup=rounds.setup, rounds=n,
                        warmup_rounds=0, iterations=1)
     finish(benchmark, rounds, n, "partner", "cpu", impl="max", device="cpu", model="tiny.en",
