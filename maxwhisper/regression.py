@@ -5,10 +5,11 @@ a memory peak, maxwhisper.results.Figure); smaller is better.
    search (L2 cost). Its penalty is PENALTY x noise^2 x ln(runs), where noise is the robust (MAD) spread of
    run-to-run differences before the latest run, floored at NOISE_FLOOR.
 2. A regression is a level that, with every level after it, stays above the best earlier level (of two
-   runs or more) by more than the group's threshold. Slow drift adds up to one; one noisy night that recovers does not.
+   runs or more) by more than the threshold. Slow drift adds up to one; a noisy night that recovers does not.
 3. It belongs to this run while its first slow run is one of the last RECENT runs: called the night it
    lands, red for RECENT nights, then reported as persisting. Fewer than MIN_RUNS runs are not judged.
-PENALTY, NOISE_FLOOR, RECENT and the thresholds come from `python -m maxwhisper.nightly --calibrate` (README).
+PENALTY (swept over 1.5, 2 and 3) and the thresholds were chosen with `python -m maxwhisper.nightly --calibrate`
+on the committed real runs (README); RECENT and MIN_RUNS are set, not calibrated.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ THRESHOLDS_PCT: dict[tuple[str, str], float] = {("encoder-paired", "time"): 10.0
                                                  ("transcribe-paired", "time"): 10.0}
 MEMORY_THRESHOLD_PCT = 3.0  # every memory figure; `--threshold memory=PCT` overrides
 PENALTY = 2.0
-NOISE_FLOOR = 0.002  # 0.2%: memory figures repeat exactly; a zero spread would make every change a step
+NOISE_FLOOR = 0.002  # 0.2%: memory figures can repeat exactly, and a zero spread would make any change a step
 RECENT = 3
 MIN_RUNS = 4
 
