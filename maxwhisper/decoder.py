@@ -2,10 +2,11 @@
 
     cross graph  features (audio, n_audio_ctx, d) -> per layer: cross keys (audio, h, dh, ctx) and
                  values (audio, h, ctx, dh); run once per audio window.
-    step graph   tokens (batch, new), positions (new,), causal mask among the new tokens (new, new),
-                 past self-attention keys/values per layer (batch, h, past, dh), cross keys/values per row
+    step graph   tokens (batch, new), positions (new,), causal mask among the new tokens (new, new), the
+                 rows to return logits for (rows,), past self-attention keys/values per layer
+                 (batch, h, past, dh), cross keys/values per row
       -> token + positional embedding -> n_layer x [x + self_attn(ln(x)); x + cross_attn(ln(x)); x + mlp(ln(x))]
-      -> ln -> logits against the tied token embedding (batch, new, n_vocab)
+      -> ln -> logits against the tied token embedding at the rows asked for (batch, rows, n_vocab)
       also returns the grown caches (batch, h, past + new, dh) and every block's output (the taps).
 
 `batch`, `new` and `past` are symbolic: one compiled step graph serves the prompt prefill and
@@ -149,15 +150,16 @@ def build_step_graph(cfg: DecoderConfig):
     types = [TensorType(DType.int64, ["batch", "new"], device=dev),
              TensorType(DType.int64, ["new"], device=dev),
              TensorType(DType.float32, ["new", "new"], device=dev),
+             TensorType(DType.int64, ["rows"], device=dev),
              *[TensorType(DType.float32, ["batch", h, "past", dh], device=dev)] * (2 * n_layer),
              *[TensorType(DType.float32, ["batch", h, dh, ctx], device=dev),
                TensorType(DType.float32, ["batch", h, ctx, dh], device=dev)] * n_layer]
     from maxwhisper.gemv import KERNELS_PATH
     name = f"whisper_decoder_step_{cfg.dtype}" + ("_gemv" if cfg.gemv else "")
     with Graph(name, input_types=types, custom_extensions=[KERNELS_PATH] if cfg.gemv else []) as graph:
-        tokens, positions, causal = (v.tensor for v in graph.inputs[:3])
-        caches = [v.tensor for v in graph.inputs[3:3 + 2 * n_layer]]
-        cross = [v.tensor for v in graph.inputs[3 + 2 * n_layer:]]
+        tokens, positions, causal, rows = (v.tensor for v in graph.inputs[:4])
+        caches = [v.tensor for v in graph.inputs[4:4 + 2 * n_layer]]
+        cross = [v.tensor for v in graph.inputs[4 + 2 * n_layer:]]
         b, t = tokens.shape
         p = caches[0].shape[2]
         # every cached key is visible; among the new tokens, the causal mask (0 on and below the diagonal)
@@ -201,10 +203,11 @@ def build_step_graph(cfg: DecoderConfig):
             new_caches += [k, v]
         x = ln(x, "ln")
         taps.append(x)
+        x = ops.gather(x, rows, axis=1)  # logits only for the rows asked for
         logits_w = weight("logits.w")
         if cfg.gemv:
             from maxwhisper.gemv import gemv_nt
-            logits = ops.reshape(gemv_nt(ops.reshape(x, [-1, d]), logits_w), [b, t, dims.n_vocab])
+            logits = ops.reshape(gemv_nt(ops.reshape(x, [-1, d]), logits_w), [b, rows.shape[0], dims.n_vocab])
         elif cfg.dtype == "float32":
             logits = x @ logits_w
         else:
@@ -315,8 +318,9 @@ class DecoderState:
     def batch(self) -> int:
         return self.n_audio * self.group
 
-    def step(self, tokens) -> np.ndarray:
-        """Logits (batch, new, n_vocab) for `tokens` (batch, new) following the cached ones."""
+    def step(self, tokens, rows=None) -> np.ndarray:
+        """Logits (batch, len(rows), n_vocab) for `tokens` (batch, new) following the cached ones, at the
+        new tokens' positions `rows` (default: all of them)."""
         tokens = np.asarray(tokens)
         dims = self.decoder.cfg.dims
         if tokens.ndim != 2 or tokens.shape[0] != self.batch:
@@ -339,13 +343,16 @@ class DecoderState:
         causal = np.triu(np.full((new, new), -np.inf, np.float32), k=1)
         if "no_causal_mask" in bugs:
             causal[:] = 0.0
+        rows = np.arange(new, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or len(rows) == 0 or (rows < 0).any() or (rows >= new).any():
+            raise MaxWhisperError(f"logit rows {rows.tolist()} must be positions among the {new} new tokens")
         outs = d.step_model.execute(d._to_device(tokens.astype(np.int64)), d._to_device(positions),
-                                    d._to_device(causal), *self.caches, *self.cross)
+                                    d._to_device(causal), d._to_device(rows), *self.caches, *self.cross)
         n_cache = 2 * dims.n_text_layer
         self.caches = list(outs[1:1 + n_cache])
         self.taps = outs[1 + n_cache:]
         self.length += new
-        return d._to_numpy(outs[0]).reshape(self.batch, new, dims.n_vocab)
+        return d._to_numpy(outs[0])
 
     def tap_arrays(self) -> dict[str, np.ndarray]:
         """The last step's taps by name, each (batch, new, d)."""

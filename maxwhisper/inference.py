@@ -7,6 +7,10 @@ tasks with it. Nothing in openai-whisper is patched: the compiled graphs live in
 the per-segment tasks, and `transcribe()` runs unchanged (windows, temperature fallback, beam search,
 best-of, condition_on_previous_text, no-speech probability, timestamps). Language detection and word-level
 timestamps call `model.logits` / `model(mel, tokens)` directly and stay on PyTorch's decoder.
+
+Inside a `MaxDecodingTask`, the prompt prefill computes logits only at the two rows openai-whisper's
+loop reads (the start-of-transcript row, for the no-speech probability, and the last); the other rows
+are NaN. Every later step returns its one row. Used on its own, without `sot_index`, every row is computed.
 """
 from __future__ import annotations
 
@@ -22,8 +26,10 @@ from maxwhisper.decoder import DecoderState, MaxDecoder
 class MaxInference(Inference):
     """openai-whisper's Inference interface on the MAX decoder's key/value cache."""
 
-    def __init__(self, decoder: MaxDecoder, initial_token_length: int, timer: "DecodeTimer | None" = None):
+    def __init__(self, decoder: MaxDecoder, initial_token_length: int, timer: "DecodeTimer | None" = None,
+                 sot_index: int | None = None):
         self.decoder, self.initial_token_length, self.timer = decoder, initial_token_length, timer
+        self.sot_index = sot_index  # given: the prompt's logits are computed only where the loop reads them
         self.state: DecoderState | None = None
 
     def logits(self, tokens: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
@@ -33,7 +39,16 @@ class MaxInference(Inference):
             self.state = self.decoder.new_state(audio_features, tokens.shape[0] // max(n_audio, 1))
         if tokens.shape[-1] > self.initial_token_length:
             tokens = tokens[:, -1:]  # only the newest token after the first call, as PyTorchInference
-        logits = torch.from_numpy(self.state.step(tokens.cpu().numpy())).to(audio_features.device)
+        new = tokens.shape[-1]
+        if self.sot_index is not None and new > 2:
+            # openai-whisper's loop reads the prompt's logits at the start-of-transcript row (no-speech
+            # probability) and the last row only; the rest are NaN, so any other use shows at once.
+            rows = sorted({self.sot_index, new - 1})
+            logits = torch.full((tokens.shape[0], new, self.decoder.cfg.dims.n_vocab), float("nan"))
+            logits[:, rows] = torch.from_numpy(self.state.step(tokens.cpu().numpy(), rows))
+        else:
+            logits = torch.from_numpy(self.state.step(tokens.cpu().numpy()))
+        logits = logits.to(audio_features.device)
         if self.timer:
             self.timer.add(time.perf_counter() - start, tokens.shape[-1])
         return logits
@@ -63,7 +78,7 @@ class MaxDecodingTask(DecodingTask):
 
     def __init__(self, model, options: DecodingOptions, decoder: MaxDecoder, timer: DecodeTimer | None = None):
         super().__init__(model, options)
-        self.inference = MaxInference(decoder, len(self.initial_tokens), timer)
+        self.inference = MaxInference(decoder, len(self.initial_tokens), timer, self.sot_index)
         if hasattr(self.decoder, "inference"):  # beam search reorders the cache through its own reference
             self.decoder.inference = self.inference
 

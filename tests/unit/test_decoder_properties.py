@@ -87,6 +87,16 @@ def test_reordering_the_cache_equals_reindexing_the_sequences(max_decoder, token
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
 
 
+@settings(max_examples=4)
+@given(tokens=token_rows(), data=st.data(), seed=seeds)
+def test_logit_rows_are_those_rows_of_the_full_logits(max_decoder, tokens, data, seed):
+    """The prompt prefill may ask for a few rows' logits (openai-whisper reads two): the same numbers."""
+    rows = data.draw(st.lists(st.integers(0, tokens.shape[1] - 1), min_size=1, max_size=4), label="rows")
+    feats = features(seed)
+    got = max_decoder.new_state(feats, tokens.shape[0]).step(tokens, rows)
+    np.testing.assert_allclose(got, run(max_decoder, feats, tokens, [])[:, rows], atol=ATOL, rtol=0)
+
+
 def test_group_and_window_broadcast_equals_repeated_windows(max_decoder):
     """3 rows over 1 window (as openai-whisper's beam groups) equal 3 rows over 3 copies of it."""
     rng = np.random.default_rng(7)
@@ -117,6 +127,8 @@ def test_taps_have_the_new_tokens_shape(max_decoder):
     (lambda d: d.new_state(features(0)).step(np.full((1, 1), N_VOCAB)), r"token ids must be integers in \[0, 51864\)"),
     (lambda d: d.new_state(features(0)).step(np.zeros((1, 1), np.float32)), "token ids must be integers"),
     (lambda d: d.new_state(features(0), 2).reorder([0, 2]), "source indices"),
+    (lambda d: d.new_state(features(0)).step(np.zeros((1, 3), np.int64), [3]), "logit rows"),
+    (lambda d: d.new_state(features(0)).step(np.zeros((1, 3), np.int64), []), "logit rows"),
 ])
 def test_bad_input_gets_one_clear_error(max_decoder, make, message):
     with pytest.raises(MaxWhisperError, match=message):
