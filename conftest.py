@@ -192,6 +192,13 @@ def speech_windows():
 
 
 @pytest.fixture(scope="session")
+def speech_reference(speech_windows, torch_model):
+    """openai-whisper's PyTorch encoder taps of the speech windows (float32, CPU)."""
+    from maxwhisper.reference import torch_taps
+    return torch_taps(torch_model.encoder, speech_windows[1])
+
+
+@pytest.fixture(scope="session")
 def expected_transcripts():
     return {p.stem: json.loads(p.read_text()) for p in sorted((FIXTURES / "transcripts").glob("*.json"))}
 

@@ -7,15 +7,9 @@ GPU run measures them (none was lent while writing this).
 """
 import pytest
 
-from maxwhisper.reference import torch_taps
 from tests.helpers import as_taps, assert_parity, item
 
 pytestmark = [pytest.mark.parity, pytest.mark.gpu]
-
-
-@pytest.fixture(scope="session")
-def speech_reference(speech_windows, torch_model):
-    return torch_taps(torch_model.encoder, speech_windows[1])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])

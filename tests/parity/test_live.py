@@ -14,12 +14,6 @@ from tests.helpers import as_taps, assert_parity, item
 pytestmark = pytest.mark.parity
 
 
-@pytest.fixture(scope="session")
-def speech_reference(speech_windows, torch_model):
-    """PyTorch's taps of the speech batch."""
-    return torch_taps(torch_model.encoder, speech_windows[1])
-
-
 def test_every_stage_matches_pytorch_on_a_batch_of_speech(speech_windows, speech_reference, max_taps_encoder):
     names, mels = speech_windows
     assert len(names) == 5 and any(n.endswith("@60s") for n in names)
