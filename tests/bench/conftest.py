@@ -115,23 +115,21 @@ def machine_id() -> str:
 
 # The root conftest installs `machine_id` into pytest-benchmark before its pytest_configure runs.
 
-# The merge-gate test (test_compare_workflow.py) slows every timed call by this fraction, to prove that
+# The merge-gate test (test_compare_workflow.py) adds this many seconds to every timed call, to prove that
 # `--benchmark-compare-fail` catches a slowdown of the real benchmarks. Nothing else reads it.
-INJECTED_SLOWDOWN = float(os.getenv("MAXWHISPER_BENCH_INJECT_SLOWDOWN") or 0)
+INJECTED_SLEEP_S = float(os.getenv("MAXWHISPER_BENCH_INJECT_SLEEP_S") or 0)
 
 
 @pytest.fixture
 def benchmark(benchmark):
-    """pytest-benchmark's fixture; under MAXWHISPER_BENCH_INJECT_SLOWDOWN each timed call also sleeps that
-    fraction of its own duration, as a real regression of that size would."""
-    if INJECTED_SLOWDOWN:
+    """pytest-benchmark's fixture; under MAXWHISPER_BENCH_INJECT_SLEEP_S each timed call also sleeps that long."""
+    if INJECTED_SLEEP_S:
         pedantic = benchmark.pedantic
 
         def slowed_pedantic(target, args=(), kwargs=None, **options):
             def slowed(*a, **k):
-                start = time.perf_counter()
                 out = target(*a, **k)
-                time.sleep(INJECTED_SLOWDOWN * (time.perf_counter() - start))
+                time.sleep(INJECTED_SLEEP_S)
                 return out
             return pedantic(slowed, args, kwargs, **options)
         benchmark.pedantic = slowed_pedantic
