@@ -16,9 +16,11 @@ def _say(msg: str) -> None:
 
 
 def cmd_transcribe(args) -> int:
+    from maxwhisper import audio
     from maxwhisper.pipelines import Pipeline
+    samples = audio.load_audio(args.audio)  # checked first: a bad path fails before any model compiles
     pipe = Pipeline(args.impl, args.model, args.dtype, args.device, progress=_say)
-    result = pipe.transcribe(args.audio, word_timestamps=args.word_timestamps, show_progress=True)
+    result = pipe.transcribe(samples, word_timestamps=args.word_timestamps, show_progress=True)
     if args.json:
         print(json.dumps(result, default=float, indent=1))
     else:
@@ -94,7 +96,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", default="report.html")
     b.add_argument("--baseline", default=None, help="a saved run (file) to compare against")
     b.add_argument("--threshold", action="append", default=[], metavar="GROUP=PCT",
-                   help="regression threshold per benchmark group, e.g. latency=10 (default 10)")
+                   help="regression threshold per benchmark group, e.g. encoder-paired=5 (defaults: maxwhisper/regression.py)")
+    b.add_argument("--allow-missing", action="store_true",
+                   help="a case missing from the latest run is reported, not a failure")
     b.add_argument("--github-json", default=None, help="also write github-action-benchmark customSmallerIsBetter JSON")
     b.set_defaults(func=cmd_dashboard)
     return p
