@@ -167,6 +167,28 @@ def pipelines():
 
 
 @pytest.fixture(scope="session")
+def transcribe(pipelines):
+    """transcribe(impl, clip, options=()) -> openai-whisper's result with word timestamps, computed once per
+    session per arguments and shared by every end-to-end test; torch's RNG is seeded first, so sampled
+    fallbacks draw the same numbers on every path. `options` is a tuple of transcribe() keyword items."""
+    import torch
+    from maxwhisper.pipelines import Pipeline
+    paths = dict(pipelines)
+
+    @functools.cache
+    def cached(impl: str, clip: str, options: tuple) -> dict:
+        if impl not in paths:  # "max-bfloat16": the MAX path with a bf16 encoder
+            paths[impl] = Pipeline(impl.split("-")[0], "bundled", dtype=impl.split("-")[1])
+        torch.manual_seed(0)
+        path = next(c for c in CLIPS if c.stem == clip)
+        return paths[impl].transcribe(path, word_timestamps=True, **dict(options))
+
+    def run(impl: str, clip: str, options: tuple = ()) -> dict:
+        return cached(impl, clip, tuple(options))
+    return run
+
+
+@pytest.fixture(scope="session")
 def clip_mels():
     """First-window log-mel (1, 80, 3000) of every fixture clip, by clip name."""
     from maxwhisper.golden import clip_mel

@@ -17,6 +17,7 @@ which streams it row by row (measured 1.3-1.5x faster than transposing inside th
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from maxwhisper.layout import decoder_weights_to_max
 # host-side cache handling or in the weight layout (the compiled graphs stay the same: no extra compile).
 BUGS = ("no_causal_mask", "cache_off_by_one", "pos_offset_reset", "stale_cross_window", "kv_swapped",
         "untied_logits")
+WEIGHT_BUGS = frozenset({"kv_swapped", "untied_logits"})
 # The step graph's matrix products. With `gemv` (the CPU default) they run on the custom Mojo kernel
 # `gemv_nt` (maxwhisper/kernels), which streams each weight once in PyTorch's (out, in) layout; otherwise
 # on ops.matmul with the weight stored (in, out).
@@ -263,6 +265,17 @@ class MaxDecoder:
         self.step_model = session.load(build_step_graph(cfg), weights_registry=registry)
         self.compile_s = time.perf_counter() - start
 
+    def mutant(self, bugs: frozenset[str], decoder_weights: dict[str, np.ndarray]) -> "MaxDecoder":
+        """This decoder with `bugs` injected (the self-check). Host-side bugs share the compiled models;
+        weight-layout bugs rebind the step graph (a load from MAX's cache, no new compile)."""
+        import copy
+        mutant = copy.copy(self)
+        mutant.cfg = dataclasses.replace(self.cfg, bugs=frozenset(bugs))
+        if mutant.cfg.bugs & WEIGHT_BUGS:
+            registry = _registry(mutant.cfg, decoder_weights)
+            mutant.step_model = _session(self.cfg.device).load(build_step_graph(mutant.cfg), weights_registry=registry)
+        return mutant
+
     def _to_device(self, array: np.ndarray):
         from max.driver import Buffer
         buf = Buffer.from_numpy(np.ascontiguousarray(array))
@@ -381,5 +394,9 @@ def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozen
     cfg = DecoderConfig(loaded.dims, device, dtype, frozenset(bugs), gemv)
     key = (cfg.key, loaded.decoder_sha256)
     if key not in _MODELS:
-        _MODELS[key] = MaxDecoder(cfg, loaded.decoder_weights(), progress)
+        if bugs:
+            base = get_decoder(loaded, device, dtype, gemv=gemv, progress=progress)
+            _MODELS[key] = base.mutant(cfg.bugs, loaded.decoder_weights())
+        else:
+            _MODELS[key] = MaxDecoder(cfg, loaded.decoder_weights(), progress)
     return _MODELS[key]

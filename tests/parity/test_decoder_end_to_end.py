@@ -1,9 +1,6 @@
 """End to end: whisper.transcribe() with the MAX encoder and decoder gives openai-whisper's tokens,
 under every decoding strategy transcribe() offers, on every fixture clip."""
-import functools
-
 import pytest
-import torch
 
 from conftest import CLIPS
 
@@ -24,16 +21,8 @@ STRATEGIES = {
 CASES = [(c, s) for c in CLIP_NAMES for s in STRATEGIES if c != "long" or s in ("greedy", "no_context")]
 
 
-@pytest.fixture(scope="session")
-def transcribe(pipelines):
-    """transcribe(impl, clip, strategy) -> result, once per session; torch's RNG seeded for sampling."""
-
-    @functools.cache
-    def run(impl: str, clip: str, strategy: str) -> dict:
-        torch.manual_seed(0)
-        path = next(c for c in CLIPS if c.stem == clip)
-        return pipelines[impl].transcribe(path, word_timestamps=strategy == "greedy", **STRATEGIES[strategy])
-    return run
+def run(transcribe, impl: str, clip: str, strategy: str) -> dict:
+    return transcribe(impl, clip, tuple(STRATEGIES[strategy].items()))
 
 
 def tokens(result: dict) -> list[list[int]]:
@@ -42,7 +31,7 @@ def tokens(result: dict) -> list[list[int]]:
 
 @pytest.mark.parametrize("clip, strategy", CASES)
 def test_max_decoder_tokens_equal_openai_whisper(clip, strategy, transcribe):
-    want, got = transcribe("cpu", clip, strategy), transcribe("max", clip, strategy)
+    want, got = run(transcribe, "cpu", clip, strategy), run(transcribe, "max", clip, strategy)
     assert tokens(got) == tokens(want)
     assert got["text"] == want["text"]
     for a, b in zip(got["segments"], want["segments"]):  # the fallback's decisions hang on these
@@ -53,13 +42,13 @@ def test_max_decoder_tokens_equal_openai_whisper(clip, strategy, transcribe):
 
 
 def test_fallback_really_sampled_in_groups(transcribe):
-    result = transcribe("max", "short", "fallback")
+    result = run(transcribe, "max", "short", "fallback")
     assert {s["temperature"] for s in result["segments"]} == {0.4}
 
 
 def test_long_clip_conditions_on_previous_text(transcribe):
     """With previous text, later windows start from a prompt: a multi-token prefill at an offset."""
-    with_context, without = transcribe("max", "long", "greedy"), transcribe("max", "long", "no_context")
+    with_context, without = run(transcribe, "max", "long", "greedy"), run(transcribe, "max", "long", "no_context")
     assert with_context["segments"][-1]["end"] > 60
     assert len(with_context["segments"]) > 3 and len(without["segments"]) > 3
 
@@ -67,7 +56,7 @@ def test_long_clip_conditions_on_previous_text(transcribe):
 @pytest.mark.parametrize("clip", CLIP_NAMES)
 def test_word_timestamps_equal_openai_whisper(clip, transcribe):
     """Word timing keeps PyTorch's cross-attention alignment pass, over the MAX-decoded tokens."""
-    words = {impl: [w for s in transcribe(impl, clip, "greedy")["segments"] for w in s["words"]]
+    words = {impl: [w for s in run(transcribe, impl, clip, "greedy")["segments"] for w in s["words"]]
              for impl in ("max", "cpu")}
     assert [w["word"] for w in words["max"]] == [w["word"] for w in words["cpu"]]
     for got, want in zip(words["max"], words["cpu"]):

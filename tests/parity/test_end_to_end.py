@@ -1,6 +1,4 @@
 """End to end: openai-whisper's decoder fed MAX features yields the tokens it yields from PyTorch's."""
-import functools
-
 import pytest
 
 from conftest import CLIPS
@@ -8,20 +6,6 @@ from maxwhisper.metrics import word_error_rate
 
 pytestmark = pytest.mark.parity
 CLIP_NAMES = [c.stem for c in CLIPS]
-
-
-@pytest.fixture(scope="session")
-def transcribe(pipelines):
-    """transcribe(impl, clip) -> result, each computed once per session (greedy, temperature 0)."""
-    from maxwhisper.pipelines import Pipeline
-    paths = dict(pipelines)
-
-    @functools.cache
-    def run(impl: str, clip: str) -> dict:
-        if impl not in paths:  # "max-bfloat16"
-            paths[impl] = Pipeline(impl.split("-")[0], "bundled", dtype=impl.split("-")[1])
-        return paths[impl].transcribe(next(c for c in CLIPS if c.stem == clip), word_timestamps=True)
-    return run
 
 
 def tokens(result: dict) -> list[list[int]]:
