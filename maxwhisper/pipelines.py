@@ -149,9 +149,18 @@ class Pipeline:
         if self.impl == "faster-whisper":
             result = self._transcribe_faster_whisper(samples, word_timestamps, **options)
         else:
-            result = whisper.transcribe(self.whisper, samples, fp16=self.impl == "gpu",
-                                        word_timestamps=word_timestamps, verbose=False if show_progress else None,
-                                        **options)
+            threads = torch.get_num_threads()
+            if self.impl == "max" and self.device == "cpu":
+                # What torch still does per step (logit filters, log-softmax over one vocabulary row) is
+                # too small to split, and torch's idle worker threads spin on the cores the MAX decoder
+                # runs on: measured on the long clip, 2 torch threads 9.6-10.6 s, 1 thread 6.8 s.
+                torch.set_num_threads(1)
+            try:
+                result = whisper.transcribe(self.whisper, samples, fp16=self.impl == "gpu",
+                                            word_timestamps=word_timestamps,
+                                            verbose=False if show_progress else None, **options)
+            finally:
+                torch.set_num_threads(threads)
         total = time.perf_counter() - start
         encode = self.encode_seconds - encode_before
         result["timings"] = {"load": self.timings["load"], "compile": self.timings["compile"], "encode": encode,
