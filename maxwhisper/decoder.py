@@ -40,6 +40,7 @@ WEIGHT_BUGS = frozenset({"kv_swapped", "untied_logits"})
 # `gemv_nt` (maxwhisper/kernels), which streams each weight once in PyTorch's (out, in) layout; otherwise
 # on ops.matmul with the weight stored (in, out).
 STEP_MATMULS = ("qkv", "out", "cross_q", "cross_out", "fc1", "fc2", "logits")
+STEP_MATMUL_WEIGHTS = tuple(f"{m}.w" for m in STEP_MATMULS)
 
 
 def tap_names(n_layer: int) -> list[str]:
@@ -78,7 +79,7 @@ def weight_shapes(dims: ModelDimensions, gemv: bool = False) -> dict[str, tuple[
     """Shape of every weight the two graphs bind, by name (`gemv`: step products stored (out, in))."""
     shapes = _shapes(dims)
     if gemv:
-        shapes = {k: v[::-1] if k.endswith(tuple(f"{m}.w" for m in STEP_MATMULS)) else v for k, v in shapes.items()}
+        shapes = {k: v[::-1] if k.endswith(STEP_MATMUL_WEIGHTS) else v for k, v in shapes.items()}
     return shapes
 
 
@@ -110,14 +111,18 @@ def _graph_weights(cfg: DecoderConfig, dev):
     return weight
 
 
-def _linear(x, weight, name: str, gemv: bool = False):
+def _matmul(x, w, gemv: bool = False):
+    """x @ w, with w stored (in, out); with `gemv`, on gemv_nt with w stored (out, in)."""
     if not gemv:
-        return x @ weight(name + ".w") + weight(name + ".b")
+        return x @ w
     from maxwhisper.gemv import gemv_nt
     from max.graph import ops
-    w = weight(name + ".w")  # (out, in)
     y = gemv_nt(ops.reshape(x, [-1, x.shape[-1]]), w)
-    return ops.reshape(y, [*x.shape[:-1], w.shape[0]]) + weight(name + ".b")
+    return ops.reshape(y, [*x.shape[:-1], w.shape[0]])
+
+
+def _linear(x, weight, name: str, gemv: bool = False):
+    return _matmul(x, weight(name + ".w"), gemv) + weight(name + ".b")
 
 
 def build_cross_graph(cfg: DecoderConfig):
@@ -207,11 +212,8 @@ def build_step_graph(cfg: DecoderConfig):
         taps.append(x)
         x = ops.gather(x, rows, axis=1)  # logits only for the rows asked for
         logits_w = weight("logits.w")
-        if cfg.gemv:
-            from maxwhisper.gemv import gemv_nt
-            logits = ops.reshape(gemv_nt(ops.reshape(x, [-1, d]), logits_w), [b, rows.shape[0], dims.n_vocab])
-        elif cfg.dtype == "float32":
-            logits = x @ logits_w
+        if cfg.dtype == "float32":
+            logits = _matmul(x, logits_w, cfg.gemv)
         else:
             logits = ops.cast(ops.cast(x, logits_w.dtype) @ logits_w, DType.float32)
         graph.output(logits, *new_caches, *taps)
@@ -233,9 +235,8 @@ def _inject_weight_bugs(w: dict[str, np.ndarray], cfg: DecoderConfig) -> dict[st
 def _registry(cfg: DecoderConfig, decoder_weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     wd = getattr(torch, cfg.dtype)
     out = {}
-    step_products = tuple(f"{m}.w" for m in STEP_MATMULS)
     for name, arr in _inject_weight_bugs(decoder_weights_to_max(decoder_weights, cfg.dims.n_text_layer), cfg).items():
-        t = torch.from_numpy(np.ascontiguousarray(arr.T) if cfg.gemv and name.endswith(step_products) else arr)
+        t = torch.from_numpy(np.ascontiguousarray(arr.T) if cfg.gemv and name.endswith(STEP_MATMUL_WEIGHTS) else arr)
         out[name] = (t.to(wd) if name == "logits.w" else t).contiguous()
     return out
 

@@ -11,6 +11,7 @@ result["timings"] in seconds: load, compile, encode, decode, total.
 """
 from __future__ import annotations
 
+import pathlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ class Pipeline:
             self._timer = _EncoderTimer(self.whisper.encoder)
 
     def _init_faster_whisper(self) -> None:
-        if self.model != "bundled" and not __import__("pathlib").Path(self.model).is_dir():
+        if self.model != "bundled" and not pathlib.Path(self.model).is_dir():
             raise MaxWhisperError("--impl faster-whisper takes --model bundled or a CTranslate2 model directory")
         if self.dtype not in ("float32", "int8"):
             raise MaxWhisperError(f"faster-whisper compute type {self.dtype!r}: use float32 or int8")
