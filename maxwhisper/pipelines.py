@@ -91,9 +91,9 @@ class Pipeline:
         start = time.perf_counter()
         self.loaded = weights.load(self.model)
         torch_device = "cuda" if self.impl == "gpu" or self.device == "gpu" else "cpu"
+        # float32 weights on every path: openai-whisper's fp16 casts activations and each Linear's weight
+        # itself (its LayerNorm needs float32 weights: a .half() model fails with "found Half", seen on an H200)
         self.whisper = self.loaded.whisper_model(torch_device)
-        if self.impl == "gpu":
-            self.whisper = self.whisper.half()
         self.timings["load"] = time.perf_counter() - start
         self.timings["compile"] = 0.0
         if self.impl.startswith("max"):

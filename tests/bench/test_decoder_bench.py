@@ -32,14 +32,14 @@ def step_bytes(dims, batch: int, cache: int, weight_bytes: int = 4) -> int:
 
 
 def streaming_read_gbps(device: str) -> float:
-    """This machine's read bandwidth now: best of 5 torch sums over 512 MiB (all threads)."""
+    """This machine's read bandwidth now: best of 5 torch sums over 512 MiB (all threads, or the GPU)."""
     import time
     dev = "cuda" if device == "gpu" else "cpu"
     x = torch.ones(2**27, device=dev)
     rates = []
     for _ in range(6):
         start = time.perf_counter()
-        float(x.sum())
+        float(x.sum())  # float() waits for the device
         rates.append(x.numel() * 4 / (time.perf_counter() - start) / 1e9)
     return max(rates[1:])
 
@@ -99,7 +99,8 @@ def make_stepper(impl, device, batch, cache, bundled, torch_model, features):
     if impl == "max":
         from maxwhisper.decoder import get_decoder
         return MaxStepper(get_decoder(bundled, device), features, batch, cache)
-    model = torch_model if device == "cpu" else copy.deepcopy(torch_model).to("cuda").half()
+    # on GPU, openai-whisper's fp16 path: float32 weights (each Linear casts its own), float16 activations
+    model = torch_model if device == "cpu" else copy.deepcopy(torch_model).to("cuda")
     feats = features if device == "cpu" else features.half()
     return TorchStepper(model, feats, batch, cache, "cuda" if device == "gpu" else "cpu")
 
@@ -111,7 +112,9 @@ def features(clip_features):
 
 @pytest.fixture(scope="module")
 def read_gbps():
-    return streaming_read_gbps("cpu")
+    """read_gbps(device): that device's streaming-read bandwidth, probed once per module."""
+    import functools
+    return functools.cache(streaming_read_gbps)
 
 
 def step_cases():
@@ -142,7 +145,8 @@ def test_decoder_step(benchmark, impl, device, batch, cache, bundled, torch_mode
     finally:
         stepper.close()
     median = benchmark.stats.stats.median
-    nbytes = step_bytes(bundled.dims, batch, cache)
+    nbytes = step_bytes(bundled.dims, batch, cache)  # float32, as the MAX decoder reads them
+    read_gbps = read_gbps(device) if device == "cpu" or torch_cuda() else float("nan")  # torch probes the GPU
     benchmark.extra_info.update(impl=impl, device=device, batch=batch, cache=cache, model="tiny.en",
                                 bytes=nbytes, achieved_gbps=round(nbytes / median / 1e9, 2),
                                 read_probe_gbps=round(read_gbps, 2),
