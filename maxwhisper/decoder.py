@@ -4,7 +4,7 @@
                  values (audio, h, ctx, dh); run once per audio window.
     step graph   tokens (batch, new), positions (new,), causal mask among the new tokens (new, new), the
                  rows to return logits for (rows,), past self-attention keys/values per layer
-                 (batch, h, past, dh), cross keys/values per row
+                 (batch, h, past, dh), cross keys/values per audio window (fused) or per row
       -> token + positional embedding -> n_layer x [x + self_attn(ln(x)); x + cross_attn(ln(x)); x + mlp(ln(x))]
       -> ln -> logits against the tied token embedding at the rows asked for (batch, rows, n_vocab)
       also returns the grown caches (batch, h, past + new, dh) and every block's output (the taps).
@@ -12,8 +12,13 @@
 `batch`, `new` and `past` are symbolic: one compiled step graph serves the prompt prefill and
 single-token steps, greedy (batch 1), best-of and beam search (batch n) alike. Rows of one audio window
 (a beam or best-of group) get that window's cross keys and values. Weights are `Weight` nodes bound at
-load time, as in the encoder; the logits product reads the embedding stored pre-transposed, (d, n_vocab),
-which streams it row by row (measured 1.3-1.5x faster than transposing inside the graph).
+load time, as in the encoder.
+
+On CPU (`fused`, the default there) each block is one custom Mojo op, `decoder_block`
+(maxwhisper/kernels), and the logits product runs on `gemv_nt`, which streams the embedding in its own
+(n_vocab, d) layout: a step is memory-bound and small, and a graph of ~100 small ops spent most of its
+time dispatching them. Elsewhere the blocks are plain graph ops and the logits product reads the
+embedding stored pre-transposed, (d, n_vocab).
 """
 from __future__ import annotations
 
@@ -36,11 +41,8 @@ from maxwhisper.layout import decoder_weights_to_max
 BUGS = ("no_causal_mask", "cache_off_by_one", "pos_offset_reset", "stale_cross_window", "kv_swapped",
         "untied_logits")
 WEIGHT_BUGS = frozenset({"kv_swapped", "untied_logits"})
-# The step graph's matrix products. With `gemv` (the CPU default) they run on the custom Mojo kernel
-# `gemv_nt` (maxwhisper/kernels), which streams each weight once in PyTorch's (out, in) layout; otherwise
-# on ops.matmul with the weight stored (in, out).
-STEP_MATMULS = ("qkv", "out", "cross_q", "cross_out", "fc1", "fc2", "logits")
-STEP_MATMUL_WEIGHTS = tuple(f"{m}.w" for m in STEP_MATMULS)
+# The weights a fused step graph reads packed, one vector per block (maxwhisper/fused.py gives the order).
+BLOCK_STEP_WEIGHTS = ("attn_ln", "qkv", "out", "cross_ln", "cross_q", "cross_out", "mlp_ln", "fc1", "fc2")
 
 
 def tap_names(n_layer: int) -> list[str]:
@@ -54,13 +56,13 @@ class DecoderConfig:
     device: str = "cpu"
     dtype: str = "float32"  # of the logits weights; everything else computes in float32
     bugs: frozenset[str] = frozenset()  # only the suite's self-check injects any
-    gemv: bool | None = None  # the step graph's products on gemv_nt; None: on CPU (the kernel is CPU-only)
+    fused: bool | None = None  # blocks as decoder_block ops, logits on gemv_nt; None: on CPU (CPU-only kernels)
 
     def __post_init__(self):
-        if self.gemv is None:
-            object.__setattr__(self, "gemv", self.device == "cpu")
-        if self.gemv and (self.device != "cpu" or self.dtype != "float32"):
-            raise MaxWhisperError("the gemv_nt kernel runs float32 on CPU only; use gemv=False")
+        if self.fused is None:
+            object.__setattr__(self, "fused", self.device == "cpu" and self.dtype == "float32")
+        if self.fused and (self.device != "cpu" or self.dtype != "float32"):
+            raise MaxWhisperError("the fused decoder kernels run float32 on CPU only; use fused=False")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise MaxWhisperError(f"unknown decoder dtype {self.dtype!r}; choose float32, bfloat16 or float16")
         if unknown := set(self.bugs) - set(BUGS):
@@ -68,18 +70,21 @@ class DecoderConfig:
 
     @property
     def key(self) -> tuple:
-        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.bugs, self.gemv)
+        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.bugs, self.fused)
 
     @property
     def head_dim(self) -> int:
         return self.dims.n_text_state // self.dims.n_text_head
 
 
-def weight_shapes(dims: ModelDimensions, gemv: bool = False) -> dict[str, tuple[int, ...]]:
-    """Shape of every weight the two graphs bind, by name (`gemv`: step products stored (out, in))."""
+def weight_shapes(dims: ModelDimensions, fused: bool = False) -> dict[str, tuple[int, ...]]:
+    """Shape of every weight the two graphs bind, by name (`fused`: blocks packed, logits (n_vocab, d))."""
     shapes = _shapes(dims)
-    if gemv:
-        shapes = {k: v[::-1] if k.endswith(STEP_MATMUL_WEIGHTS) else v for k, v in shapes.items()}
+    if fused:
+        from maxwhisper.fused import packed_size
+        shapes = {k: v for k, v in shapes.items() if not (k.startswith("blocks.") and k.split(".")[2] in BLOCK_STEP_WEIGHTS)}
+        shapes["logits.w"] = shapes["logits.w"][::-1]
+        shapes.update({f"blocks.{i}.packed": (packed_size(dims.n_text_state),) for i in range(dims.n_text_layer)})
     return shapes
 
 
@@ -101,7 +106,7 @@ def _graph_weights(cfg: DecoderConfig, dev):
     """A function name -> Weight node, creating each node once."""
     from max.dtype import DType
     from max.graph import Weight
-    shapes, nodes = weight_shapes(cfg.dims, cfg.gemv), {}
+    shapes, nodes = weight_shapes(cfg.dims, cfg.fused), {}
 
     def weight(name: str):
         if name not in nodes:
@@ -111,18 +116,8 @@ def _graph_weights(cfg: DecoderConfig, dev):
     return weight
 
 
-def _matmul(x, w, gemv: bool = False):
-    """x @ w, with w stored (in, out); with `gemv`, on gemv_nt with w stored (out, in)."""
-    if not gemv:
-        return x @ w
-    from maxwhisper.gemv import gemv_nt
-    from max.graph import ops
-    y = gemv_nt(ops.reshape(x, [-1, x.shape[-1]]), w)
-    return ops.reshape(y, [*x.shape[:-1], w.shape[0]])
-
-
-def _linear(x, weight, name: str, gemv: bool = False):
-    return _matmul(x, weight(name + ".w"), gemv) + weight(name + ".b")
+def _linear(x, weight, name: str):
+    return x @ weight(name + ".w") + weight(name + ".b")
 
 
 def build_cross_graph(cfg: DecoderConfig):
@@ -154,16 +149,18 @@ def build_step_graph(cfg: DecoderConfig):
     d, h, n_layer, ctx = dims.n_text_state, dims.n_text_head, dims.n_text_layer, dims.n_audio_ctx
     dev = DeviceRef.GPU() if cfg.device == "gpu" else DeviceRef.CPU()
     weight = _graph_weights(cfg, dev)
+    windows = "audio" if cfg.fused else "batch"
     types = [TensorType(DType.int64, ["batch", "new"], device=dev),
              TensorType(DType.int64, ["new"], device=dev),
              TensorType(DType.float32, ["new", "new"], device=dev),
              TensorType(DType.int64, ["rows"], device=dev),
              *[TensorType(DType.float32, ["batch", h, "past", dh], device=dev)] * (2 * n_layer),
-             *[TensorType(DType.float32, ["batch", h, dh, ctx], device=dev),
-               TensorType(DType.float32, ["batch", h, ctx, dh], device=dev)] * n_layer]
-    from maxwhisper.gemv import KERNELS_PATH
-    name = f"whisper_decoder_step_{cfg.dtype}" + ("_gemv" if cfg.gemv else "")
-    with Graph(name, input_types=types, custom_extensions=[KERNELS_PATH] if cfg.gemv else []) as graph:
+             # per audio window when fused (the kernel maps each row to its window), else per row
+             *[TensorType(DType.float32, [windows, h, dh, ctx], device=dev),
+               TensorType(DType.float32, [windows, h, ctx, dh], device=dev)] * n_layer]
+    from maxwhisper.fused import KERNELS_PATH, decoder_block
+    name = f"whisper_decoder_step_{cfg.dtype}" + ("_fused" if cfg.fused else "")
+    with Graph(name, input_types=types, custom_extensions=[KERNELS_PATH] if cfg.fused else []) as graph:
         tokens, positions, causal, rows = (v.tensor for v in graph.inputs[:4])
         caches = [v.tensor for v in graph.inputs[4:4 + 2 * n_layer]]
         cross = [v.tensor for v in graph.inputs[4 + 2 * n_layer:]]
@@ -178,7 +175,7 @@ def build_step_graph(cfg: DecoderConfig):
             return ops.layer_norm(x, weight(name + ".w"), weight(name + ".b"), LN_EPS)
 
         def linear(x, name):
-            return _linear(x, weight, name, cfg.gemv)
+            return _linear(x, weight, name)
 
         def heads(z):  # (b, t, d) -> (b, h, t, dh)
             return ops.permute(ops.reshape(z, [b, t, h, dh]), [0, 2, 1, 3])
@@ -200,7 +197,14 @@ def build_step_graph(cfg: DecoderConfig):
 
         x = ops.gather(weight("tok_emb"), tokens, axis=0) + ops.gather(weight("pos"), positions, axis=0)
         taps, new_caches = [x], []
-        for i in range(n_layer):
+        flat = ops.reshape(x, [b * t, d])
+        for i in range(n_layer if cfg.fused else 0):  # one op per block
+            flat, k, v = decoder_block(flat, causal, caches[2 * i], caches[2 * i + 1], cross[2 * i],
+                                       cross[2 * i + 1], weight(f"blocks.{i}.packed"))
+            x = ops.reshape(flat, [b, t, d])
+            taps.append(x)
+            new_caches += [k, v]
+        for i in range(0 if cfg.fused else n_layer):  # the same block in graph ops
             blk = f"blocks.{i}."
             attn, k, v = self_attention(ln(x, blk + "attn_ln"), i)
             x = x + attn
@@ -212,8 +216,12 @@ def build_step_graph(cfg: DecoderConfig):
         taps.append(x)
         x = ops.gather(x, rows, axis=1)  # logits only for the rows asked for
         logits_w = weight("logits.w")
-        if cfg.dtype == "float32":
-            logits = _matmul(x, logits_w, cfg.gemv)
+        if cfg.fused:
+            from maxwhisper.gemv import gemv_nt
+            rows_out = x.shape[1]
+            logits = ops.reshape(gemv_nt(ops.reshape(x, [b * rows_out, d]), logits_w), [b, rows_out, dims.n_vocab])
+        elif cfg.dtype == "float32":
+            logits = x @ logits_w
         else:
             logits = ops.cast(ops.cast(x, logits_w.dtype) @ logits_w, DType.float32)
         graph.output(logits, *new_caches, *taps)
@@ -233,12 +241,16 @@ def _inject_weight_bugs(w: dict[str, np.ndarray], cfg: DecoderConfig) -> dict[st
 
 
 def _registry(cfg: DecoderConfig, decoder_weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    w = _inject_weight_bugs(decoder_weights_to_max(decoder_weights, cfg.dims.n_text_layer), cfg)
+    if cfg.fused:
+        from maxwhisper.fused import pack_block
+        for i in range(cfg.dims.n_text_layer):
+            w[f"blocks.{i}.packed"] = pack_block(w, f"blocks.{i}.")
+        w["logits.w"] = np.ascontiguousarray(w["logits.w"].T)
+    shapes = weight_shapes(cfg.dims, cfg.fused)
     wd = getattr(torch, cfg.dtype)
-    out = {}
-    for name, arr in _inject_weight_bugs(decoder_weights_to_max(decoder_weights, cfg.dims.n_text_layer), cfg).items():
-        t = torch.from_numpy(np.ascontiguousarray(arr.T) if cfg.gemv and name.endswith(STEP_MATMUL_WEIGHTS) else arr)
-        out[name] = (t.to(wd) if name == "logits.w" else t).contiguous()
-    return out
+    return {name: (torch.from_numpy(arr).to(wd) if name == "logits.w" else torch.from_numpy(arr)).contiguous()
+            for name, arr in w.items() if name in shapes}
 
 
 class MaxDecoder:
@@ -252,7 +264,7 @@ class MaxDecoder:
             registry = _registry(cfg, decoder_weights)
         except KeyError as exc:
             raise MaxWhisperError(f"decoder weights lack tensor {exc}; the checkpoint is incomplete") from None
-        for name, shape in weight_shapes(cfg.dims, cfg.gemv).items():
+        for name, shape in weight_shapes(cfg.dims, cfg.fused).items():
             if tuple(registry[name].shape) != shape:
                 raise MaxWhisperError(f"decoder weight {name} has shape {tuple(registry[name].shape)}, "
                                       f"expected {shape} for these model dimensions")
@@ -319,7 +331,7 @@ class DecoderState:
     def __init__(self, decoder: MaxDecoder, cross: list, group: int):
         self.decoder, self.group = decoder, group
         self.n_audio = int(cross[0].shape[0])
-        if group > 1:  # each row of a group attends to its window's keys and values
+        if group > 1 and not decoder.cfg.fused:  # each row of a group attends to its window's keys and values
             cross = [decoder._to_device(np.repeat(decoder._to_numpy(c), group, axis=0)) for c in cross]
         self.cross = cross
         self.length = 0
@@ -389,14 +401,14 @@ class DecoderState:
 _MODELS: dict[tuple, MaxDecoder] = {}
 
 
-def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozenset(), gemv: bool | None = None,
+def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozenset(), fused: bool | None = None,
                 progress: Callable[[str], None] | None = None) -> MaxDecoder:
     """The process-wide compiled decoder for these weights and settings (compiled on first use)."""
-    cfg = DecoderConfig(loaded.dims, device, dtype, frozenset(bugs), gemv)
+    cfg = DecoderConfig(loaded.dims, device, dtype, frozenset(bugs), fused)
     key = (cfg.key, loaded.decoder_sha256)
     if key not in _MODELS:
         if bugs:
-            base = get_decoder(loaded, device, dtype, gemv=gemv, progress=progress)
+            base = get_decoder(loaded, device, dtype, fused=fused, progress=progress)
             _MODELS[key] = base.mutant(cfg.bugs, loaded.decoder_weights())
         else:
             _MODELS[key] = MaxDecoder(cfg, loaded.decoder_weights(), progress)

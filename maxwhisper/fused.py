@@ -1,0 +1,43 @@
+"""Python side of the ``decoder_block`` custom Mojo op (maxwhisper/kernels/decoder_block.mojo).
+
+``decoder_block(x, mask, k_past, v_past, cross_k, cross_v, packed)`` runs one Whisper decoder block
+(self-attention over the cache, cross-attention, MLP) for the new tokens of every row in one kernel,
+float32 on CPU, and returns the block's output and the grown key/value cache. ``pack_block`` lays one
+block's weights out as the kernel reads them. A graph that uses it must be built with
+``custom_extensions=[KERNELS_PATH]``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from maxwhisper.gemv import KERNELS_PATH  # noqa: F401  (the same kernel directory)
+
+# The kernel's weight order; matrices are stored (out, in), as PyTorch's Linear keeps them.
+PACKED = ("attn_ln.w", "attn_ln.b", "qkv.w", "qkv.b", "out.w", "out.b", "cross_ln.w", "cross_ln.b",
+          "cross_q.w", "cross_q.b", "cross_out.w", "cross_out.b", "mlp_ln.w", "mlp_ln.b",
+          "fc1.w", "fc1.b", "fc2.w", "fc2.b")
+SCRATCH_WIDTH = 7  # the kernel's working rows per token, in multiples of d
+
+
+def packed_size(d: int) -> int:
+    return 14 * d * d + 17 * d
+
+
+def pack_block(weights: dict[str, np.ndarray], prefix: str) -> np.ndarray:
+    """One block's weights (MAX layout: matrices (in, out)) as the kernel's flat float32 vector."""
+    parts = [weights[prefix + name] for name in PACKED]
+    return np.concatenate([(p.T if p.ndim == 2 else p).astype(np.float32).ravel() for p in parts])
+
+
+def decoder_block(x, mask, k_past, v_past, cross_k, cross_v, packed):
+    """(y (rows, d), k (batch, h, past + new, dh), v likewise) for x (rows = batch * new, d)."""
+    from max.dtype import DType
+    from max.graph import TensorType, ops
+    rows, d = x.shape
+    b, h, past, dh = k_past.shape
+    grown = TensorType(DType.float32, [b, h, past + mask.shape[0], dh], device=x.device)
+    y, k, v, _ = ops.custom(
+        "decoder_block", x.device, [x, mask, k_past, v_past, cross_k, cross_v, packed],
+        [TensorType(DType.float32, [rows, d], device=x.device), grown, grown,
+         TensorType(DType.float32, [rows, SCRATCH_WIDTH * int(d)], device=x.device)])
+    return y.tensor, k.tensor, v.tensor
