@@ -144,19 +144,20 @@ def _cross_attention(
         var sp = buf.unsafe_ptr()
         for j in range(DH):  # scores[i, :] += q[i, j] * K[j, :], streaming K's rows once for all n rows
             var krow = kb.unsafe_offset(j * C)
+            var qs = Array[Float32, CROSS_ROWS](fill=0)
+            for i in range(n):
+                qs[i] = q.unsafe_load((r0 + i) * D + hh * DH + j) * scale
             var c = 0
             while c < c_vec:
                 var kv = krow.unsafe_load[width=VW](c)
                 for i in range(n):
-                    var qij = Vec(q.unsafe_load((r0 + i) * D + hh * DH + j) * scale)
                     var at = i * MAX_CROSS + c
-                    sp.unsafe_store(at, kv.fma(qij, sp.unsafe_load[width=VW](at)))
+                    sp.unsafe_store(at, kv.fma(Vec(qs[i]), sp.unsafe_load[width=VW](at)))
                 c += VW
             while c < C:
                 for i in range(n):
                     var at = i * MAX_CROSS + c
-                    sp.unsafe_store(at, krow.unsafe_load(c) * q.unsafe_load((r0 + i) * D + hh * DH + j) * scale
-                                    + sp.unsafe_load(at))
+                    sp.unsafe_store(at, krow.unsafe_load(c) * qs[i] + sp.unsafe_load(at))
                 c += 1
         for i in range(n):  # softmax of each row
             var row = sp.unsafe_offset(i * MAX_CROSS)
@@ -196,8 +197,8 @@ def _grow_cache(past: FPtr, qkv: FPtr, grown: FPtr, which: Int, B: Int, T: Int, 
         for hh in range(H):
             var src = past.unsafe_offset((b * H + hh) * P * DH)
             var dst = grown.unsafe_offset((b * H + hh) * S * DH)
-            for i in range(P * DH):
-                dst.unsafe_store(i, src.unsafe_load(i))
+            for i in range(0, P * DH, VW):  # P * DH is a whole number of vectors (DH = 64)
+                dst.unsafe_store(i, src.unsafe_load[width=VW](i))
             for t in range(T):
                 var new = qkv.unsafe_offset((b * T + t) * 3 * D + which * D + hh * DH)
                 var row = dst.unsafe_offset((P + t) * DH)
@@ -254,8 +255,8 @@ def decoder_block_cpu(
     # MLP, with the exact (erf) GELU
     _layer_norm(y, ln3_w, ln3_b, h, R, D)
     _linear(h, fc1_w, fc1_b, wide, R, 4 * D, D)
-    for i in range(R * 4 * D):
-        var v = wide.unsafe_load(i)
+    for i in range(0, R * 4 * D, VW):  # 4D is a whole number of vectors
+        var v = wide.unsafe_load[width=VW](i)
         wide.unsafe_store(i, 0.5 * v * (1 + erf(v * Float32(0.7071067811865476))))
     _linear(wide, fc2_w, fc2_b, tmp, R, D, 4 * D)
     _add_into(y, tmp, R * D)
