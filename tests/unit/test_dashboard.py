@@ -72,7 +72,7 @@ def sample_dir(tmp_path) -> pathlib.Path:
 
 # --- regression rules (the rule itself: tests/unit/test_regression.py) ----------------------------
 
-QUIET = [1.0, 1.004, 0.997, 1.002, 0.999]  # 0.3% run-to-run spread
+QUIET = [1.0, 1.004, 0.997, 1.002, 0.999, 1.003, 0.998, 1.001]  # 0.3% run-to-run spread, 8 nights
 
 
 def test_a_20pct_step_after_a_quiet_history_is_flagged(tmp_path, capsys):
@@ -140,12 +140,12 @@ def test_quick_and_full_runs_are_separate_series(tmp_path):
     folder = tmp_path / "results" / CPU_FOLDER
     for night, median in enumerate(QUIET):
         write_run(folder, night, {CASE: median}, extras={CASE: {"mode": "full"}})
-    write_run(folder, 5, {CASE: 0.4}, extras={CASE: {"mode": "quick"}})  # fewer rounds, another workload
-    write_run(folder, 6, {CASE: 1.2}, extras={CASE: {"mode": "full"}})
+    write_run(folder, 8, {CASE: 0.4}, extras={CASE: {"mode": "quick"}})  # fewer rounds, another workload
+    write_run(folder, 9, {CASE: 1.2}, extras={CASE: {"mode": "full"}})
     report = dashboard.build_report(folder.parent)
     assert sorted(machine.mode for machine in report.series) == ["full", "quick"]
     full = next(row for row in report.rows if row.machine.mode == "full")
-    assert full.regressed and len(full.history) == 6
+    assert full.regressed and len(full.history) == 9
 
 
 def test_memory_is_judged(tmp_path):
@@ -209,8 +209,8 @@ def test_old_format_files_parse(tmp_path):
     quartiles = run["benchmarks"][0]["stats"]
     assert result.spread == pytest.approx(quartiles["q3"] - quartiles["q1"])  # median 1.0: IQR/median = IQR
     assert old.when == samples.START
-    for night in range(1, 5):
-        write_run(tmp_path / "results" / CPU_FOLDER, night, {CASE: 1.3 if night == 4 else 1.0})
+    for night in range(1, 8):
+        write_run(tmp_path / "results" / CPU_FOLDER, night, {CASE: 1.3 if night == 7 else 1.0})
     assert only_row(tmp_path / "results").regressed  # old and new runs form one series
 
 
@@ -287,7 +287,7 @@ def test_github_json_has_the_custom_smaller_is_better_shape(sample_dir, tmp_path
     latency = [e for e in entries if e["unit"] == "ms"]
     assert len(latency) == 9  # each machine's latest run only
     planted = next(e for e in latency if "max-cpu-float32-b4" in e["name"])
-    latest = dashboard.parse_run(next((sample_dir / CPU_FOLDER).glob("0004_*.json"))).results[PLANTED]
+    latest = dashboard.parse_run(next((sample_dir / CPU_FOLDER).glob("0007_*.json"))).results[PLANTED]
     assert planted["value"] == pytest.approx(latest.median * 1e3)
     assert any(e["name"].endswith("peak device memory") for e in entries)
 
@@ -337,7 +337,7 @@ def test_a_max_case_is_judged_as_its_ratio_to_the_pytorch_partner(tmp_path, torc
     folder = tmp_path / "results" / CPU_FOLDER
     for night, drift in enumerate(QUIET):
         write_run(folder, night, {CASE: 0.35 * drift, TORCH_CASE: 0.32 * drift}, extras=PAIR)
-    write_run(folder, 5, {CASE: 0.35 * 1.3, TORCH_CASE: 0.32 * torch_slowdown}, extras=PAIR)
+    write_run(folder, len(QUIET), {CASE: 0.35 * 1.3, TORCH_CASE: 0.32 * torch_slowdown}, extras=PAIR)
     rows = {row.latest.name: row for row in dashboard.build_report(tmp_path / "results").rows}
     assert rows[CASE].regressed is flagged and rows[CASE].normalisation == "PyTorch partner (same run)"
     assert rows[TORCH_CASE].regressed is (torch_slowdown > 1.03)
