@@ -127,14 +127,15 @@ TOLERANCES: dict[str, dict[str, Tolerance]] = {
     "float32": {"conv1": Tolerance(4e-6, 3e-12, 5e-6), "block3": Tolerance(1e-4, 1.2e-10, 1e-3),
                 "ln_post": Tolerance(4e-4, 6e-11, 1e-3), "*": Tolerance(2e-5, 2e-11, 3e-5)},
     "bfloat16": {"*": Tolerance(0.6, 5e-4, 1.0, typical=0.04, outliers=4)},
-    # GPU float16: placeholders until measured on a GPU (none has been lent yet): float32's NMSE scaled by
-    # fp16's 2^-10 resolution.
+    # GPU float16: float32's NMSE scaled by fp16's 2^-10 resolution. Measured on an H200 (2026-11-26): block3
+    # max|diff| 9.8 at |x| ~100 (NMSE 8.7e-6), over this limit: the GPU fp16 encoder fails it (README, GPU).
     "float16": {"*": Tolerance(1e-2, 1e-4, 3e-2)},
-    # The MAX decoder (float32) against PyTorch's TextDecoder, prefill of 3 tokens then single steps, the
-    # three clips' first segments (AVX2 EPYC). Worst measured: embed exact (0); blocks 4.6e-6, 5.2e-12,
-    # 3.0e-6; ln 1.5e-6, 4.9e-12, 2.9e-6; logits 2.3e-6, 2.0e-11, 2.2e-5. Limits about 4x those.
+    # The MAX decoder (float32, the fused CPU op) against PyTorch's TextDecoder, prefill of 3 tokens then single
+    # steps, the three clips' first segments (AVX2 EPYC). Worst measured: embed exact (0); blocks and ln
+    # 3.3e-6, 1.5e-11, 5.8e-6; logits 3.5e-6, 3.2e-11, 4.1e-5. Limits 2.5-6x those (the graph-op decoder
+    # measured about half: 4.6e-6, 5.2e-12, 3.0e-6); a CPU with other vector widths sums in another order.
     "decoder-float32": {"embed": Tolerance(1e-6, 1e-12, 1e-6), "logits": Tolerance(1e-5, 8e-11, 1e-4),
-                        "*": Tolerance(2e-5, 2e-11, 1.2e-5)},
+                        "*": Tolerance(2e-5, 5e-11, 2e-5)},
 }
 
 
