@@ -41,8 +41,6 @@ from maxwhisper.layout import decoder_weights_to_max
 BUGS = ("no_causal_mask", "cache_off_by_one", "pos_offset_reset", "stale_cross_window", "kv_swapped",
         "untied_logits")
 WEIGHT_BUGS = frozenset({"kv_swapped", "untied_logits"})
-# The weights a fused step graph reads packed, one vector per block (maxwhisper/fused.py gives the order).
-BLOCK_STEP_WEIGHTS = ("attn_ln", "qkv", "out", "cross_ln", "cross_q", "cross_out", "mlp_ln", "fc1", "fc2")
 
 
 def tap_names(n_layer: int) -> list[str]:
@@ -81,8 +79,9 @@ def weight_shapes(dims: ModelDimensions, fused: bool = False) -> dict[str, tuple
     """Shape of every weight the two graphs bind, by name (`fused`: blocks packed, logits (n_vocab, d))."""
     shapes = _shapes(dims)
     if fused:
-        from maxwhisper.fused import packed_size
-        shapes = {k: v for k, v in shapes.items() if not (k.startswith("blocks.") and k.split(".")[2] in BLOCK_STEP_WEIGHTS)}
+        from maxwhisper.fused import PACKED, packed_size
+        packed = {name.split(".")[0] for name in PACKED}  # read packed, one vector per block
+        shapes = {k: v for k, v in shapes.items() if not (k.startswith("blocks.") and k.split(".")[2] in packed)}
         shapes["logits.w"] = shapes["logits.w"][::-1]
         shapes.update({f"blocks.{i}.packed": (packed_size(dims.n_text_state),) for i in range(dims.n_text_layer)})
     return shapes
@@ -195,21 +194,22 @@ def build_step_graph(cfg: DecoderConfig):
             o = ops.softmax((q @ cross[2 * i]) * scale) @ cross[2 * i + 1]
             return linear(merge(o), f"blocks.{i}.cross_out")
 
-        x = ops.gather(weight("tok_emb"), tokens, axis=0) + ops.gather(weight("pos"), positions, axis=0)
-        taps, new_caches = [x], []
-        flat = ops.reshape(x, [b * t, d])
-        for i in range(n_layer if cfg.fused else 0):  # one op per block
-            flat, k, v = decoder_block(flat, causal, caches[2 * i], caches[2 * i + 1], cross[2 * i],
-                                       cross[2 * i + 1], weight(f"blocks.{i}.packed"))
-            x = ops.reshape(flat, [b, t, d])
-            taps.append(x)
-            new_caches += [k, v]
-        for i in range(0 if cfg.fused else n_layer):  # the same block in graph ops
+        def block(x, i):  # one decoder block: (output, grown keys, grown values)
+            if cfg.fused:  # the whole block in one custom op, over (batch * new) rows
+                y, k, v = decoder_block(ops.reshape(x, [b * t, d]), causal, caches[2 * i], caches[2 * i + 1],
+                                        cross[2 * i], cross[2 * i + 1], weight(f"blocks.{i}.packed"))
+                return ops.reshape(y, [b, t, d]), k, v
             blk = f"blocks.{i}."
             attn, k, v = self_attention(ln(x, blk + "attn_ln"), i)
             x = x + attn
             x = x + cross_attention(ln(x, blk + "cross_ln"), i)
             x = x + linear(ops.gelu(linear(ln(x, blk + "mlp_ln"), blk + "fc1")), blk + "fc2")
+            return x, k, v
+
+        x = ops.gather(weight("tok_emb"), tokens, axis=0) + ops.gather(weight("pos"), positions, axis=0)
+        taps, new_caches = [x], []
+        for i in range(n_layer):
+            x, k, v = block(x, i)
             taps.append(x)
             new_caches += [k, v]
         x = ln(x, "ln")

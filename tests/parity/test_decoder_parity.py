@@ -36,11 +36,15 @@ def test_decoder_taps_match_golden(clip, max_decoder, clip_features, bundled):
                                    err_msg=f"stage {name}: stats {STAT_NAMES} differ")
 
 
+# On GPU too (tests/parity/test_gpu.py says what an H200 measured), against the same CPU reference.
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("clip", CLIP_NAMES)
-def test_decoder_taps_match_pytorch_live(clip, max_decoder, clip_features, torch_model, expected_transcripts):
+def test_decoder_taps_match_pytorch_live(clip, device, bundled, clip_features, torch_model, expected_transcripts):
+    from maxwhisper.decoder import get_decoder
     tokens = decoder_tokens(expected_transcripts[clip]["tokens"])
-    taps = decoder_taps(max_decoder, clip_features[clip], tokens, PREFILL)
-    assert_parity(taps, torch_decoder_taps(torch_model.decoder, tokens, clip_features[clip]), "decoder-float32")
+    taps = decoder_taps(get_decoder(bundled, device), clip_features[clip], tokens, PREFILL)
+    assert_parity(taps, torch_decoder_taps(torch_model.decoder, tokens, clip_features[clip]), "decoder-float32",
+                  label=f"{device} {clip}")
 
 
 class SideBySide:
