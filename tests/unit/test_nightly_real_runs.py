@@ -1,7 +1,8 @@
 """The real nightly entry point on the committed real runs, and the calibration on them.
 
-Two sets from this project's 2-core CI machine: fixtures/bench_runs (while other jobs compiled MAX graphs on
-the same cores) and fixtures/bench_runs_quiet (a quieter machine; each folder's README says how quiet).
+Three sets from this project's 2-core CI machine: fixtures/bench_runs (while other jobs compiled MAX graphs on
+the same cores), fixtures/bench_runs_quiet (a quieter machine) and fixtures/bench_runs_30rounds (the encoder
+pair alone, with the nightly's 30 rounds); each folder's README says how quiet.
 Nothing here times anything.
 """
 from __future__ import annotations
@@ -21,7 +22,13 @@ from maxwhisper.results import load_runs, split_series
 pytestmark = pytest.mark.unit
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-REAL_RUN_SETS = [pytest.param(ROOT / "fixtures" / name, id=name) for name in ("bench_runs", "bench_runs_quiet")]
+SETS = ("bench_runs", "bench_runs_quiet", "bench_runs_30rounds")
+REAL_RUN_SETS = [pytest.param(ROOT / "fixtures" / name, id=name) for name in SETS]
+GROUPS = {"bench_runs": {"encoder-paired", "compile-paired"},
+          "bench_runs_quiet": {"encoder-paired", "compile-paired", "transcribe-paired"},
+          "bench_runs_30rounds": {"encoder-paired"}}
+CASES = {"encoder-paired": "test_paired_encoder[1]", "compile-paired": "test_paired_compile",
+         "transcribe-paired": "test_paired_transcribe"}
 SLOWED = "test_paired_encoder[1]"
 
 
@@ -57,12 +64,12 @@ def test_the_committed_runs_are_a_calibratable_series(real_runs):
     runs, skipped = load_runs(real_runs)
     (series,) = split_series(runs).values()
     assert not skipped and len(series) >= calibrate.MIN_SERIES and series[-1].machine.mode == "full"
-    assert {"encoder-paired", "compile-paired"} <= {r.group for r in series[-1].results.values()}
+    assert GROUPS[real_runs.name] <= {r.group for r in series[-1].results.values()}
 
 
 # The slowdown each set's latest run gets: on bench_runs_quiet, whose latest encoder ratio sits low in its
 # spread, +10% and +15% land inside the clean runs' range and are not called; +20% is (README: calibration).
-SLOWDOWN = {"bench_runs": 0.10, "bench_runs_quiet": 0.20}
+SLOWDOWN = {"bench_runs": 0.10, "bench_runs_quiet": 0.20, "bench_runs_30rounds": 0.10}
 
 
 @pytest.mark.parametrize("real_runs", REAL_RUN_SETS)
@@ -83,7 +90,7 @@ def test_nightly_calibrate_reports_every_calibrated_series_with_no_false_alarm(r
     # the figures as judged (raw=False: no comparison estimators); the false alarms need no replays
     judged, source = calibrate.calibrate(real_runs, replays=2, raw=False)
     names = {c.series.split(" · ")[0] for c in judged}
-    assert {"test_paired_encoder[1]", "test_paired_compile"} <= names
+    assert {CASES[group] for group in GROUPS[real_runs.name]} <= names
     assert all(c.false_alarms == 0 and c.nights == c.runs - regression.MIN_RUNS + 1 for c in judged)
     assert "AMD EPYC" in source
 
