@@ -40,6 +40,9 @@ def fresh_process_seconds(dtype: str, env: dict | None = None) -> tuple[float, f
     return start_s, compile_s
 
 
+# Full runs only: in quick runs (make test) test_paired_compile times the same warm load, and this case's
+# three compiles cost ~12 s.
+@(pytest.mark.bench if FULL else pytest.mark.slow)
 def test_compile_time_warm(benchmark):
     """Graph build + compile (a load from MAX's cache) of the float32 encoder, timed in this process:
     what a user waits for after the imports. The in-process encoder cache is bypassed, so every round
