@@ -5,8 +5,8 @@
 
 Each command runs in its own pytest process from the repository root, so the project's conftests (the
 hardware machine id under which runs are stored) take part exactly as they do for a user. The case is
-the quick PyTorch encoder latency at batch 1 (no MAX graph to load: ~10 s per process here, against ~17 s for
-the MAX case; the gate's storage and comparison are the same for every case). A slowdown is
+the streaming-read probe of the decoder benchmarks (no model to load: the storage and the comparison are
+the same for every case, and a MAX case costs ~17 s per process here). A slowdown is
 injected with MAXWHISPER_BENCH_INJECT_SLEEP_S (tests/bench/conftest.py: each timed call also sleeps that
 long), set to 5x the saved baseline's median. On this shared 2-core machine whole runs differ by 28-39%,
 and by up to 7x while other sessions compile (a proportional 2x slowdown once passed the gate: the
@@ -26,7 +26,7 @@ from conftest import ROOT
 from tests.bench.conftest import machine_id
 
 pytestmark = pytest.mark.bench
-CASE = "tests/bench/test_encoder_bench.py::test_encoder_latency[torch-cpu-float32-b1-bundled]"
+CASE = "tests/bench/test_decoder_bench.py::test_streaming_read_probe"
 GATE = ["--benchmark-compare", "--benchmark-compare-fail=median:10%"]
 
 
