@@ -79,7 +79,7 @@ def test_paired_compile(benchmark, loaded):
 
     with PeakMemory() as memory:
         compile_once()
-    rounds, n = Rounds(None, probe()), SLOW_ROUNDS
+    rounds, n = Rounds(None, probe()), SLOW_ROUNDS if MODE == "full" else 1  # quick: a 3 s load a round
     benchmark.pedantic(rounds.case(compile_once), setup=rounds.setup, rounds=n,
                        warmup_rounds=1 if MODE == "full" else 0, iterations=1)
     finish(benchmark, rounds, n, "probe", impl="max", device="cpu", dtype="float32", model="tiny.en", cache="warm",

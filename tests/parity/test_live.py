@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from maxwhisper.reference import torch_taps
-from tests.helpers import as_taps, assert_parity, item
+from tests.helpers import as_taps, assert_parity, item, native_bf16_or_slow
 
 pytestmark = pytest.mark.parity
 
@@ -46,7 +46,7 @@ def test_reference_taps_equal_whisper_encoder_forward(speech_windows, speech_ref
     np.testing.assert_array_equal(speech_reference["ln_post"], want)
 
 
-@pytest.mark.parametrize("position", ["first", "later"])
+@pytest.mark.parametrize("position", [pytest.param(p, marks=native_bf16_or_slow()) for p in ("first", "later")])
 def test_bfloat16_output_matches_pytorch_float32(position, speech_windows, speech_reference, max_bf16_encoder):
     names, mels = speech_windows
     picked = [i for i, n in enumerate(names) if n.endswith("@0s") == (position == "first")]
