@@ -96,10 +96,9 @@ def conv1d(x, w, b, stride: int = 1, bugs: frozenset[str] = frozenset()):
     """Whisper's Conv1d(k=3, padding=1) on (batch, time, channels) via NHWC conv2d with an RSCF filter."""
     from max.graph import ops
     x4 = ops.unsqueeze(x, 1)  # (batch, 1, time, channels)
-    pad = (0, 0, 1, 1)
     if stride == 2 and "stride_by_slicing" in bugs:  # slices the input instead of striding the conv
         x4, stride = x4[:, :, ::2, :], 1
-    return ops.squeeze(ops.conv2d(x4, w, stride=(1, stride), padding=pad, bias=b), 1)
+    return ops.squeeze(ops.conv2d(x4, w, stride=(1, stride), padding=(0, 0, 1, 1), bias=b), 1)
 
 
 def build_graph(cfg: EncoderConfig):

@@ -26,7 +26,8 @@ ROUNDS, WARMUP = (10, 2) if MODE == "full" else (3, 1)
 # per-round ratios, varied 4.0% (std) between quiet runs of 10 rounds; pooling runs into 30 rounds brought it
 # to 1.4% (fixtures/bench_runs_quiet): 30 rounds, about 30 s a night on 2 cores.
 ENCODER_ROUNDS = 30 if MODE == "full" else ROUNDS
-SLOW_ROUNDS = 5 if MODE == "full" else 2  # compile and transcribe: seconds a round
+TRANSCRIBE_ROUNDS = 5 if MODE == "full" else 2  # transcribe: seconds a round
+COMPILE_ROUNDS = 5 if MODE == "full" else 1  # a warm load: ~3 s a round
 SHORT_CLIP = min(CLIPS, key=lambda p: p.stat().st_size)
 
 
@@ -79,7 +80,7 @@ def test_paired_compile(benchmark, loaded):
 
     with PeakMemory() as memory:
         compile_once()
-    rounds, n = Rounds(None, probe()), SLOW_ROUNDS if MODE == "full" else 1  # quick: a 3 s load a round
+    rounds, n = Rounds(None, probe()), COMPILE_ROUNDS
     benchmark.pedantic(rounds.case(compile_once), setup=rounds.setup, rounds=n,
                        warmup_rounds=1 if MODE == "full" else 0, iterations=1)
     finish(benchmark, rounds, n, "probe", impl="max", device="cpu", dtype="float32", model="tiny.en", cache="warm",
@@ -95,7 +96,7 @@ def test_paired_transcribe(benchmark):
     with PeakMemory() as memory:
         max_pipe.transcribe(SHORT_CLIP)
     rounds = Rounds(lambda: cpu_pipe.transcribe(SHORT_CLIP), probe())
-    n = SLOW_ROUNDS
+    n = TRANSCRIBE_ROUNDS
     benchmark.pedantic(rounds.case(lambda: max_pipe.transcribe(SHORT_CLIP)), setup=rounds.setup, rounds=n,
                        warmup_rounds=0, iterations=1)
     finish(benchmark, rounds, n, "partner", "cpu", impl="max", device="cpu", model="tiny.en",

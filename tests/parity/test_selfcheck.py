@@ -5,9 +5,9 @@ Binding bugs are those a wrong weight or input expresses exactly: a convolution 
 (outer taps zero), a missing positional embedding, a wrong attention scale (a scaled query projection), an
 untransposed projection, a reshaped mel, and small slips of scale or offset in one tensor, as a layout
 conversion would make. They run the taps graph (compiled for the parity tests) with the mutated weights or
-mel: no compile, so they run in `make test`. Graph bugs (`maxwhisper.encoder.BUGS`: stride by slicing, a tanh GELU, a missing final
-LayerNorm, and subtle ones, a wrong LayerNorm constant or variance or an MLP-only tanh GELU) live in one
-graph of their own, each mutant built only as deep as the stage it must fail at. That graph's cold compile
+mel: no compile, so they run in `make test`. Graph bugs (`maxwhisper.encoder.BUGS`: stride by slicing, a
+tanh GELU, a missing final LayerNorm, and subtle ones, a wrong LayerNorm constant or variance or an MLP-only
+tanh GELU) live in one graph of their own, each mutant built only as deep as the stage it must fail at. That graph's cold compile
 took 212 s on 2 cores, a seventh of the cold `make test` budget, so those cases are `slow` (tox -e slow).
 """
 import numpy as np
@@ -35,20 +35,24 @@ SUBTLE = ("ln_eps", "ln_unbiased_var", "mlp_tanh_gelu")
 HEAD_DIM = 64  # every Whisper size
 
 
-def in_blocks(suffix: str, change):
-    """A mutation of the state dict applying `change` to encoder.blocks.*.`suffix`."""
-    return lambda sd: {k: change(v) if k.startswith("encoder.blocks.") and k.endswith(suffix) else v
+def in_blocks(suffixes: tuple[str, ...], change):
+    """A mutation of the state dict applying `change` to every encoder.blocks.*.SUFFIX tensor."""
+    return lambda sd: {k: change(v) if k.startswith("encoder.blocks.") and k.endswith(suffixes) else v
                        for k, v in sd.items()}
 
 
+def changed(names: tuple[str, ...], change):
+    """A mutation of the state dict applying `change` to the named tensors."""
+    return lambda sd: {**sd, **{name: change(sd[name]) for name in names}}
+
+
 def scaled(name: str, factor: float = 1.0, offset: float = 0.0):
-    return lambda sd: {**sd, name: sd[name] * factor + offset}
+    return changed((name,), lambda t: t * factor + offset)
 
 
 def query_scaled(factor: float):
     """Scores scaled by `factor`: the query projection (weight and bias) scaled, as a wrong scale would."""
-    return lambda sd: in_blocks("attn.query.bias", lambda t: t * factor)(
-        in_blocks("attn.query.weight", lambda t: t * factor)(sd))
+    return in_blocks(("attn.query.weight", "attn.query.bias"), lambda t: t * factor)
 
 
 def centre_tap(weight):
@@ -68,11 +72,10 @@ def reshaped_mel(mel):
 BINDING_BUGS = {
     # a convolution without shifted taps: the centre tap alone (a 1x1 convolution) is the kernel with its
     # outer taps zero, exactly
-    "conv_no_shift": (lambda sd: {**sd, **{k: centre_tap(sd[k]) for k in ("encoder.conv1.weight",
-                                                                         "encoder.conv2.weight")}}, None, "conv1"),
+    "conv_no_shift": (changed(("encoder.conv1.weight", "encoder.conv2.weight"), centre_tap), None, "conv1"),
     "no_pos_emb": (scaled("encoder.positional_embedding", factor=0.0), None, "pos_emb"),
     "attn_scale": (query_scaled(1 / np.sqrt(HEAD_DIM)), None, "block0"),    # 1/d_head, not 1/sqrt(d_head)
-    "transposed_weight": (in_blocks("attn.out.weight", lambda t: t.T.contiguous()), None, "block0"),
+    "transposed_weight": (in_blocks(("attn.out.weight",), lambda t: t.T.contiguous()), None, "block0"),
     "mel_layout": (None, reshaped_mel, "conv1"),                            # same shape, scrambled features
     # subtle: each a slip of about 1% or well under in one constant or tensor
     "attn_scale_off": (query_scaled(np.sqrt(HEAD_DIM / (HEAD_DIM + 1))), None, "block0"),  # 1/sqrt(d_head + 1)
