@@ -6,6 +6,7 @@ a memory peak, maxwhisper.results.Figure); smaller is better.
    run-to-run differences before the latest run, floored at NOISE_FLOOR.
 2. A regression is a level that, with every level after it, stays above the best earlier level (of SETTLED
    runs or more) by more than the threshold. Slow drift adds up to one; a noisy night or two does not.
+   A latest level above both the level before it and that best level, by the threshold, is a further step.
 3. It belongs to this run while its first slow run is one of the last RECENT runs: called the night it
    lands, red for RECENT nights, then reported as persisting. Fewer than MIN_RUNS runs are not judged.
 PENALTY (swept over 1.5, 2 and 3) and the thresholds were chosen with `python -m maxwhisper.nightly --calibrate`
@@ -59,7 +60,10 @@ def steps_up(values: list[float], threshold: float) -> list[tuple[int, float]]:
     for i, (start, _) in enumerate(segments[1:], 1):
         settled = [level for (s, e), level in zip(segments[:i], levels) if e - s >= SETTLED]  # a dip is no level
         if settled and all(level > min(settled) * (1 + threshold) for level in levels[i:]):
-            return [(start, min(settled))]
+            found = [(start, min(settled))]
+            if i < len(segments) - 1 and levels[-1] > max(levels[-2], min(settled)) * (1 + threshold):
+                found.append((segments[-1][0], levels[-2]))  # a further step on top of an older one
+            return found
     return []
 
 

@@ -67,9 +67,10 @@ def test_the_committed_runs_are_a_calibratable_series(real_runs):
     assert GROUPS[real_runs.name] <= {r.group for r in series[-1].results.values()}
 
 
-# The slowdown each set's latest run gets: on bench_runs_quiet, whose latest encoder ratio sits low in its
-# spread, +10% and +15% land inside the clean runs' range and are not called; +20% is (README: calibration).
-SLOWDOWN = {"bench_runs": 0.10, "bench_runs_quiet": 0.20, "bench_runs_30rounds": 0.10}
+# The slowdown each set's latest run gets: the nightly's own 30-round runs +10% (called on the first run in 97%
+# of replays there, README: calibration). The two 10-round sets are noisier (run-to-run spread 6.7-6.9%):
+# their latest runs +10% land inside the clean runs' range and are not called; +20% is.
+SLOWDOWN = {"bench_runs": 0.20, "bench_runs_quiet": 0.20, "bench_runs_30rounds": 0.10}
 
 
 @pytest.mark.parametrize("real_runs", REAL_RUN_SETS)

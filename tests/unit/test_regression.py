@@ -49,6 +49,13 @@ def test_a_step_older_than_recent_runs_is_reported_as_persisting_not_new():
     assert not call.regressed and call.since == 8 and "no longer new" in call.rule
 
 
+def test_a_new_step_on_top_of_a_persisting_one_is_called_as_new():
+    values = noisy(8) + [1.10] * (regression.RECENT + 3) + [1.21]
+    call = regression.judge(values)
+    assert call.regressed and call.since == len(values) - 1 and call.change == pytest.approx(0.10, abs=0.03)
+    assert not regression.judge(values[:-1]).regressed  # the old step alone is no longer new
+
+
 def test_a_short_history_is_not_judged():
     call = regression.judge([1.0, 1.0, 2.0])
     assert not call.regressed and call.rule.startswith("history too short")
@@ -71,11 +78,15 @@ def run_of(*results: Result) -> Run:
     return Run(pathlib.Path("x.json"), machine, {}, "c0ffee", dt.datetime(2026, 1, 1), {r.key: r for r in results})
 
 
-def test_interleaved_rounds_are_judged_as_the_median_per_round_ratio():
+def test_interleaved_rounds_are_judged_as_per_round_ratios():
+    """Wall time: the median per-round ratio. CPU time: the geometric mean of the per-round ratios with 10% of
+    each tail cut, so that one disturbed round of ten moves it no more than the median."""
     rounds = {"case": [1.0, 2.0, 3.0], "partner": [0.5, 1.0, 1.0], "probe": [1.0, 1.0, 1.0]}
-    r = result("paired", 2.0, rounds_s=rounds, peak_rss_mb=700.0)
+    cpu = {"case": [1.0] * 5 + [4.0] * 4 + [50.0], "partner": [1.0] * 10}  # median 2.5; cut mean exp(ln 4 / 2)
+    r = result("paired", 2.0, rounds_s=rounds, rounds_cpu_s=cpu, peak_rss_mb=700.0)
     figs = figures(run_of(r), r)
     assert figs["time"].value == 2.0 and figs["time"].normalisation == "partner (interleaved)"
+    assert figs["cpu time"].value == pytest.approx(2.0) and "CPU time" in figs["cpu time"].normalisation
     assert figs["peak host memory"].value == 700.0
     probe_only = result("compile", 2.0, rounds_s={"case": [2.0, 4.0, 3.0], "probe": [1.0, 1.0, 2.0]})
     assert time_figure(run_of(probe_only), probe_only).value == pytest.approx(2.0)
