@@ -22,7 +22,7 @@ from maxwhisper import regression
 from maxwhisper.results import (CPU_ESTIMATOR, ESTIMATOR, ESTIMATORS, Figure, figures, load_runs, split_series,
                                 time_figure)
 
-SLOWDOWNS = (0.0, 0.03, 0.05, 0.10, 0.20)  # 0: the replays' own false-alarm rate, for reading the others
+SLOWDOWNS = (0.0, 0.03, 0.05, 0.10, 0.15, 0.20)  # 0: the replays' own false-alarm rate, for reading the others
 REPLAYS = 200
 MIN_SERIES = 8
 WITHIN = 3

@@ -15,12 +15,17 @@ are NaN. Every later step returns its one row. Used on its own, without `sot_ind
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import replace
 
 import torch
 from whisper.decoding import DecodingOptions, DecodingTask, Inference
 
 from maxwhisper.decoder import DecoderState, MaxDecoder
+
+
+# Per decoder: the reusable NaN prompt-logits tensor and the rows the last prompt wrote into it.
+_PROMPT_LOGITS: "weakref.WeakKeyDictionary[MaxDecoder, tuple[torch.Tensor, list[int]]]" = weakref.WeakKeyDictionary()
 
 
 class MaxInference(Inference):
@@ -54,15 +59,15 @@ class MaxInference(Inference):
         return logits
 
     def _nan_logits(self, batch: int, new: int, rows: list[int]) -> torch.Tensor:
-        """A NaN (batch, new, n_vocab) tensor for the prompt's logits, kept on the decoder and reused by later
-        tasks: a fresh one cost ~25 ms of page faults per prompt (measured on the long clip). The rows the last
+        """A NaN (batch, new, n_vocab) tensor for the prompt's logits, one per decoder, reused by later tasks:
+        a fresh one cost ~25 ms of page faults per prompt (measured on the long clip). The rows the last
         prompt wrote (and openai-whisper's filters then edited in place) are set back to NaN first."""
         shape = (batch, new, self.decoder.cfg.dims.n_vocab)
-        cached, written = getattr(self.decoder, "_prompt_logits", (None, []))
+        cached, written = _PROMPT_LOGITS.get(self.decoder, (None, []))
         if cached is None or tuple(cached.shape) != shape:
             cached, written = torch.full(shape, float("nan")), []
         cached[:, written] = float("nan")
-        self.decoder._prompt_logits = (cached, rows)
+        _PROMPT_LOGITS[self.decoder] = (cached, rows)
         return cached
 
     def rearrange_kv_cache(self, source_indices) -> None:
