@@ -19,8 +19,8 @@ import statistics
 from dataclasses import dataclass
 
 DEFAULT_THRESHOLD_PCT = 3.0
-# (group, "time" or "cpu time"): the smallest of calibrate.THRESHOLD_GRID with no false alarm on either set of
-# committed real runs (fixtures/bench_runs, fixtures/bench_runs_quiet; README); every other figure: 3%.
+# (group, "time" or "cpu time"): the smallest of calibrate.THRESHOLD_GRID with no false alarm on every set of
+# committed real runs (fixtures/bench_runs*; README); every other figure: 3%.
 THRESHOLDS_PCT: dict[tuple[str, str], float] = {("compile-paired", "time"): 20.0}
 MEMORY_THRESHOLD_PCT = 3.0  # every memory figure; `--threshold memory=PCT` overrides
 PENALTY = 2.0
