@@ -22,9 +22,9 @@ from maxwhisper.reference import torch_encoder
 pytestmark = pytest.mark.bench
 MODE = "full" if os.getenv("MAXWHISPER_BENCH") == "full" else "quick"
 ROUNDS, WARMUP = (10, 2) if MODE == "full" else (3, 1)
-# The encoder pair is what catches a 10% MAX slowdown the night it lands. Its per-run figure, the median of
-# per-round ratios, varied 4.0% (std) between quiet runs of 10 rounds; pooling runs into 30 rounds brought it
-# to 1.4% (fixtures/bench_runs_quiet): 30 rounds, about 30 s a night on 2 cores.
+# The encoder pair is what catches a 10% MAX slowdown the night it lands. Its per-run figure varied 4.0% (std)
+# between quiet runs of 10 rounds (fixtures/bench_runs_quiet); 20 real runs of 30 rounds spread 1.8% (the
+# CPU-time trimmed mean, fixtures/bench_runs_30rounds): 30 rounds, about 30 s a night on 2 cores.
 ENCODER_ROUNDS = 30 if MODE == "full" else ROUNDS
 TRANSCRIBE_ROUNDS = 5 if MODE == "full" else 2  # transcribe: seconds a round
 # A warm load, ~3 s a round. With 5 rounds the per-run CPU-time figure spread 7-9% between quiet runs (per-round
