@@ -102,5 +102,6 @@ def test_nightly_calibrate_reports_every_calibrated_series_with_no_false_alarm(r
 
 
 def test_nightly_calibrate_prints_the_table(tmp_path):
-    out = nightly(ROOT / "fixtures" / "bench_runs", tmp_path, "--calibrate", "--replays", "5")
-    assert out.returncode == 0 and "| test_paired_encoder[1] · time · partner (interleaved) · >" in out.stdout
+    out = nightly(ROOT / "fixtures" / "bench_runs_compile15", tmp_path, "--calibrate", "--replays", "5")
+    assert out.returncode == 0 and "| test_paired_compile · cpu time · probe (interleaved, CPU time) · >" in out.stdout
+    assert "| 10% | 15% | 20% |" in out.stdout and "false alarms per clean run" in out.stdout
