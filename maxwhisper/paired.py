@@ -38,10 +38,12 @@ class Rounds:
     """Times the partner and the probe before each round of the case (warm-up rounds included, dropped later).
     Besides wall time it records the process's CPU time per call (all threads): work done, not time waited."""
 
-    def __init__(self, partner: Callable[[], object] | None, probe_fn: Callable[[], object]):
-        self.partner, self.probe = partner, probe_fn
+    def __init__(self, partner: Callable[[], object] | None, probe_fn: Callable[[], object],
+                 peers: dict[str, Callable[[], object]] | None = None):
+        self.partner, self.probe, self.peers = partner, probe_fn, dict(peers or {})
         self.partner_s: list[float] = []
         self.probe_s: list[float] = []
+        self.peer_s: dict[str, list[float]] = {name: [] for name in self.peers}
         self.cpu_s: dict[str, list[float]] = {"case": [], "partner": [], "probe": []}
 
     def cpu_timed(self, member: str, fn: Callable[[], object]) -> Callable[[], object]:
@@ -59,6 +61,8 @@ class Rounds:
     def setup(self) -> None:
         if self.partner is not None:
             self.partner_s.append(timed(self.cpu_timed("partner", self.partner)))
+        for name, peer in self.peers.items():  # further paths compared in the same rounds (wall time)
+            self.peer_s[name].append(timed(peer))
         self.probe_s.append(timed(self.cpu_timed("probe", self.probe)))
 
     def extra_info(self, benchmark, normalisation: str, mode: str, partner_name: str = "") -> dict:
@@ -73,4 +77,6 @@ class Rounds:
             info["partner"] = partner_name
         info["rounds_cpu_s"] = {member: [round(s, 6) for s in series[-n:]]
                                 for member, series in self.cpu_s.items() if series}
+        if self.peers:
+            info["peers_s"] = {name: [round(s, 6) for s in series[-n:]] for name, series in self.peer_s.items()}
         return info

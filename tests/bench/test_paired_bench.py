@@ -6,6 +6,7 @@ so that drift lasting longer than a round cancels in the per-round ratios. Cases
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -16,7 +17,9 @@ from conftest import CLIPS
 from maxwhisper import weights
 from maxwhisper.encoder import EncoderConfig, MaxEncoder, get_encoder
 from maxwhisper.memory import PeakMemory
+from maxwhisper.metrics import word_error_rate
 from maxwhisper.paired import Rounds, probe
+from maxwhisper.results import median_round_ratio
 from maxwhisper.reference import torch_encoder
 
 pytestmark = pytest.mark.bench
@@ -27,10 +30,12 @@ ROUNDS, WARMUP = (10, 2) if MODE == "full" else (3, 1)
 # CPU-time trimmed mean, fixtures/bench_runs_30rounds): 30 rounds, about 30 s a night on 2 cores.
 ENCODER_ROUNDS = 30 if MODE == "full" else ROUNDS
 TRANSCRIBE_ROUNDS = 5 if MODE == "full" else 2  # transcribe: seconds a round
+LONG_ROUNDS = 3  # every path on the long clip: ~30 s a round
 # A warm load, ~3 s a round. With 5 rounds the per-run CPU-time figure spread 7-9% between quiet runs (per-round
 # ratios ~12% apart within a run), and a 15% compile slowdown was called in about a quarter of replays.
 COMPILE_ROUNDS = 15 if MODE == "full" else 1
 SHORT_CLIP = min(CLIPS, key=lambda p: p.stat().st_size)
+LONG_CLIP = max(CLIPS, key=lambda p: p.stat().st_size)
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +109,33 @@ def test_paired_transcribe(benchmark):
     finish(benchmark, rounds, n, "partner", "cpu", impl="max", device="cpu", model="tiny.en",
            clip=SHORT_CLIP.name, **memory.as_extra_info())
     assert all(text.strip() for text in texts)
+
+
+# Full runs only (the long clip on five paths is about two minutes); quick runs have test_paired_transcribe.
+@(pytest.mark.bench if MODE == "full" else pytest.mark.slow)
+def test_paired_transcribe_every_path(benchmark):
+    """The long clip end to end on every CPU path, interleaved round by round: the MAX path (the case), openai-
+    whisper on PyTorch (the partner), and as peers the MAX encoder feeding PyTorch's decoder and faster-whisper
+    float32 and int8 (same model files, all cores, greedy). Each path's ratio to PyTorch comes from the same
+    rounds, so a machine that slows for a minute moves every path of that round alike."""
+    from maxwhisper.pipelines import Pipeline
+    benchmark.group = "transcribe-every-path"
+    pipes = {"max": Pipeline("max", "bundled"), "cpu": Pipeline("cpu", "bundled"),
+             "max-encoder": Pipeline("max-encoder", "bundled"),
+             **{f"faster-whisper-{t}": Pipeline("faster-whisper", "bundled", dtype=t) for t in ("float32", "int8")}}
+    texts = {name: pipe.transcribe(LONG_CLIP)["text"] for name, pipe in pipes.items()}  # warm-up
+    with PeakMemory() as memory:
+        pipes["max"].transcribe(LONG_CLIP)
+    peers = {name: functools.partial(pipe.transcribe, LONG_CLIP) for name, pipe in pipes.items()
+             if name not in ("max", "cpu")}
+    rounds = Rounds(functools.partial(pipes["cpu"].transcribe, LONG_CLIP), probe(), peers)
+    benchmark.pedantic(rounds.case(functools.partial(pipes["max"].transcribe, LONG_CLIP)), setup=rounds.setup,
+                       rounds=LONG_ROUNDS, warmup_rounds=0, iterations=1)
+    finish(benchmark, rounds, LONG_ROUNDS, "partner", "cpu", impl="max", device="cpu", model="tiny.en",
+           clip=LONG_CLIP.name, **memory.as_extra_info())
+    seconds = {"max": benchmark.extra_info["rounds_s"]["case"], **benchmark.extra_info["peers_s"]}
+    cpu = benchmark.extra_info["rounds_s"]["partner"]
+    benchmark.extra_info["ratio_to_cpu"] = {name: round(median_round_ratio(s, cpu), 3) for name, s in seconds.items()}
+    assert texts["max"] == texts["cpu"] == texts["max-encoder"]  # openai-whisper's float32 text on every MAX path
+    # faster-whisper's own loop may move a word: measured WER 0 on the fixture clips, bounded at 0.1
+    assert all(word_error_rate(texts["cpu"], text) < 0.1 for name, text in texts.items() if name.startswith("faster"))
