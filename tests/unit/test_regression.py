@@ -103,3 +103,20 @@ def test_without_rounds_a_max_case_uses_its_partner_then_the_gemm_probe_then_raw
                                                                                 "PyTorch partner (same run)")
     assert time_figure(run, compile_case).value == pytest.approx(40.0)
     assert time_figure(run_of(compile_case), compile_case).normalisation == "none (raw seconds)"
+
+
+def test_rounds_interleave_partner_peers_probe_and_case_and_keep_the_timed_rounds_aligned():
+    from types import SimpleNamespace
+    from maxwhisper.paired import Rounds
+    calls: list[str] = []
+    rounds = Rounds(lambda: calls.append("partner"), lambda: calls.append("probe"),
+                    {"peer": lambda: calls.append("peer")})
+    case = rounds.case(lambda: calls.append("case"))
+    for _ in range(3):  # one warm-up round, two timed
+        rounds.setup()
+        case()
+    assert calls == ["partner", "peer", "probe", "case"] * 3
+    timed = SimpleNamespace(stats=SimpleNamespace(stats=SimpleNamespace(data=[0.1, 0.2])))
+    info = rounds.extra_info(timed, "partner", "full", "cpu")
+    assert info["rounds_s"]["case"] == [0.1, 0.2] and len(info["rounds_s"]["partner"]) == 2
+    assert len(info["peers_s"]["peer"]) == len(info["rounds_cpu_s"]["probe"]) == 2
