@@ -4,6 +4,8 @@ One graph with every dimension symbolic (one compile); Hypothesis draws M (the r
 6 rows, so 1..14 covers every tile and remainder), N (4-column tiles and their remainder, cache blocks)
 and K (8-wide vectors and the scalar remainder), with dense values from a drawn seed at a drawn scale.
 """
+import shutil
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -39,3 +41,18 @@ def test_gemv_nt_equals_numpy(gemv_model, m, n, k, seed, scale):
     # over M up to 448, K up to 385); 1e-6 leaves room and still fails any wrong row, column or k offset.
     bound = 1e-6 * (np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64).T) + 1e-30
     assert (np.abs(got - want) <= bound).all(), f"max excess {np.max(np.abs(got - want) / bound):.3g}"
+
+
+def test_kernels_load_from_a_folder_named_by_their_content(tmp_path, monkeypatch):
+    """MAX caches a compiled kernel package by its folder: every checkout of the same sources must map to one
+    folder (a fresh clone's warm `make test` otherwise recompiled them, ~50 s), and changed sources to another."""
+    from maxwhisper.gemv import SOURCES, stable_kernels_path
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    clones = [shutil.copytree(SOURCES, tmp_path / f"clone{i}" / "kernels") for i in range(2)]
+    first, second = (stable_kernels_path(c) for c in clones)
+    assert first == second and first.name == "kernels" and first.parent.parent == tmp_path / "cache" / "maxwhisper"
+    assert sorted(p.name for p in first.iterdir()) == sorted(p.name for p in SOURCES.iterdir() if p.suffix == ".mojo")
+    (clones[1] / "gemv_nt.mojo").write_text((clones[1] / "gemv_nt.mojo").read_text() + "\n# changed\n")
+    assert stable_kernels_path(clones[1]) != first
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-such-cache")  # unwritable: the sources themselves
+    assert stable_kernels_path(clones[0]) == clones[0]
