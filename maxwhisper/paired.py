@@ -35,8 +35,9 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 class Rounds:
-    """Times the partner and the probe before each round of the case (warm-up rounds included, dropped later).
-    Besides wall time it records the process's CPU time per call (all threads): work done, not time waited."""
+    """Times the partner, any peers (further paths compared in the same rounds, wall time only) and the probe
+    before each round of the case (warm-up rounds included, dropped later). Besides wall time it records the
+    process's CPU time per call of case, partner and probe (all threads): work done, not time waited."""
 
     def __init__(self, partner: Callable[[], object] | None, probe_fn: Callable[[], object],
                  peers: dict[str, Callable[[], object]] | None = None):
