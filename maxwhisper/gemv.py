@@ -37,7 +37,9 @@ def stable_kernels_path(sources: Path = SOURCES) -> Path:
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".kernels-", dir=cache.parent))
-        shutil.copytree(sources, staging / sources.name, ignore=shutil.ignore_patterns("__pycache__"))
+        (staging / sources.name).mkdir()
+        for p in files:  # exactly what the name hashes
+            shutil.copy2(p, staging / sources.name / p.name)
         try:
             staging.rename(cache)  # atomic: a concurrent process either wins or finds it there
         except OSError:
