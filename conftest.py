@@ -236,7 +236,8 @@ def rng():
 
 @pytest.fixture(scope="session")
 def max_decoder(bundled):
-    """tiny.en, CPU, float32: the cross and step graphs with the bundled weights."""
+    """tiny.en, CPU, float32 arithmetic (weights read in half: the checkpoint is half): the cross and step
+    graphs with the bundled weights."""
     from maxwhisper.decoder import get_decoder
     return get_decoder(bundled, "cpu", "float32")
 

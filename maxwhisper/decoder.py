@@ -19,6 +19,11 @@ On CPU (`fused`, the default there) each block is one custom Mojo op, `decoder_b
 (n_vocab, d) layout: a step is memory-bound and small, and a graph of ~100 small ops spent most of its
 time dispatching them. Elsewhere the blocks are plain graph ops and the logits product reads the
 embedding stored pre-transposed, (d, n_vocab).
+
+The fused kernels read their weights in half (`storage="float16"`) when every decoder weight is
+half-representable, as in Whisper's own checkpoints: the kernels widen each value as they load it, so the
+arithmetic and the logits are float32's, bit for bit, while a step streams half the bytes. Other weights
+(fine-tuned in float32, seeded random ones) keep float32 storage.
 """
 from __future__ import annotations
 
@@ -55,12 +60,15 @@ class DecoderConfig:
     dtype: str = "float32"  # of the logits weights; everything else computes in float32
     bugs: frozenset[str] = frozenset()  # only the suite's self-check injects any
     fused: bool | None = None  # blocks as decoder_block ops, logits on gemv_nt; None: on CPU (CPU-only kernels)
+    storage: str = "float32"  # of the fused kernels' weights: float16 only for half-representable weights
 
     def __post_init__(self):
         if self.fused is None:
             object.__setattr__(self, "fused", self.device == "cpu" and self.dtype == "float32")
         if self.fused and (self.device != "cpu" or self.dtype != "float32"):
             raise MaxWhisperError("the fused decoder kernels run float32 on CPU only; use fused=False")
+        if self.storage not in ("float32", "float16") or (self.storage == "float16" and not self.fused):
+            raise MaxWhisperError(f"weight storage {self.storage!r}: float32, or float16 with the fused CPU kernels")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise MaxWhisperError(f"unknown decoder dtype {self.dtype!r}; choose float32, bfloat16 or float16")
         if unknown := set(self.bugs) - set(BUGS):
@@ -68,7 +76,7 @@ class DecoderConfig:
 
     @property
     def key(self) -> tuple:
-        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.bugs, self.fused)
+        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.bugs, self.fused, self.storage)
 
     @property
     def head_dim(self) -> int:
@@ -101,15 +109,26 @@ def _shapes(dims: ModelDimensions) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def half_exact(weights: dict[str, np.ndarray]) -> bool:
+    """Whether every weight survives a round trip through float16 unchanged (Whisper's checkpoints do)."""
+    return all(np.array_equal(w.astype(np.float16).astype(w.dtype), w) for w in weights.values())
+
+
+def _stored(cfg: DecoderConfig, name: str) -> str:
+    """The dtype weight `name` is bound in."""
+    if cfg.fused and (name == "logits.w" or name.endswith(".packed")):
+        return cfg.storage
+    return cfg.dtype if name == "logits.w" else "float32"
+
+
 def _graph_weights(cfg: DecoderConfig, dev):
     """A function name -> Weight node, creating each node once."""
-    from max.dtype import DType
     from max.graph import Weight
     shapes, nodes = weight_shapes(cfg.dims, cfg.fused), {}
 
     def weight(name: str):
         if name not in nodes:
-            dtype = _max_dtype(cfg.dtype) if name == "logits.w" else DType.float32
+            dtype = _max_dtype(_stored(cfg, name))
             nodes[name] = Weight(name, dtype, shapes[name], dev)
         return nodes[name]
     return weight
@@ -158,7 +177,7 @@ def build_step_graph(cfg: DecoderConfig):
              *[TensorType(DType.float32, [windows, h, dh, ctx], device=dev),
                TensorType(DType.float32, [windows, h, ctx, dh], device=dev)] * n_layer]
     from maxwhisper.fused import KERNELS_PATH, decoder_block
-    name = f"whisper_decoder_step_{cfg.dtype}" + ("_fused" if cfg.fused else "")
+    name = f"whisper_decoder_step_{cfg.dtype}" + (f"_fused_{cfg.storage}" if cfg.fused else "")
     with Graph(name, input_types=types, custom_extensions=[KERNELS_PATH] if cfg.fused else []) as graph:
         tokens, positions, causal, rows = (v.tensor for v in graph.inputs[:4])
         caches = [v.tensor for v in graph.inputs[4:4 + 2 * n_layer]]
@@ -242,14 +261,15 @@ def _inject_weight_bugs(w: dict[str, np.ndarray], cfg: DecoderConfig) -> dict[st
 
 def _registry(cfg: DecoderConfig, decoder_weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     w = _inject_weight_bugs(decoder_weights_to_max(decoder_weights, cfg.dims.n_text_layer), cfg)
+    if cfg.storage == "float16" and not half_exact(w):  # half storage must never round a weight
+        raise MaxWhisperError("decoder weights are not all half-representable; use storage='float32'")
     if cfg.fused:
         from maxwhisper.fused import pack_block
         for i in range(cfg.dims.n_text_layer):
-            w[f"blocks.{i}.packed"] = pack_block(w, f"blocks.{i}.")
+            w[f"blocks.{i}.packed"] = pack_block(w, f"blocks.{i}.", getattr(np, cfg.storage))
         w["logits.w"] = np.ascontiguousarray(w["logits.w"].T)
     shapes = weight_shapes(cfg.dims, cfg.fused)
-    wd = getattr(torch, cfg.dtype)
-    return {name: (torch.from_numpy(arr).to(wd) if name == "logits.w" else torch.from_numpy(arr)).contiguous()
+    return {name: torch.from_numpy(arr).to(getattr(torch, _stored(cfg, name))).contiguous()
             for name, arr in w.items() if name in shapes}
 
 
@@ -270,7 +290,8 @@ class MaxDecoder:
                                       f"expected {shape} for these model dimensions")
         dims = cfg.dims
         (progress or _stderr)(f"compiling MAX decoder (d={dims.n_text_state} layers={dims.n_text_layer} "
-                              f"vocab={dims.n_vocab}, {cfg.device}, {cfg.dtype}); the first compile takes a few "
+                              f"vocab={dims.n_vocab}, {cfg.device}, {cfg.dtype}"
+                              + (f", {cfg.storage} weights" if cfg.fused else "") + "); the first compile takes a few "
                               "minutes on 2 cores, later ones load from ~/.cache/modular")
         start = time.perf_counter()
         session = _session(cfg.device)
@@ -401,14 +422,23 @@ class DecoderState:
 _MODELS: dict[tuple, MaxDecoder] = {}
 
 
+_HALF_EXACT: dict[str, bool] = {}
+
+
 def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozenset(), fused: bool | None = None,
-                progress: Callable[[str], None] | None = None) -> MaxDecoder:
-    """The process-wide compiled decoder for these weights and settings (compiled on first use)."""
+                storage: str | None = None, progress: Callable[[str], None] | None = None) -> MaxDecoder:
+    """The process-wide compiled decoder for these weights and settings (compiled on first use).
+    `storage` None: float16 for the fused kernels when every decoder weight is half-representable."""
     cfg = DecoderConfig(loaded.dims, device, dtype, frozenset(bugs), fused)
+    if storage is None and cfg.fused:
+        if loaded.decoder_sha256 not in _HALF_EXACT:
+            _HALF_EXACT[loaded.decoder_sha256] = half_exact(loaded.decoder_weights())
+        storage = "float16" if _HALF_EXACT[loaded.decoder_sha256] else "float32"
+    cfg = dataclasses.replace(cfg, storage=storage or "float32")
     key = (cfg.key, loaded.decoder_sha256)
     if key not in _MODELS:
         if bugs:
-            base = get_decoder(loaded, device, dtype, fused=fused, progress=progress)
+            base = get_decoder(loaded, device, dtype, fused=fused, storage=cfg.storage, progress=progress)
             _MODELS[key] = base.mutant(cfg.bugs, loaded.decoder_weights())
         else:
             _MODELS[key] = MaxDecoder(cfg, loaded.decoder_weights(), progress)

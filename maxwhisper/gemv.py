@@ -1,7 +1,8 @@
 """Python side of the ``gemv_nt`` custom Mojo op (maxwhisper/kernels/gemv_nt.mojo).
 
 ``gemv_nt(x, w)`` computes ``x @ w.T`` for float32 ``x`` (M, K) and ``w`` (N, K), with ``w``
-row-major (PyTorch Linear layout, or the token embedding for the logits). It streams ``w``
+row-major (PyTorch Linear layout, or the token embedding for the logits), float32 or float16 (widened
+as loaded, so the arithmetic is float32's). It streams ``w``
 once at close to memory bandwidth, which MAX's ``ops.matmul`` does not for small M.
 
 A graph that uses it must be built with ``custom_extensions=[KERNELS_PATH]``.
@@ -54,20 +55,20 @@ KERNELS_PATH = stable_kernels_path()
 
 
 def gemv_nt(x: TensorValue, w: TensorValue, *, items_per_worker: int = 1) -> TensorValue:
-    """Return ``x @ w.T`` (M, N) for float32 x (M, K) and w (N, K), both rank 2, on CPU.
+    """Return ``x @ w.T`` (M, N) for float32 x (M, K) and float32 or float16 w (N, K), both rank 2, on CPU.
 
     Dimensions may be symbolic; the output type is built from ``x.shape[0]`` and ``w.shape[0]``.
     ``items_per_worker`` splits N into ``2 * items_per_worker`` contiguous chunks.
     """
     if x.rank != 2 or w.rank != 2:
         raise ValueError(f"gemv_nt wants rank-2 x and w, got {x.shape} and {w.shape}")
-    if x.dtype != DType.float32 or w.dtype != DType.float32:
-        raise ValueError(f"gemv_nt is float32 only, got {x.dtype} and {w.dtype}")
+    if x.dtype != DType.float32 or w.dtype not in (DType.float32, DType.float16):
+        raise ValueError(f"gemv_nt takes float32 x and float32 or float16 w, got {x.dtype} and {w.dtype}")
     out_type = TensorType(DType.float32, [x.shape[0], w.shape[0]], device=x.device)
     return ops.custom(
         "gemv_nt",
         x.device,
         [x, w],
         [out_type],
-        parameters={"items_per_worker": int(items_per_worker)},
+        parameters={"wdt": w.dtype, "items_per_worker": int(items_per_worker)},
     )[0].tensor

@@ -9,7 +9,8 @@ One op per block replaces about 25 graph kernels: a decoder step is memory-bound
 per-kernel dispatch of a graph of small ops costs more than the arithmetic. Every weight is streamed
 once per call by `gemv_nt_cpu`; the attention over the cache and over the audio window is split by
 (row, head) across the workers. The block's weights arrive packed in one float32 vector, in the order
-`PACKED` (maxwhisper/fused.py) lists, matrices in PyTorch's (out, in) layout:
+`PACKED` (maxwhisper/fused.py) lists, matrices in PyTorch's (out, in) layout, float32 or float16 (widened to
+float32 as loaded: the float32 arithmetic, on half the bytes, for half-representable weights):
     attn_ln.w, attn_ln.b, qkv.w (3D, D), qkv.b, out.w (D, D), out.b, cross_ln.w, cross_ln.b,
     cross_q.w (D, D), cross_q.b, cross_out.w (D, D), cross_out.b, mlp_ln.w, mlp_ln.b,
     fc1.w (4D, D), fc1.b, fc2.w (D, 4D), fc2.b
@@ -28,6 +29,7 @@ comptime F32 = DType.float32
 comptime VW = simd_width_of[F32]()
 comptime Vec = SIMD[F32, VW]
 comptime FPtr = Pointer[Float32, MutAnyOrigin]
+comptime WPtr[WT: DType] = Pointer[Scalar[WT], MutAnyOrigin]
 comptime DH = 64  # head width of every Whisper size
 comptime MAX_SELF = 448  # n_text_ctx of every Whisper size
 comptime MAX_CROSS = 1504  # n_audio_ctx (1500), rounded up to whole vectors
@@ -36,7 +38,7 @@ comptime CROSS_ROWS = 8  # rows of one audio window per pass over its cross-atte
 
 
 @always_inline
-def _layer_norm(xp: FPtr, wp: FPtr, bp: FPtr, op: FPtr, R: Int, D: Int):
+def _layer_norm[WT: DType](xp: FPtr, wp: WPtr[WT], bp: WPtr[WT], op: FPtr, R: Int, D: Int):
     """op = LayerNorm(xp) row by row (statistics in float64)."""
     for r in range(R):
         var x = xp.unsafe_offset(r * D)
@@ -52,17 +54,19 @@ def _layer_norm(xp: FPtr, wp: FPtr, bp: FPtr, op: FPtr, R: Int, D: Int):
         var inv = Float32(1.0 / sqrt(sq / Float64(D) + LN_EPS))
         var m = Float32(mean)
         for j in range(D):
-            o.unsafe_store(j, (x.unsafe_load(j) - m) * inv * wp.unsafe_load(j) + bp.unsafe_load(j))
+            o.unsafe_store(
+                j, (x.unsafe_load(j) - m) * inv * wp.unsafe_load(j).cast[F32]() + bp.unsafe_load(j).cast[F32]()
+            )
 
 
 @always_inline
-def _linear(xp: FPtr, wp: FPtr, bp: FPtr, op: FPtr, R: Int, N: Int, K: Int):
+def _linear[WT: DType](xp: FPtr, wp: WPtr[WT], bp: WPtr[WT], op: FPtr, R: Int, N: Int, K: Int):
     """op (R, N) = xp (R, K) @ wp (N, K)^T + bp."""
-    gemv_nt_cpu(xp, wp, op, R, N, K, 1)
+    gemv_nt_cpu[WT](xp, wp, op, R, N, K, 1)
     for r in range(R):
         var o = op.unsafe_offset(r * N)
         for j in range(N):
-            o.unsafe_store(j, o.unsafe_load(j) + bp.unsafe_load(j))
+            o.unsafe_store(j, o.unsafe_load(j) + bp.unsafe_load(j).cast[F32]())
 
 
 @always_inline
@@ -206,8 +210,8 @@ def _grow_cache(past: FPtr, qkv: FPtr, grown: FPtr, which: Int, B: Int, T: Int, 
                     row.unsafe_store(c * VW, new.unsafe_load[width=VW](c * VW))
 
 
-def decoder_block_cpu(
-    x: FPtr, mask: FPtr, kp: FPtr, vp: FPtr, ck: FPtr, cv: FPtr, w: FPtr,
+def decoder_block_cpu[WT: DType](
+    x: FPtr, mask: FPtr, kp: FPtr, vp: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
     y: FPtr, kg: FPtr, vg: FPtr, scratch: FPtr,
     A: Int, B: Int, T: Int, P: Int, H: Int, D: Int, C: Int,
 ):
@@ -239,33 +243,33 @@ def decoder_block_cpu(
     var tmp = scratch.unsafe_offset(6 * R * D)
 
     # self-attention
-    _layer_norm(x, ln1_w, ln1_b, h, R, D)
-    _linear(h, qkv_w, qkv_b, wide, R, 3 * D, D)
+    _layer_norm[WT](x, ln1_w, ln1_b, h, R, D)
+    _linear[WT](h, qkv_w, qkv_b, wide, R, 3 * D, D)
     _grow_cache(kp, wide, kg, 1, B, T, P, H, D)
     _grow_cache(vp, wide, vg, 2, B, T, P, H, D)
     _self_attention(wide, kg, vg, mask, att, B, T, P, H, D)
-    _linear(att, out_w, out_b, y, R, D, D)
+    _linear[WT](att, out_w, out_b, y, R, D, D)
     _add_into(y, x, R * D)
     # cross-attention
-    _layer_norm(y, ln2_w, ln2_b, h, R, D)
-    _linear(h, cq_w, cq_b, wide, R, D, D)
+    _layer_norm[WT](y, ln2_w, ln2_b, h, R, D)
+    _linear[WT](h, cq_w, cq_b, wide, R, D, D)
     _cross_attention(wide, ck, cv, att, A, B // A, T, H, D, C)
-    _linear(att, co_w, co_b, tmp, R, D, D)
+    _linear[WT](att, co_w, co_b, tmp, R, D, D)
     _add_into(y, tmp, R * D)
     # MLP, with the exact (erf) GELU
-    _layer_norm(y, ln3_w, ln3_b, h, R, D)
-    _linear(h, fc1_w, fc1_b, wide, R, 4 * D, D)
+    _layer_norm[WT](y, ln3_w, ln3_b, h, R, D)
+    _linear[WT](h, fc1_w, fc1_b, wide, R, 4 * D, D)
     for i in range(0, R * 4 * D, VW):  # 4D is a whole number of vectors
         var v = wide.unsafe_load[width=VW](i)
         wide.unsafe_store(i, 0.5 * v * (1 + erf(v * Float32(0.7071067811865476))))
-    _linear(wide, fc2_w, fc2_b, tmp, R, D, 4 * D)
+    _linear[WT](wide, fc2_w, fc2_b, tmp, R, D, 4 * D)
     _add_into(y, tmp, R * D)
 
 
 @extensibility.register("decoder_block")
 struct DecoderBlock:
     @staticmethod
-    def execute[target: StaticString](
+    def execute[target: StaticString, wdt: DType](
         y: OutputTensor[dtype=DType.float32, rank=2, ...],
         k_grown: OutputTensor[dtype=DType.float32, rank=4, ...],
         v_grown: OutputTensor[dtype=DType.float32, rank=4, ...],
@@ -276,11 +280,13 @@ struct DecoderBlock:
         v_past: InputTensor[dtype=DType.float32, rank=4, ...],
         cross_k: InputTensor[dtype=DType.float32, rank=4, ...],
         cross_v: InputTensor[dtype=DType.float32, rank=4, ...],
-        weights: InputTensor[dtype=DType.float32, rank=1, ...],
+        weights: InputTensor[dtype=wdt, rank=1, ...],
         ctx: DeviceContext,
     ) raises:
         comptime if target != "cpu":
             raise Error("decoder_block: CPU only")
+        comptime if wdt != DType.float32 and wdt != DType.float16:
+            raise Error("decoder_block: the packed weights must be float32 or float16")
         var R = x.dim_size(0)
         var D = x.dim_size(1)
         var B = k_past.dim_size(0)
@@ -297,7 +303,7 @@ struct DecoderBlock:
             raise Error("decoder_block: more than 448 tokens or 1504 audio frames")
         if weights.dim_size(0) != 14 * D * D + 17 * D:
             raise Error("decoder_block: the packed weights have the wrong size for this width")
-        decoder_block_cpu(
+        decoder_block_cpu[wdt](
             x.unsafe_ptr(), mask.unsafe_ptr(), k_past.unsafe_ptr(), v_past.unsafe_ptr(),
             cross_k.unsafe_ptr(), cross_v.unsafe_ptr(), weights.unsafe_ptr(),
             y.unsafe_ptr(), k_grown.unsafe_ptr(), v_grown.unsafe_ptr(), scratch.unsafe_ptr(),

@@ -1,5 +1,9 @@
 """Custom op gemv_nt: out (M, N) = x (M, K) @ w (N, K)^T, float32, for small M on CPU.
 
+W is float32, or float16 widened to float32 as it is loaded (`vcvtph2ps`): the products and sums are
+then the float32 ones, bit for bit, wherever W's values are half-representable (Whisper's checkpoints
+are stored in half), while half the bytes are streamed.
+
 W is row-major (N, K) (PyTorch Linear layout, or the token embedding for the logits),
 so each output column is a dot product with one contiguous row of W. W is streamed
 sequentially exactly once: N is split into contiguous chunks across worker threads,
@@ -11,7 +15,8 @@ import extensibility
 from extensibility import InputTensor, OutputTensor
 from max.gpu.host import DeviceContext
 from max.algorithm import parallelize
-from std.sys import simd_width_of
+from std.sys import simd_width_of, size_of
+from std.sys.intrinsics import prefetch, PrefetchOptions
 
 comptime F32 = DType.float32
 comptime VW = simd_width_of[F32]()
@@ -19,11 +24,14 @@ comptime FPtr = Pointer[Float32, MutAnyOrigin]
 comptime Vec = SIMD[F32, VW]
 # Bytes of W kept in L2 per cache block (per core).
 comptime L2_BLOCK_BYTES = 256 * 1024
+# Panels of NR rows of W prefetched ahead of the one being read (measured with float16 W, the logits
+# product at batch 1: 2.9 ms median against 3.4 ms without; float32 W within noise either way).
+comptime PREFETCH_PANELS = 8
 
 
 @always_inline
-def _micro[MR: Int, NR: Int](
-    xp: FPtr, wp: FPtr, op: FPtr, K: Int, N: Int, m0: Int, n0: Int
+def _micro[MR: Int, NR: Int, WT: DType](
+    xp: FPtr, wp: Pointer[Scalar[WT], MutAnyOrigin], op: FPtr, K: Int, N: Int, m0: Int, n0: Int
 ):
     """out[m0:m0+MR, n0:n0+NR] = x[m0:m0+MR, :] . w[n0:n0+NR, :]^T."""
     var acc = Array[Vec, MR * NR](fill=Vec(0))
@@ -34,7 +42,11 @@ def _micro[MR: Int, NR: Int](
     while k < kv:
         var wv = Array[Vec, NR](fill=Vec(0))
         comptime for j in range(NR):
-            wv[j] = wrow.unsafe_load[width=VW](j * K + k)
+            prefetch[PrefetchOptions().for_read().high_locality()](
+                wrow.unsafe_offset((j + NR * PREFETCH_PANELS) * K + k)
+            )
+        comptime for j in range(NR):
+            wv[j] = wrow.unsafe_load[width=VW](j * K + k).cast[F32]()
         comptime for i in range(MR):
             var xv = xrow.unsafe_load[width=VW](i * K + k)
             comptime for j in range(NR):
@@ -44,43 +56,43 @@ def _micro[MR: Int, NR: Int](
         comptime for j in range(NR):
             var s = acc[i * NR + j].reduce_add()
             for kk in range(kv, K):
-                s += xrow.unsafe_load(i * K + kk) * wrow.unsafe_load(j * K + kk)
+                s += xrow.unsafe_load(i * K + kk) * wrow.unsafe_load(j * K + kk).cast[F32]()
             op.unsafe_store((m0 + i) * N + n0 + j, s)
 
 
 @always_inline
-def _panel[MR: Int, NR: Int](
-    xp: FPtr, wp: FPtr, op: FPtr, K: Int, N: Int, m0: Int, n_begin: Int, n_end: Int
+def _panel[MR: Int, NR: Int, WT: DType](
+    xp: FPtr, wp: Pointer[Scalar[WT], MutAnyOrigin], op: FPtr, K: Int, N: Int, m0: Int, n_begin: Int, n_end: Int
 ):
     var n = n_begin
     while n + NR <= n_end:
-        _micro[MR, NR](xp, wp, op, K, N, m0, n)
+        _micro[MR, NR, WT](xp, wp, op, K, N, m0, n)
         n += NR
     while n < n_end:
-        _micro[MR, 1](xp, wp, op, K, N, m0, n)
+        _micro[MR, 1, WT](xp, wp, op, K, N, m0, n)
         n += 1
 
 
 @always_inline
-def _rows(
-    mr: Int, xp: FPtr, wp: FPtr, op: FPtr, K: Int, N: Int, m0: Int, n_begin: Int, n_end: Int
+def _rows[WT: DType](
+    mr: Int, xp: FPtr, wp: Pointer[Scalar[WT], MutAnyOrigin], op: FPtr, K: Int, N: Int, m0: Int, n_begin: Int, n_end: Int
 ):
     if mr == 1:
-        _panel[1, 4](xp, wp, op, K, N, m0, n_begin, n_end)
+        _panel[1, 4, WT](xp, wp, op, K, N, m0, n_begin, n_end)
     elif mr == 2:
-        _panel[2, 4](xp, wp, op, K, N, m0, n_begin, n_end)
+        _panel[2, 4, WT](xp, wp, op, K, N, m0, n_begin, n_end)
     elif mr == 3:
-        _panel[3, 3](xp, wp, op, K, N, m0, n_begin, n_end)
+        _panel[3, 3, WT](xp, wp, op, K, N, m0, n_begin, n_end)
     elif mr == 4:
-        _panel[4, 3](xp, wp, op, K, N, m0, n_begin, n_end)
+        _panel[4, 3, WT](xp, wp, op, K, N, m0, n_begin, n_end)
     elif mr == 5:
-        _panel[5, 2](xp, wp, op, K, N, m0, n_begin, n_end)
+        _panel[5, 2, WT](xp, wp, op, K, N, m0, n_begin, n_end)
     else:
-        _panel[6, 2](xp, wp, op, K, N, m0, n_begin, n_end)
+        _panel[6, 2, WT](xp, wp, op, K, N, m0, n_begin, n_end)
 
 
-def gemv_nt_cpu(
-    xp: FPtr, wp: FPtr, op: FPtr, M: Int, N: Int, K: Int, items_per_worker: Int
+def gemv_nt_cpu[WT: DType](
+    xp: FPtr, wp: Pointer[Scalar[WT], MutAnyOrigin], op: FPtr, M: Int, N: Int, K: Int, items_per_worker: Int
 ):
     if M <= 0 or N <= 0:
         return
@@ -88,7 +100,7 @@ def gemv_nt_cpu(
         for i in range(M * N):
             op.unsafe_store(i, Float32(0))
         return
-    var nb = max(8, (L2_BLOCK_BYTES // (K * 4)) // 4 * 4)
+    var nb = max(8, (L2_BLOCK_BYTES // (K * size_of[WT]())) // 4 * 4)
     # Contiguous chunks of N, a multiple of 4 rows each.
     var workers = 2
     var items = max(1, workers * items_per_worker)
@@ -105,7 +117,7 @@ def gemv_nt_cpu(
             var m0 = 0
             while m0 < M:
                 var mr = min(6, M - m0)
-                _rows(mr, xp, wp, op, K, N, m0, b, b_end)
+                _rows[WT](mr, xp, wp, op, K, N, m0, b, b_end)
                 m0 += mr
             b = b_end
 
@@ -118,14 +130,16 @@ def gemv_nt_cpu(
 @extensibility.register("gemv_nt")
 struct GemvNT:
     @staticmethod
-    def execute[target: StaticString, items_per_worker: Int = 1](
+    def execute[target: StaticString, wdt: DType, items_per_worker: Int = 1](
         output: OutputTensor[dtype=DType.float32, rank=2, ...],
         x: InputTensor[dtype=DType.float32, rank=2, ...],
-        w: InputTensor[dtype=DType.float32, rank=2, ...],
+        w: InputTensor[dtype=wdt, rank=2, ...],
         ctx: DeviceContext,
     ) raises:
         comptime if target != "cpu":
             raise Error("gemv_nt: CPU only")
+        comptime if wdt != DType.float32 and wdt != DType.float16:
+            raise Error("gemv_nt: w must be float32 or float16")
         var M = x.dim_size(0)
         var K = x.dim_size(1)
         var N = w.dim_size(0)

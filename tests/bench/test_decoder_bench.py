@@ -2,8 +2,10 @@
 with the step's achieved memory bandwidth read against a streaming-read probe measured in the same run.
 
 A decoder step is memory-bound: it streams every decoder weight (the tied logits projection alone is
-n_vocab x d floats) and the cross-attention keys and values of its window. `step_bytes` counts them;
-bytes / median is the achieved bandwidth, and bytes / probe bandwidth the floor no step can beat.
+n_vocab x d weights) and the cross-attention keys and values of its window. `step_bytes` counts them, the
+weights at the width each implementation stores them (PyTorch float32; MAX float16 for a half checkpoint,
+widened exactly as loaded); bytes / median is the achieved bandwidth, and bytes / probe bandwidth the floor
+no step can beat.
 Each timed round restores the cache to the same length first (outside the timed call).
 """
 from __future__ import annotations
@@ -80,6 +82,7 @@ class MaxStepper:
     """The MAX decoder's state primed to `cache` tokens; each call decodes one more token from there."""
 
     def __init__(self, decoder, features, batch: int, cache: int):
+        self.weight_bytes = 2 if decoder.cfg.storage == "float16" else 4
         self.state = decoder.new_state(features.numpy(), batch)
         self.state.step(np.random.default_rng(0).integers(0, 50000, (batch, cache)))
         self.saved = (list(self.state.caches), self.state.length)
@@ -145,10 +148,11 @@ def test_decoder_step(benchmark, impl, device, batch, cache, bundled, torch_mode
     finally:
         stepper.close()
     median = benchmark.stats.stats.median
-    nbytes = step_bytes(bundled.dims, batch, cache)  # float32, as the MAX decoder reads them
+    weight_bytes = getattr(stepper, "weight_bytes", 4)  # as stored: PyTorch float32, MAX half where exact
+    nbytes = step_bytes(bundled.dims, batch, cache, weight_bytes)
     read_gbps = read_gbps(device) if device == "cpu" or torch_cuda() else float("nan")  # torch probes the GPU
     benchmark.extra_info.update(impl=impl, device=device, batch=batch, cache=cache, model="tiny.en",
-                                bytes=nbytes, achieved_gbps=round(nbytes / median / 1e9, 2),
+                                bytes=nbytes, weight_bytes=weight_bytes, achieved_gbps=round(nbytes / median / 1e9, 2),
                                 read_probe_gbps=round(read_gbps, 2),
                                 floor_ms=round(nbytes / read_gbps / 1e6, 3),
                                 roofline_fraction=round(nbytes / read_gbps / 1e9 / median, 3),

@@ -1,7 +1,9 @@
 """The MAX decoder at every official size, with seeded random weights, against PyTorch's TextDecoder live.
 
-tiny.en's dimensions run by default (they share the bundled model's compiled graphs), and with the
-blocks as graph ops instead of the fused CPU op (what the GPU runs; slow). The other sizes
+tiny.en's dimensions run by default with the random weights rounded to half, as every Whisper checkpoint
+is stored (they share the bundled model's compiled graphs: the fused kernels read them in float16); slow
+are the same float32 weights unrounded (the kernels' float32-storage build, its own compile) and the
+blocks as graph ops instead of the fused CPU op (what the GPU runs). The other sizes
 compile their own two graphs (minutes each on 2 cores; large-v3 needs several GB of RAM): marked slow.
 Features are dense N(0, 1) from a fixed seed; tokens are random ids; the protocol is the parity suite's
 (a 3-token prefill, then single steps), checked stage by stage with the decoder tolerances.
@@ -18,19 +20,26 @@ from maxwhisper.reference import torch_decoder_taps
 from tests.helpers import assert_parity, decoder_taps
 
 pytestmark = pytest.mark.parity
-SIZES = [pytest.param("tiny.en", True, id="tiny.en")] + [pytest.param(s, True, marks=pytest.mark.slow, id=s) for s in RANDOM_SIZES]
-# the graph-op decoder (what the GPU runs) on the CPU, against the same reference: its own compile, so slow
-SIZES.append(pytest.param("tiny.en", False, marks=pytest.mark.slow, id="tiny.en-graph-ops"))
+SIZES = [pytest.param("tiny.en", True, True, id="tiny.en")]
+SIZES += [pytest.param(s, True, False, marks=pytest.mark.slow, id=s) for s in RANDOM_SIZES]
+# float32 storage, and the graph-op decoder (what the GPU runs) on the CPU: their own compiles, so slow
+SIZES += [pytest.param("tiny.en", True, False, marks=pytest.mark.slow, id="tiny.en-float32-storage"),
+          pytest.param("tiny.en", False, False, marks=pytest.mark.slow, id="tiny.en-graph-ops")]
 
 
-@pytest.mark.parametrize("size, fused", SIZES)
-def test_random_weights_decoder_matches_pytorch(size, fused):
+@pytest.mark.parametrize("size, fused, half", SIZES)
+def test_random_weights_decoder_matches_pytorch(size, fused, half):
     loaded = weights.load(f"random:{size}:{SEED}")
+    if half:
+        loaded = weights.LoadedModel(loaded.dims, {k: v.half().float() for k, v in loaded.state_dict.items()},
+                                     loaded.source + " (rounded to half)")
     dims = loaded.dims
     rng = np.random.default_rng(SEED)
     features = rng.standard_normal((1, dims.n_audio_ctx, dims.n_audio_state)).astype(np.float32)
     tokens = rng.integers(0, dims.n_vocab, (1, 10))
-    taps = decoder_taps(get_decoder(loaded, "cpu", fused=fused), features, tokens, prefill=3)
+    decoder = get_decoder(loaded, "cpu", fused=fused)
+    assert decoder.cfg.storage == ("float16" if half and fused else "float32")
+    taps = decoder_taps(decoder, features, tokens, prefill=3)
     assert taps["logits"].shape == (1, 10, dims.n_vocab)
     expected = torch_decoder_taps(loaded.whisper_model("cpu").eval().decoder, tokens, features)
     assert_parity(taps, expected, "decoder-float32", label=size)

@@ -141,3 +141,17 @@ def test_the_cache_fills_to_n_text_ctx_and_no_further(max_decoder):
     state.step(np.zeros((1, 1), np.int64))
     with pytest.raises(MaxWhisperError, match="448 cached \\+ 1 new"):
         state.step(np.zeros((1, 1), np.int64))
+
+
+def test_weights_are_stored_in_half_only_where_no_value_rounds(max_decoder, bundled):
+    """Whisper's checkpoints hold half values: the fused kernels read them in float16 (half the bytes,
+    float32's arithmetic). A weight that half cannot hold keeps float32, and forcing half refuses it."""
+    from maxwhisper import weights
+    from maxwhisper.decoder import DecoderConfig, MaxDecoder, half_exact
+    assert max_decoder.cfg.storage == "float16" and half_exact(bundled.decoder_weights())
+    perturbed = {k: v.copy() for k, v in bundled.decoder_weights().items()}  # views of the shared model
+    perturbed["blocks.0.mlp.0.weight"][3, 5] += 1e-6  # one weight off the half grid
+    assert not half_exact(perturbed) and not half_exact(weights.random_model("tiny.en").decoder_weights())
+    cfg = DecoderConfig(bundled.dims, storage="float16")
+    with pytest.raises(MaxWhisperError, match="not all half-representable.*storage='float32'"):
+        MaxDecoder(cfg, perturbed)  # refused while binding the weights, before any compile

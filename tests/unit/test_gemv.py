@@ -3,6 +3,8 @@
 One graph with every dimension symbolic (one compile); Hypothesis draws M (the register tiles take 1 to
 6 rows, so 1..14 covers every tile and remainder), N (4-column tiles and their remainder, cache blocks)
 and K (8-wide vectors and the scalar remainder), with dense values from a drawn seed at a drawn scale.
+The same graph also runs the float16-weight instantiation on the same (half-representable) weights: it
+must give the float32 product bit for bit, since it only widens each weight as it loads it.
 """
 import shutil
 
@@ -20,9 +22,11 @@ def gemv_model():
     from max.graph import DeviceRef, Graph, TensorType
     from maxwhisper.encoder import _session
     from maxwhisper.gemv import KERNELS_PATH, gemv_nt
-    types = [TensorType(DType.float32, ["m", "k"], DeviceRef.CPU()), TensorType(DType.float32, ["n", "k"], DeviceRef.CPU())]
+    types = [TensorType(DType.float32, ["m", "k"], DeviceRef.CPU()), TensorType(DType.float32, ["n", "k"], DeviceRef.CPU()),
+             TensorType(DType.float16, ["n", "k"], DeviceRef.CPU())]
     with Graph("gemv_nt_probe", input_types=types, custom_extensions=[KERNELS_PATH]) as graph:
-        graph.output(gemv_nt(graph.inputs[0].tensor, graph.inputs[1].tensor))
+        x, w, w_half = (v.tensor for v in graph.inputs)
+        graph.output(gemv_nt(x, w), gemv_nt(x, w_half))
     return _session("cpu").load(graph)
 
 
@@ -33,14 +37,16 @@ def test_gemv_nt_equals_numpy(gemv_model, m, n, k, seed, scale):
     from max.driver import Buffer
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((m, k)) * scale).astype(np.float32)
-    w = rng.standard_normal((n, k)).astype(np.float32)
-    got = gemv_model.execute(Buffer.from_numpy(x), Buffer.from_numpy(w))[0].to_numpy()
+    w_half = rng.standard_normal((n, k)).astype(np.float16)
+    w = w_half.astype(np.float32)
+    got, got_half = (o.to_numpy() for o in gemv_model.execute(*map(Buffer.from_numpy, (x, w, w_half))))
     want = x.astype(np.float64) @ w.astype(np.float64).T
     assert got.shape == (m, n) and got.dtype == np.float32
     # float32 sums of k products: each output within a few ulps of sum |x||w| (measured worst 9.1e-8 of it
     # over M up to 448, K up to 385); 1e-6 leaves room and still fails any wrong row, column or k offset.
     bound = 1e-6 * (np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64).T) + 1e-30
     assert (np.abs(got - want) <= bound).all(), f"max excess {np.max(np.abs(got - want) / bound):.3g}"
+    assert np.array_equal(got_half, got), f"float16 weights differ by up to {np.abs(got_half - got).max():.3g}"
 
 
 def test_kernels_load_from_a_folder_named_by_their_content(tmp_path, monkeypatch):
