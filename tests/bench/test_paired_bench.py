@@ -111,28 +111,34 @@ def test_paired_transcribe(benchmark):
     assert all(text.strip() for text in texts)
 
 
-# Full runs only (the long clip on five paths is about two minutes); quick runs have test_paired_transcribe.
+# Full runs only (the long clip on five paths is about two minutes greedy, four with beam search); quick runs
+# have test_paired_transcribe. Beam search (5 beams) is what the `whisper` and faster-whisper CLIs run by default.
+EVERY_PATH_DECODING = {"greedy": {}, "beam5": {"beam_size": 5}}
+
+
 @(pytest.mark.bench if MODE == "full" else pytest.mark.slow)
-def test_paired_transcribe_every_path(benchmark):
+@pytest.mark.parametrize("decoding", EVERY_PATH_DECODING)
+def test_paired_transcribe_every_path(benchmark, decoding):
     """The long clip end to end on every CPU path, interleaved round by round: the MAX path (the case), openai-
     whisper on PyTorch (the partner), and as peers the MAX encoder feeding PyTorch's decoder and faster-whisper
-    float32 and int8 (same model files, all cores, greedy). Each path's ratio to PyTorch comes from the same
-    rounds, so a machine that slows for a minute moves every path of that round alike."""
+    float32 and int8 (same model files, all cores, the same decoding). Each path's ratio to PyTorch comes from
+    the same rounds, so a machine that slows for a minute moves every path of that round alike."""
     from maxwhisper.pipelines import Pipeline
-    benchmark.group = "transcribe-every-path"
+    benchmark.group = "transcribe-every-path" + ("" if decoding == "greedy" else f"-{decoding}")
     pipes = {"max": Pipeline("max", "bundled"), "cpu": Pipeline("cpu", "bundled"),
              "max-encoder": Pipeline("max-encoder", "bundled"),
              **{f"faster-whisper-{t}": Pipeline("faster-whisper", "bundled", dtype=t) for t in ("float32", "int8")}}
-    texts = {name: pipe.transcribe(LONG_CLIP)["text"] for name, pipe in pipes.items()}  # warm-up
+    options = EVERY_PATH_DECODING[decoding]
+    texts = {name: pipe.transcribe(LONG_CLIP, **options)["text"] for name, pipe in pipes.items()}  # warm-up
     with PeakMemory() as memory:
-        pipes["max"].transcribe(LONG_CLIP)
-    peers = {name: functools.partial(pipe.transcribe, LONG_CLIP) for name, pipe in pipes.items()
-             if name not in ("max", "cpu")}
-    rounds = Rounds(functools.partial(pipes["cpu"].transcribe, LONG_CLIP), probe(), peers)
-    benchmark.pedantic(rounds.case(functools.partial(pipes["max"].transcribe, LONG_CLIP)), setup=rounds.setup,
-                       rounds=LONG_ROUNDS, warmup_rounds=0, iterations=1)
+        pipes["max"].transcribe(LONG_CLIP, **options)
+    paths = {name: functools.partial(pipe.transcribe, LONG_CLIP, **options) for name, pipe in pipes.items()}
+    peers = {name: path for name, path in paths.items() if name not in ("max", "cpu")}
+    rounds = Rounds(paths["cpu"], probe(), peers)
+    benchmark.pedantic(rounds.case(paths["max"]), setup=rounds.setup, rounds=LONG_ROUNDS, warmup_rounds=0,
+                       iterations=1)
     finish(benchmark, rounds, LONG_ROUNDS, "partner", "cpu", impl="max", device="cpu", model="tiny.en",
-           clip=LONG_CLIP.name, **memory.as_extra_info())
+           clip=LONG_CLIP.name, decoding=decoding, **memory.as_extra_info())
     seconds = {"max": benchmark.extra_info["rounds_s"]["case"], **benchmark.extra_info["peers_s"]}
     cpu = benchmark.extra_info["rounds_s"]["partner"]
     benchmark.extra_info["ratio_to_cpu"] = {name: round(median_round_ratio(s, cpu), 3) for name, s in seconds.items()}
