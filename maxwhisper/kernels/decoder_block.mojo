@@ -194,20 +194,32 @@ def _cross_attention(
     parallelize(work, A * H * chunks)
 
 
-def _grow_cache(past: FPtr, qkv: FPtr, grown: FPtr, which: Int, B: Int, T: Int, P: Int, H: Int, D: Int):
-    """grown (B, H, P + T, DH) = past (B, H, P, DH) then the new rows' keys (which=1) or values (which=2)."""
+def _grow_caches(
+    kp: FPtr, vp: FPtr, qkv: FPtr, kg: FPtr, vg: FPtr, B: Int, T: Int, P: Int, H: Int, D: Int
+):
+    """kg, vg (B, H, P + T, DH) = the past keys kp / values vp (B, H, P, DH), then the new rows' keys and
+    values from qkv. Split by (keys or values, row, head) across the workers: at a batch of 5 and a few
+    hundred cached tokens these are tens of MB a step, more than one core copies at full speed."""
     var S = P + T
-    for b in range(B):
-        for hh in range(H):
-            var src = past.unsafe_offset((b * H + hh) * P * DH)
-            var dst = grown.unsafe_offset((b * H + hh) * S * DH)
-            for i in range(0, P * DH, VW):  # P * DH is a whole number of vectors (DH = 64)
-                dst.unsafe_store(i, src.unsafe_load[width=VW](i))
-            for t in range(T):
-                var new = qkv.unsafe_offset((b * T + t) * 3 * D + which * D + hh * DH)
-                var row = dst.unsafe_offset((P + t) * DH)
-                comptime for c in range(DH // VW):
-                    row.unsafe_store(c * VW, new.unsafe_load[width=VW](c * VW))
+
+    def work(item: Int) {var kp, var vp, var qkv, var kg, var vg, var T, var P, var H, var D, var S}:
+        var which = 1 + item % 2  # 1: keys, 2: values (their place in qkv)
+        var bh = item // 2
+        var b = bh // H
+        var hh = bh % H
+        var past = kp if which == 1 else vp
+        var grown = kg if which == 1 else vg
+        var src = past.unsafe_offset(bh * P * DH)
+        var dst = grown.unsafe_offset(bh * S * DH)
+        for i in range(0, P * DH, VW):  # P * DH is a whole number of vectors (DH = 64)
+            dst.unsafe_store(i, src.unsafe_load[width=VW](i))
+        for t in range(T):
+            var new = qkv.unsafe_offset((b * T + t) * 3 * D + which * D + hh * DH)
+            var row = dst.unsafe_offset((P + t) * DH)
+            comptime for c in range(DH // VW):
+                row.unsafe_store(c * VW, new.unsafe_load[width=VW](c * VW))
+
+    parallelize(work, 2 * B * H)
 
 
 def decoder_block_cpu[WT: DType](
@@ -245,8 +257,7 @@ def decoder_block_cpu[WT: DType](
     # self-attention
     _layer_norm[WT](x, ln1_w, ln1_b, h, R, D)
     _linear[WT](h, qkv_w, qkv_b, wide, R, 3 * D, D)
-    _grow_cache(kp, wide, kg, 1, B, T, P, H, D)
-    _grow_cache(vp, wide, vg, 2, B, T, P, H, D)
+    _grow_caches(kp, vp, wide, kg, vg, B, T, P, H, D)
     _self_attention(wide, kg, vg, mask, att, B, T, P, H, D)
     _linear[WT](att, out_w, out_b, y, R, D, D)
     _add_into(y, x, R * D)
