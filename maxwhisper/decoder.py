@@ -261,16 +261,19 @@ def _inject_weight_bugs(w: dict[str, np.ndarray], cfg: DecoderConfig) -> dict[st
 
 def _registry(cfg: DecoderConfig, decoder_weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     w = _inject_weight_bugs(decoder_weights_to_max(decoder_weights, cfg.dims.n_text_layer), cfg)
-    if cfg.storage == "float16" and not half_exact(w):  # half storage must never round a weight
-        raise MaxWhisperError("decoder weights are not all half-representable; use storage='float32'")
     if cfg.fused:
         from maxwhisper.fused import pack_block
         for i in range(cfg.dims.n_text_layer):
-            w[f"blocks.{i}.packed"] = pack_block(w, f"blocks.{i}.", getattr(np, cfg.storage))
+            w[f"blocks.{i}.packed"] = pack_block(w, f"blocks.{i}.")  # float32: stored below, in cfg.storage
         w["logits.w"] = np.ascontiguousarray(w["logits.w"].T)
-    shapes = weight_shapes(cfg.dims, cfg.fused)
-    return {name: torch.from_numpy(arr).to(getattr(torch, _stored(cfg, name))).contiguous()
-            for name, arr in w.items() if name in shapes}
+    shapes, registry = weight_shapes(cfg.dims, cfg.fused), {}
+    for name in shapes:
+        given = torch.from_numpy(w[name])
+        registry[name] = stored = given.to(getattr(torch, _stored(cfg, name))).contiguous()
+        # half storage must never round a weight (a float16 `dtype` off the fused path is a chosen rounding)
+        if cfg.storage == "float16" and stored.dtype == torch.float16 and not torch.equal(stored.float(), given):
+            raise MaxWhisperError("decoder weights are not all half-representable; use storage='float32'")
+    return registry
 
 
 class MaxDecoder:

@@ -2,9 +2,9 @@
 
 ``decoder_block(x, mask, k_past, v_past, cross_k, cross_v, packed)`` runs one Whisper decoder block
 (self-attention over the cache, cross-attention, MLP) for the new tokens of every row in one kernel,
-float32 on CPU (the packed weights float32 or float16, widened as loaded), and returns the block's output and the grown key/value cache. ``pack_block`` lays one
-block's weights out as the kernel reads them. A graph that uses it must be built with
-``custom_extensions=[KERNELS_PATH]``.
+float32 on CPU (the packed weights float32 or float16, widened as loaded), and returns the block's output
+and the grown key/value cache. ``pack_block`` lays one block's weights out as the kernel reads them. A
+graph that uses it must be built with ``custom_extensions=[KERNELS_PATH]``.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ def packed_size(d: int) -> int:
     return 14 * d * d + 17 * d
 
 
-def pack_block(weights: dict[str, np.ndarray], prefix: str, dtype=np.float32) -> np.ndarray:
-    """One block's weights (MAX layout: matrices (in, out)) as the kernel's flat vector of `dtype`."""
+def pack_block(weights: dict[str, np.ndarray], prefix: str) -> np.ndarray:
+    """One block's weights (MAX layout: matrices (in, out)) as the kernel's flat float32 vector."""
     parts = [weights[prefix + name] for name in PACKED]
-    return np.concatenate([(p.T if p.ndim == 2 else p).astype(dtype).ravel() for p in parts])
+    return np.concatenate([(p.T if p.ndim == 2 else p).astype(np.float32).ravel() for p in parts])
 
 
 def decoder_block(x, mask, k_past, v_past, cross_k, cross_v, packed):
