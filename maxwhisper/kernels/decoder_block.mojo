@@ -8,7 +8,7 @@
 One op per block replaces about 25 graph kernels: a decoder step is memory-bound and small, so the
 per-kernel dispatch of a graph of small ops costs more than the arithmetic. Every weight is streamed
 once per call by `gemv_nt_cpu`; the attention over the cache and over the audio window is split by
-(row, head) across the workers. The block's weights arrive packed in one float32 vector, in the order
+(row, head) across the workers. The block's weights arrive packed in one vector, in the order
 `PACKED` (maxwhisper/fused.py) lists, matrices in PyTorch's (out, in) layout, float32 or float16 (widened to
 float32 as loaded: the float32 arithmetic, on half the bytes, for half-representable weights):
     attn_ln.w, attn_ln.b, qkv.w (3D, D), qkv.b, out.w (D, D), out.b, cross_ln.w, cross_ln.b,
@@ -23,13 +23,12 @@ from max.algorithm import parallelize
 from std.math import exp, erf, sqrt
 from std.sys import simd_width_of
 
-from .gemv_nt import gemv_nt_cpu
+from .gemv_nt import WPtr, gemv_nt_cpu
 
 comptime F32 = DType.float32
 comptime VW = simd_width_of[F32]()
 comptime Vec = SIMD[F32, VW]
 comptime FPtr = Pointer[Float32, MutAnyOrigin]
-comptime WPtr[WT: DType] = Pointer[Scalar[WT], MutAnyOrigin]
 comptime DH = 64  # head width of every Whisper size
 comptime MAX_SELF = 448  # n_text_ctx of every Whisper size
 comptime MAX_CROSS = 1504  # n_audio_ctx (1500), rounded up to whole vectors

@@ -21,6 +21,7 @@ from std.sys.intrinsics import prefetch, PrefetchOptions
 comptime F32 = DType.float32
 comptime VW = simd_width_of[F32]()
 comptime FPtr = Pointer[Float32, MutAnyOrigin]
+comptime WPtr[WT: DType] = Pointer[Scalar[WT], MutAnyOrigin]  # weights: float32 or float16
 comptime Vec = SIMD[F32, VW]
 # Bytes of W kept in L2 per cache block (per core).
 comptime L2_BLOCK_BYTES = 256 * 1024
@@ -31,7 +32,7 @@ comptime PREFETCH_PANELS = 8
 
 @always_inline
 def _micro[MR: Int, NR: Int, WT: DType](
-    xp: FPtr, wp: Pointer[Scalar[WT], MutAnyOrigin], op: FPtr, K: Int, N: Int, m0: Int, n0: Int
+    xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N: Int, m0: Int, n0: Int
 ):
     """out[m0:m0+MR, n0:n0+NR] = x[m0:m0+MR, :] . w[n0:n0+NR, :]^T."""
     var acc = Array[Vec, MR * NR](fill=Vec(0))
@@ -62,7 +63,7 @@ def _micro[MR: Int, NR: Int, WT: DType](
 
 @always_inline
 def _panel[MR: Int, NR: Int, WT: DType](
-    xp: FPtr, wp: Pointer[Scalar[WT], MutAnyOrigin], op: FPtr, K: Int, N: Int, m0: Int, n_begin: Int, n_end: Int
+    xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N: Int, m0: Int, n_begin: Int, n_end: Int
 ):
     var n = n_begin
     while n + NR <= n_end:
@@ -75,7 +76,7 @@ def _panel[MR: Int, NR: Int, WT: DType](
 
 @always_inline
 def _rows[WT: DType](
-    mr: Int, xp: FPtr, wp: Pointer[Scalar[WT], MutAnyOrigin], op: FPtr, K: Int, N: Int, m0: Int, n_begin: Int, n_end: Int
+    mr: Int, xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N: Int, m0: Int, n_begin: Int, n_end: Int
 ):
     if mr == 1:
         _panel[1, 4, WT](xp, wp, op, K, N, m0, n_begin, n_end)
@@ -92,7 +93,7 @@ def _rows[WT: DType](
 
 
 def gemv_nt_cpu[WT: DType](
-    xp: FPtr, wp: Pointer[Scalar[WT], MutAnyOrigin], op: FPtr, M: Int, N: Int, K: Int, items_per_worker: Int
+    xp: FPtr, wp: WPtr[WT], op: FPtr, M: Int, N: Int, K: Int, items_per_worker: Int
 ):
     if M <= 0 or N <= 0:
         return
