@@ -60,8 +60,10 @@ def precompiled(kernels: Path) -> Path:
     step graph took 4.1 s to build, 2.8 s again in the same process); given the precompiled package, 1.3 s
     and then 0.01 s. Falls back to the folder where the package cannot be built or written."""
     target = kernels.parent / "kernels.mojoc"
-    if target.is_file() or kernels == SOURCES:
-        return target if target.is_file() else kernels
+    if target.is_file():
+        return target
+    if kernels == SOURCES:  # never write into the repository
+        return kernels
     mojo = Path(sys.executable).parent / "mojo"
     mojo = str(mojo) if mojo.is_file() else shutil.which("mojo")
     if mojo is None:

@@ -50,6 +50,8 @@ class TorchStepper:
     """openai-whisper's PyTorchInference, primed to a cache of `cache` tokens; each call decodes one
     more token from that same cache length."""
 
+    weight_bytes = 4  # openai-whisper keeps float32 weights (on GPU too: each Linear casts its own)
+
     def __init__(self, model, features, batch: int, cache: int, device: str):
         from whisper.decoding import PyTorchInference
         self.device = device
@@ -148,7 +150,7 @@ def test_decoder_step(benchmark, impl, device, batch, cache, bundled, torch_mode
     finally:
         stepper.close()
     median = benchmark.stats.stats.median
-    weight_bytes = getattr(stepper, "weight_bytes", 4)  # as stored: PyTorch float32, MAX half where exact
+    weight_bytes = stepper.weight_bytes  # as stored: PyTorch float32, MAX half where exact
     nbytes = step_bytes(bundled.dims, batch, cache, weight_bytes)
     read_gbps = read_gbps(device) if device == "cpu" or torch_cuda() else float("nan")  # torch probes the GPU
     benchmark.extra_info.update(impl=impl, device=device, batch=batch, cache=cache, model="tiny.en",
