@@ -20,20 +20,26 @@ import extensibility
 from extensibility import InputTensor, OutputTensor
 from max.gpu.host import DeviceContext
 from max.algorithm import parallelize
+from std.atomic import Atomic
 from std.math import exp, erf, sqrt
-from std.sys import simd_width_of
+from std.memory import stack_allocation
+from std.sys import num_physical_cores, simd_width_of, size_of
 
-from .gemv_nt import WPtr, gemv_nt_cpu
+from .gemv_nt import WPtr, gemv_range
 
 comptime F32 = DType.float32
 comptime VW = simd_width_of[F32]()
 comptime Vec = SIMD[F32, VW]
 comptime FPtr = Pointer[Float32, MutAnyOrigin]
+comptime IPtr = Pointer[Int64, MutUntrackedOrigin]
 comptime DH = 64  # head width of every Whisper size
 comptime MAX_SELF = 448  # n_text_ctx of every Whisper size
 comptime MAX_CROSS = 1504  # n_audio_ctx (1500), rounded up to whole vectors
 comptime LN_EPS = 1e-5
 comptime CROSS_ROWS = 8  # rows of one audio window per pass over its cross-attention keys and values
+comptime CHUNK_BYTES = 48 * 1024  # weights per work item of a matrix product
+comptime PHASES = 11  # of one block, in order: LayerNorm, q/k/v, self-attention, out, LayerNorm, cross q, cross-attention, cross out, LayerNorm, fc1, fc2
+comptime MAX_WORKERS = 4
 
 
 @always_inline
@@ -59,20 +65,91 @@ def _layer_norm[WT: DType](xp: FPtr, wp: WPtr[WT], bp: WPtr[WT], op: FPtr, R: In
 
 
 @always_inline
-def _linear[WT: DType](xp: FPtr, wp: WPtr[WT], bp: WPtr[WT], op: FPtr, R: Int, N: Int, K: Int):
-    """op (R, N) = xp (R, K) @ wp (N, K)^T + bp."""
-    gemv_nt_cpu[WT](xp, wp, op, R, N, K, 1)
-    for r in range(R):
-        var o = op.unsafe_offset(r * N)
-        for j in range(N):
-            o.unsafe_store(j, o.unsafe_load(j) + bp.unsafe_load(j).cast[F32]())
+def _share[F: def(Int) -> None](body: F, ctr: IPtr, phase: Int, n: Int):
+    """Run body(0) .. body(n - 1) together with the other workers; return once all n are done.
+    Each worker claims the next unclaimed item, so a worker that starts late, or runs alone, only finds
+    less to do: no item ever waits for a worker that has not started."""
+    var claim = ctr.unsafe_offset(2 * phase)
+    var done = ctr.unsafe_offset(2 * phase + 1)
+    while True:
+        var i = Int(Atomic[Int64].fetch_add(claim, 1))
+        if i >= n:
+            break
+        body(i)
+        _ = Atomic[Int64].fetch_add(done, 1)
+    while Int(Atomic[Int64].load(done)) < n:
+        pass
 
 
 @always_inline
-def _add_into(xp: FPtr, yp: FPtr, n: Int):
-    """xp += yp over n floats."""
-    for j in range(n):
-        xp.unsafe_store(j, xp.unsafe_load(j) + yp.unsafe_load(j))
+def _chunk_rows[WT: DType](K: Int) -> Int:
+    """Rows of W per work item of a matrix product: about CHUNK_BYTES of weights, whole vectors of outputs."""
+    return max(VW, (CHUNK_BYTES // (K * size_of[WT]())) // VW * VW)
+
+
+@always_inline
+def _linear_chunk[WT: DType, GELU: Bool, ACC: Bool](
+    xp: FPtr, wp: WPtr[WT], bp: WPtr[WT], op: FPtr, acc: FPtr, R: Int, N: Int, K: Int, item: Int
+):
+    """Columns of work item `item` of op (R, N) = xp (R, K) @ wp (N, K)^T + bp, then the exact (erf) GELU
+    (GELU), then added into acc (R, N) (ACC)."""
+    var rows = _chunk_rows[WT](K)
+    var n0 = item * rows
+    var n1 = min(N, n0 + rows)
+    gemv_range[WT](xp, wp, op, R, N, K, n0, n1)
+    for r in range(R):
+        var o = op.unsafe_offset(r * N)
+        var a = acc.unsafe_offset(r * N)
+        var j = n0
+        while j + VW <= n1:
+            var v = o.unsafe_load[width=VW](j) + bp.unsafe_load[width=VW](j).cast[F32]()
+            comptime if GELU:
+                v = 0.5 * v * (1 + erf(v * Float32(0.7071067811865476)))
+            o.unsafe_store(j, v)
+            comptime if ACC:
+                a.unsafe_store(j, a.unsafe_load[width=VW](j) + v)
+            j += VW
+        while j < n1:
+            var v = o.unsafe_load(j) + bp.unsafe_load(j).cast[F32]()
+            comptime if GELU:
+                v = 0.5 * v * (1 + erf(v * Float32(0.7071067811865476)))
+            o.unsafe_store(j, v)
+            comptime if ACC:
+                a.unsafe_store(j, a.unsafe_load(j) + v)
+            j += 1
+
+
+@always_inline
+def _chunks[WT: DType](N: Int, K: Int) -> Int:
+    var rows = _chunk_rows[WT](K)
+    return (N + rows - 1) // rows
+
+
+@always_inline
+def _softmax[origin: MutOrigin](row: Pointer[Float32, origin], n: Int):
+    """row[0:n] = softmax(row[0:n]), in place, whole vectors at a time."""
+    var nv = n - n % VW
+    var top_v = Vec(Float32.MIN)
+    for c in range(0, nv, VW):
+        top_v = max(top_v, row.unsafe_load[width=VW](c))
+    var top = top_v.reduce_max()
+    for c in range(nv, n):
+        top = max(top, row.unsafe_load(c))
+    var total_v = Vec(0)
+    for c in range(0, nv, VW):
+        var e = exp(row.unsafe_load[width=VW](c) - top)
+        row.unsafe_store(c, e)
+        total_v += e
+    var total = total_v.reduce_add()
+    for c in range(nv, n):
+        var e = exp(row.unsafe_load(c) - top)
+        row.unsafe_store(c, e)
+        total += e
+    var inv = 1 / total
+    for c in range(0, nv, VW):
+        row.unsafe_store(c, row.unsafe_load[width=VW](c) * inv)
+    for c in range(nv, n):
+        row.unsafe_store(c, row.unsafe_load(c) * inv)
 
 
 @always_inline
@@ -83,133 +160,14 @@ def _dot64(a: FPtr, b: FPtr) -> Float32:
     return acc.reduce_add()
 
 
-def _self_attention(
-    qkv: FPtr, kc: FPtr, vc: FPtr, mask: FPtr, dst: FPtr, B: Int, T: Int, P: Int, H: Int, D: Int
-):
-    """dst (R, D): each (row, head) attends over its cache of P + T keys (all P past ones visible, the new
-    ones through mask (T, T)); qkv (R, 3D) holds the queries; kc, vc (B, H, P + T, DH) the grown cache."""
-    var S = P + T
-    var scale = Float32(1.0 / sqrt(Float64(DH)))
-
-    def work(item: Int) {var qkv, var kc, var vc, var mask, var dst, var T, var P, var H, var D, var S, var scale}:
-        var r = item // H
-        var hh = item % H
-        var b = r // T
-        var t = r % T
-        var q = qkv.unsafe_offset(r * 3 * D + hh * DH)
-        var kb = kc.unsafe_offset((b * H + hh) * S * DH)
-        var vb = vc.unsafe_offset((b * H + hh) * S * DH)
-        var scores = Array[Float32, MAX_SELF](fill=0)
-        var top = Float32.MIN
-        for j in range(S):
-            var s = _dot64(q, kb.unsafe_offset(j * DH)) * scale
-            if j >= P:
-                s += mask.unsafe_load(t * T + j - P)
-            scores[j] = s
-            top = max(top, s)
-        var total: Float32 = 0
-        for j in range(S):
-            var e = exp(scores[j] - top)
-            scores[j] = e
-            total += e
-        var acc = Array[Vec, DH // VW](fill=Vec(0))
-        for j in range(S):
-            var p = Vec(scores[j] / total)
-            var vrow = vb.unsafe_offset(j * DH)
-            comptime for c in range(DH // VW):
-                acc[c] = vrow.unsafe_load[width=VW](c * VW).fma(p, acc[c])
-        var o = dst.unsafe_offset(r * D + hh * DH)
-        comptime for c in range(DH // VW):
-            o.unsafe_store(c * VW, acc[c])
-
-    parallelize(work, B * T * H)
-
-
-def _cross_attention(
-    q: FPtr, ck: FPtr, cv: FPtr, dst: FPtr, A: Int, G: Int, T: Int, H: Int, D: Int, C: Int
-):
-    """dst (R, D): each row attends over its audio window's keys ck (A, H, DH, C) and values cv (A, H, C, DH).
-    The G * T rows of window a are rows a * G * T onwards; up to CROSS_ROWS of them share each pass over
-    a head's keys and values, so a beam or best-of group reads its window once, not once per row."""
-    var scale = Float32(1.0 / sqrt(Float64(DH)))
-    var c_vec = C - C % VW
-    var per_window = G * T
-    var chunks = (per_window + CROSS_ROWS - 1) // CROSS_ROWS
-
-    def work(item: Int) {var q, var ck, var cv, var dst, var H, var D, var C, var scale, var c_vec, var per_window, var chunks}:
-        var a = item // (H * chunks)
-        var hh = (item // chunks) % H
-        var r0 = a * per_window + (item % chunks) * CROSS_ROWS
-        var n = min(CROSS_ROWS, (a + 1) * per_window - r0)
-        var kb = ck.unsafe_offset((a * H + hh) * DH * C)
-        var vb = cv.unsafe_offset((a * H + hh) * C * DH)
-        var buf = Array[Float32, CROSS_ROWS * MAX_CROSS](fill=0)
-        var sp = buf.unsafe_ptr()
-        for j in range(DH):  # scores[i, :] += q[i, j] * K[j, :], streaming K's rows once for all n rows
-            var krow = kb.unsafe_offset(j * C)
-            var qs = Array[Float32, CROSS_ROWS](fill=0)
-            for i in range(n):
-                qs[i] = q.unsafe_load((r0 + i) * D + hh * DH + j) * scale
-            var c = 0
-            while c < c_vec:
-                var kv = krow.unsafe_load[width=VW](c)
-                for i in range(n):
-                    var at = i * MAX_CROSS + c
-                    sp.unsafe_store(at, kv.fma(Vec(qs[i]), sp.unsafe_load[width=VW](at)))
-                c += VW
-            while c < C:
-                for i in range(n):
-                    var at = i * MAX_CROSS + c
-                    sp.unsafe_store(at, krow.unsafe_load(c) * qs[i] + sp.unsafe_load(at))
-                c += 1
-        for i in range(n):  # softmax of each row
-            var row = sp.unsafe_offset(i * MAX_CROSS)
-            var top = Float32.MIN
-            for c in range(C):
-                top = max(top, row.unsafe_load(c))
-            var total: Float32 = 0
-            for c in range(C):
-                var e = exp(row.unsafe_load(c) - top)
-                row.unsafe_store(c, e)
-                total += e
-            var inv = 1 / total
-            for c in range(C):
-                row.unsafe_store(c, row.unsafe_load(c) * inv)
-        var acc = Array[Vec, CROSS_ROWS * (DH // VW)](fill=Vec(0))
-        for c in range(C):  # out[i, :] = sum_c p[i, c] V[c, :], streaming V's rows once
-            var vrow = vb.unsafe_offset(c * DH)
-            var vv = Array[Vec, DH // VW](fill=Vec(0))
-            comptime for k in range(DH // VW):
-                vv[k] = vrow.unsafe_load[width=VW](k * VW)
-            for i in range(n):
-                var p = Vec(sp.unsafe_load(i * MAX_CROSS + c))
-                comptime for k in range(DH // VW):
-                    acc[i * (DH // VW) + k] = vv[k].fma(p, acc[i * (DH // VW) + k])
-        for i in range(n):
-            var o = dst.unsafe_offset((r0 + i) * D + hh * DH)
-            comptime for k in range(DH // VW):
-                o.unsafe_store(k * VW, acc[i * (DH // VW) + k])
-
-    parallelize(work, A * H * chunks)
-
-
-def _grow_caches(
-    kp: FPtr, vp: FPtr, qkv: FPtr, kg: FPtr, vg: FPtr, B: Int, T: Int, P: Int, H: Int, D: Int
-):
-    """kg, vg (B, H, P + T, DH) = the past keys kp / values vp (B, H, P, DH), then the new rows' keys and
-    values from qkv. Split by (keys or values, row, head) across the workers: at a batch of 5 and a few
-    hundred cached tokens these are tens of MB a step, more than one core copies at full speed."""
-    var S = P + T
-
-    def work(item: Int) {var kp, var vp, var qkv, var kg, var vg, var T, var P, var H, var D, var S}:
-        var which = 1 + item % 2  # 1: keys, 2: values (their place in qkv)
-        var bh = item // 2
-        var b = bh // H
-        var hh = bh % H
-        var past = kp if which == 1 else vp
-        var grown = kg if which == 1 else vg
-        var src = past.unsafe_offset(bh * P * DH)
-        var dst = grown.unsafe_offset(bh * S * DH)
+@always_inline
+def _grow_head(kp: FPtr, vp: FPtr, qkv: FPtr, kg: FPtr, vg: FPtr, b: Int, hh: Int, T: Int, P: Int, H: Int, D: Int):
+    """Head hh of row b of the grown caches kg, vg (B, H, P + T, DH): the past keys kp / values vp
+    (B, H, P, DH), then the new tokens' keys and values from qkv."""
+    var bh = b * H + hh
+    comptime for which in range(1, 3):  # 1: keys, 2: values (their place in qkv)
+        var src = (kp if which == 1 else vp).unsafe_offset(bh * P * DH)
+        var dst = (kg if which == 1 else vg).unsafe_offset(bh * (P + T) * DH)
         for i in range(0, P * DH, VW):  # P * DH is a whole number of vectors (DH = 64)
             dst.unsafe_store(i, src.unsafe_load[width=VW](i))
         for t in range(T):
@@ -218,7 +176,86 @@ def _grow_caches(
             comptime for c in range(DH // VW):
                 row.unsafe_store(c * VW, new.unsafe_load[width=VW](c * VW))
 
-    parallelize(work, 2 * B * H)
+
+@always_inline
+def _attend_self(qkv: FPtr, kc: FPtr, vc: FPtr, mask: FPtr, dst: FPtr, b: Int, t: Int, hh: Int, T: Int, P: Int,
+                 H: Int, D: Int):
+    """dst row b * T + t, head hh: attention over the P + T cached keys of (b, hh) (all P past ones visible,
+    the new ones through mask (T, T)); qkv (R, 3D) holds the queries; kc, vc (B, H, P + T, DH) the cache."""
+    var S = P + T
+    var r = b * T + t
+    var scale = Float32(1.0 / sqrt(Float64(DH)))
+    var q = qkv.unsafe_offset(r * 3 * D + hh * DH)
+    var kb = kc.unsafe_offset((b * H + hh) * S * DH)
+    var vb = vc.unsafe_offset((b * H + hh) * S * DH)
+    var scores = Array[Float32, MAX_SELF](fill=0)
+    for j in range(S):
+        var s = _dot64(q, kb.unsafe_offset(j * DH)) * scale
+        if j >= P:
+            s += mask.unsafe_load(t * T + j - P)
+        scores[j] = s
+    _softmax(scores.unsafe_ptr(), S)
+    var acc = Array[Vec, DH // VW](fill=Vec(0))
+    for j in range(S):
+        var p = Vec(scores[j])
+        var vrow = vb.unsafe_offset(j * DH)
+        comptime for c in range(DH // VW):
+            acc[c] = vrow.unsafe_load[width=VW](c * VW).fma(p, acc[c])
+    var o = dst.unsafe_offset(r * D + hh * DH)
+    comptime for c in range(DH // VW):
+        o.unsafe_store(c * VW, acc[c])
+
+
+@always_inline
+def _attend_cross(q: FPtr, ck: FPtr, cv: FPtr, dst: FPtr, item: Int, G: Int, T: Int, H: Int, D: Int, C: Int):
+    """Work item `item` of cross-attention: up to CROSS_ROWS rows of one audio window, one head. Each row
+    attends over its window's keys ck (A, H, DH, C) and values cv (A, H, C, DH); the G * T rows of window a
+    are rows a * G * T onwards, so a beam or best-of group reads its window once, not once per row."""
+    var scale = Float32(1.0 / sqrt(Float64(DH)))
+    var c_vec = C - C % VW
+    var per_window = G * T
+    var chunks = (per_window + CROSS_ROWS - 1) // CROSS_ROWS
+    var a = item // (H * chunks)
+    var hh = (item // chunks) % H
+    var r0 = a * per_window + (item % chunks) * CROSS_ROWS
+    var n = min(CROSS_ROWS, (a + 1) * per_window - r0)
+    var kb = ck.unsafe_offset((a * H + hh) * DH * C)
+    var vb = cv.unsafe_offset((a * H + hh) * C * DH)
+    var buf = Array[Float32, CROSS_ROWS * MAX_CROSS](fill=0)
+    var sp = buf.unsafe_ptr()
+    for j in range(DH):  # scores[i, :] += q[i, j] * K[j, :], streaming K's rows once for all n rows
+        var krow = kb.unsafe_offset(j * C)
+        var qs = Array[Float32, CROSS_ROWS](fill=0)
+        for i in range(n):
+            qs[i] = q.unsafe_load((r0 + i) * D + hh * DH + j) * scale
+        var c = 0
+        while c < c_vec:
+            var kv = krow.unsafe_load[width=VW](c)
+            for i in range(n):
+                var at = i * MAX_CROSS + c
+                sp.unsafe_store(at, kv.fma(Vec(qs[i]), sp.unsafe_load[width=VW](at)))
+            c += VW
+        while c < C:
+            for i in range(n):
+                var at = i * MAX_CROSS + c
+                sp.unsafe_store(at, krow.unsafe_load(c) * qs[i] + sp.unsafe_load(at))
+            c += 1
+    for i in range(n):
+        _softmax(sp.unsafe_offset(i * MAX_CROSS), C)
+    var acc = Array[Vec, CROSS_ROWS * (DH // VW)](fill=Vec(0))
+    for c in range(C):  # out[i, :] = sum_c p[i, c] V[c, :], streaming V's rows once
+        var vrow = vb.unsafe_offset(c * DH)
+        var vv = Array[Vec, DH // VW](fill=Vec(0))
+        comptime for k in range(DH // VW):
+            vv[k] = vrow.unsafe_load[width=VW](k * VW)
+        for i in range(n):
+            var p = Vec(sp.unsafe_load(i * MAX_CROSS + c))
+            comptime for k in range(DH // VW):
+                acc[i * (DH // VW) + k] = vv[k].fma(p, acc[i * (DH // VW) + k])
+    for i in range(n):
+        var o = dst.unsafe_offset((r0 + i) * D + hh * DH)
+        comptime for k in range(DH // VW):
+            o.unsafe_store(k * VW, acc[i * (DH // VW) + k])
 
 
 def decoder_block_cpu[WT: DType](
@@ -252,28 +289,75 @@ def decoder_block_cpu[WT: DType](
     var wide = scratch.unsafe_offset(R * D)
     var att = scratch.unsafe_offset(5 * R * D)
     var tmp = scratch.unsafe_offset(6 * R * D)
+    var G = B // A
+    var cross_items = A * H * ((G * T + CROSS_ROWS - 1) // CROSS_ROWS)
+    var ctr = stack_allocation[2 * PHASES, Int64]()
+    for i in range(2 * PHASES):
+        ctr.unsafe_store(i, 0)
 
-    # self-attention
-    _layer_norm[WT](x, ln1_w, ln1_b, h, R, D)
-    _linear[WT](h, qkv_w, qkv_b, wide, R, 3 * D, D)
-    _grow_caches(kp, vp, wide, kg, vg, B, T, P, H, D)
-    _self_attention(wide, kg, vg, mask, att, B, T, P, H, D)
-    _linear[WT](att, out_w, out_b, y, R, D, D)
-    _add_into(y, x, R * D)
-    # cross-attention
-    _layer_norm[WT](y, ln2_w, ln2_b, h, R, D)
-    _linear[WT](h, cq_w, cq_b, wide, R, D, D)
-    _cross_attention(wide, ck, cv, att, A, B // A, T, H, D, C)
-    _linear[WT](att, co_w, co_b, tmp, R, D, D)
-    _add_into(y, tmp, R * D)
-    # MLP, with the exact (erf) GELU
-    _layer_norm[WT](y, ln3_w, ln3_b, h, R, D)
-    _linear[WT](h, fc1_w, fc1_b, wide, R, 4 * D, D)
-    for i in range(0, R * 4 * D, VW):  # 4D is a whole number of vectors
-        var v = wide.unsafe_load[width=VW](i)
-        wide.unsafe_store(i, 0.5 * v * (1 + erf(v * Float32(0.7071067811865476))))
-    _linear[WT](wide, fc2_w, fc2_b, tmp, R, D, 4 * D)
-    _add_into(y, tmp, R * D)
+    # The phases run in order; within one, the workers share its items (_share), so there is one
+    # parallel region per block rather than one per phase.
+    def worker(wid: Int) {var x, var mask, var kp, var vp, var ck, var cv, var y, var kg, var vg, var h, var wide,
+                          var att, var tmp, var ctr, var ln1_w, var ln1_b, var qkv_w, var qkv_b, var out_w, var out_b,
+                          var ln2_w, var ln2_b, var cq_w, var cq_b, var co_w, var co_b, var ln3_w, var ln3_b,
+                          var fc1_w, var fc1_b, var fc2_w, var fc2_b, var B, var T, var P, var H, var D, var C,
+                          var R, var G, var cross_items}:
+        # self-attention: y = x + out(attend(q, grown cache))
+        def ln1(r: Int) {var x, var y, var h, var ln1_w, var ln1_b, var D}:
+            _layer_norm[WT](x.unsafe_offset(r * D), ln1_w, ln1_b, h.unsafe_offset(r * D), 1, D)
+            for j in range(D):
+                y.unsafe_store(r * D + j, x.unsafe_load(r * D + j))
+        _share(ln1, ctr, 0, R)
+
+        def qkv(i: Int) {var h, var wide, var qkv_w, var qkv_b, var R, var D}:
+            _linear_chunk[WT, False, False](h, qkv_w, qkv_b, wide, wide, R, 3 * D, D, i)
+        _share(qkv, ctr, 1, _chunks[WT](3 * D, D))
+
+        def attend(i: Int) {var kp, var vp, var wide, var kg, var vg, var mask, var att, var T, var P, var H, var D}:
+            _grow_head(kp, vp, wide, kg, vg, i // H, i % H, T, P, H, D)
+            for t in range(T):
+                _attend_self(wide, kg, vg, mask, att, i // H, t, i % H, T, P, H, D)
+        _share(attend, ctr, 2, B * H)
+
+        def out(i: Int) {var att, var tmp, var y, var out_w, var out_b, var R, var D}:
+            _linear_chunk[WT, False, True](att, out_w, out_b, tmp, y, R, D, D, i)
+        _share(out, ctr, 3, _chunks[WT](D, D))
+
+        # cross-attention: y += cross_out(attend(q, the audio window))
+        def ln2(r: Int) {var y, var h, var ln2_w, var ln2_b, var D}:
+            _layer_norm[WT](y.unsafe_offset(r * D), ln2_w, ln2_b, h.unsafe_offset(r * D), 1, D)
+        _share(ln2, ctr, 4, R)
+
+        def cq(i: Int) {var h, var wide, var cq_w, var cq_b, var R, var D}:
+            _linear_chunk[WT, False, False](h, cq_w, cq_b, wide, wide, R, D, D, i)
+        _share(cq, ctr, 5, _chunks[WT](D, D))
+
+        def cross(i: Int) {var wide, var ck, var cv, var att, var G, var T, var H, var D, var C}:
+            _attend_cross(wide, ck, cv, att, i, G, T, H, D, C)
+        _share(cross, ctr, 6, cross_items)
+
+        def co(i: Int) {var att, var tmp, var y, var co_w, var co_b, var R, var D}:
+            _linear_chunk[WT, False, True](att, co_w, co_b, tmp, y, R, D, D, i)
+        _share(co, ctr, 7, _chunks[WT](D, D))
+
+        # MLP: y += fc2(gelu(fc1(ln(y))))
+        def ln3(r: Int) {var y, var h, var ln3_w, var ln3_b, var D}:
+            _layer_norm[WT](y.unsafe_offset(r * D), ln3_w, ln3_b, h.unsafe_offset(r * D), 1, D)
+        _share(ln3, ctr, 8, R)
+
+        def fc1(i: Int) {var h, var wide, var fc1_w, var fc1_b, var R, var D}:
+            _linear_chunk[WT, True, False](h, fc1_w, fc1_b, wide, wide, R, 4 * D, D, i)
+        _share(fc1, ctr, 9, _chunks[WT](4 * D, D))
+
+        def fc2(i: Int) {var wide, var tmp, var y, var fc2_w, var fc2_b, var R, var D}:
+            _linear_chunk[WT, False, True](wide, fc2_w, fc2_b, tmp, y, R, D, 4 * D, i)
+        _share(fc2, ctr, 10, _chunks[WT](D, 4 * D))
+
+    var workers = min(num_physical_cores(), MAX_WORKERS)
+    if workers <= 1:
+        worker(0)
+    else:
+        parallelize(worker, workers)
 
 
 @extensibility.register("decoder_block")

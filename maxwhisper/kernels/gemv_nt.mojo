@@ -92,6 +92,24 @@ def _rows[WT: DType](
         _panel[6, 2, WT](xp, wp, op, K, N, m0, n_begin, n_end)
 
 
+@always_inline
+def gemv_range[WT: DType](
+    xp: FPtr, wp: WPtr[WT], op: FPtr, M: Int, N: Int, K: Int, n_lo: Int, n_hi: Int
+):
+    """Columns n_lo..n_hi of out (M, N) = x @ w^T, W's rows in cache blocks, x's rows in register tiles
+    (K > 0). Each output is the same sum in the same order whatever the range: chunks give equal bits."""
+    var nb = max(8, (L2_BLOCK_BYTES // (K * size_of[WT]())) // 4 * 4)
+    var b = n_lo
+    while b < n_hi:
+        var b_end = min(n_hi, b + nb)
+        var m0 = 0
+        while m0 < M:
+            var mr = min(6, M - m0)
+            _rows[WT](mr, xp, wp, op, K, N, m0, b, b_end)
+            m0 += mr
+        b = b_end
+
+
 def gemv_nt_cpu[WT: DType](
     xp: FPtr, wp: WPtr[WT], op: FPtr, M: Int, N: Int, K: Int, items_per_worker: Int
 ):
@@ -101,7 +119,6 @@ def gemv_nt_cpu[WT: DType](
         for i in range(M * N):
             op.unsafe_store(i, Float32(0))
         return
-    var nb = max(8, (L2_BLOCK_BYTES // (K * size_of[WT]())) // 4 * 4)
     # Contiguous chunks of N, a multiple of 4 rows each.
     var workers = 2
     var items = max(1, workers * items_per_worker)
@@ -109,18 +126,8 @@ def gemv_nt_cpu[WT: DType](
     chunk = (chunk + 3) // 4 * 4
     items = (N + chunk - 1) // chunk
 
-    def work(t: Int) {var xp, var wp, var op, var M, var N, var K, var chunk, var nb}:
-        var n_lo = t * chunk
-        var n_hi = min(N, n_lo + chunk)
-        var b = n_lo
-        while b < n_hi:
-            var b_end = min(n_hi, b + nb)
-            var m0 = 0
-            while m0 < M:
-                var mr = min(6, M - m0)
-                _rows[WT](mr, xp, wp, op, K, N, m0, b, b_end)
-                m0 += mr
-            b = b_end
+    def work(t: Int) {var xp, var wp, var op, var M, var N, var K, var chunk}:
+        gemv_range[WT](xp, wp, op, M, N, K, t * chunk, min(N, t * chunk + chunk))
 
     if items == 1:
         work(0)
