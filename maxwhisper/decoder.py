@@ -3,11 +3,15 @@
     cross graph  features (audio, n_audio_ctx, d) -> per layer: cross keys (audio, h, dh, ctx) and
                  values (audio, h, ctx, dh); run once per audio window.
     step graph   tokens (batch, new), positions (new,), causal mask among the new tokens (new, new), the
-                 rows to return logits for (rows,), past self-attention keys/values per layer
-                 (batch, h, past, dh), cross keys/values per audio window (fused) or per row
+                 rows to return logits for (rows,), the self-attention keys/values of the `past` tokens per
+                 layer, cross keys/values per audio window (fused) or per row
       -> token + positional embedding -> n_layer x [x + self_attn(ln(x)); x + cross_attn(ln(x)); x + mlp(ln(x))]
       -> ln -> logits against the tied token embedding at the rows asked for (batch, rows, n_vocab)
-      also returns the grown caches (batch, h, past + new, dh) and every block's output (the taps).
+      also returns every block's output (the taps).
+    The fused step keeps each layer's keys and values in buffers of the whole context
+    (batch, h, n_text_ctx, dh), given with `past` (1,), the count they hold, and writes the new tokens'
+    rows in place. Elsewhere the caches are plain inputs (batch, h, past, dh) and the graph returns them
+    grown (batch, h, past + new, dh).
 
 `batch`, `new` and `past` are symbolic: one compiled step graph serves the prompt prefill and
 single-token steps, greedy (batch 1), best-of and beam search (batch n) alike. Rows of one audio window
@@ -162,17 +166,22 @@ def build_cross_graph(cfg: DecoderConfig):
 def build_step_graph(cfg: DecoderConfig):
     """One decoder pass over `new` tokens per row, given the cache of `past` tokens (see module docstring)."""
     from max.dtype import DType
-    from max.graph import DeviceRef, Graph, TensorType, ops
+    from max.graph import BufferType, DeviceRef, Graph, TensorType, ops
     dims, dh = cfg.dims, cfg.head_dim
     d, h, n_layer, ctx = dims.n_text_state, dims.n_text_head, dims.n_text_layer, dims.n_audio_ctx
     dev = DeviceRef.GPU() if cfg.device == "gpu" else DeviceRef.CPU()
     weight = _graph_weights(cfg, dev)
     windows = "audio" if cfg.fused else "batch"
+    if cfg.fused:  # the count of cached tokens, then buffers of the whole context, written in place
+        caches = [TensorType(DType.int64, [1], device=dev),
+                  *[BufferType(DType.float32, ["batch", h, dims.n_text_ctx, dh], device=dev)] * (2 * n_layer)]
+    else:
+        caches = [TensorType(DType.float32, ["batch", h, "past", dh], device=dev)] * (2 * n_layer)
     types = [TensorType(DType.int64, ["batch", "new"], device=dev),
              TensorType(DType.int64, ["new"], device=dev),
              TensorType(DType.float32, ["new", "new"], device=dev),
              TensorType(DType.int64, ["rows"], device=dev),
-             *[TensorType(DType.float32, ["batch", h, "past", dh], device=dev)] * (2 * n_layer),
+             *caches,
              # per audio window when fused (the kernel maps each row to its window), else per row
              *[TensorType(DType.float32, [windows, h, dh, ctx], device=dev),
                TensorType(DType.float32, [windows, h, ctx, dh], device=dev)] * n_layer]
@@ -180,13 +189,16 @@ def build_step_graph(cfg: DecoderConfig):
     name = f"whisper_decoder_step_{cfg.dtype}" + (f"_fused_{cfg.storage}" if cfg.fused else "")
     with Graph(name, input_types=types, custom_extensions=[KERNELS_PATH] if cfg.fused else []) as graph:
         tokens, positions, causal, rows = (v.tensor for v in graph.inputs[:4])
-        caches = [v.tensor for v in graph.inputs[4:4 + 2 * n_layer]]
-        cross = [v.tensor for v in graph.inputs[4 + 2 * n_layer:]]
+        first = 5 if cfg.fused else 4
+        past = graph.inputs[4].tensor if cfg.fused else None
+        caches = [v.buffer if cfg.fused else v.tensor for v in graph.inputs[first:first + 2 * n_layer]]
+        cross = [v.tensor for v in graph.inputs[first + 2 * n_layer:]]
         b, t = tokens.shape
-        p = caches[0].shape[2]
-        # every cached key is visible; among the new tokens, the causal mask (0 on and below the diagonal)
-        zero = ops.constant(0.0, DType.float32, dev)
-        mask = ops.concat([ops.broadcast_to(zero, [t, p]), causal], axis=1)  # (new, past + new)
+        if not cfg.fused:
+            p = caches[0].shape[2]
+            # every cached key is visible; among the new tokens, the causal mask (0 on and below the diagonal)
+            zero = ops.constant(0.0, DType.float32, dev)
+            mask = ops.concat([ops.broadcast_to(zero, [t, p]), causal], axis=1)  # (new, past + new)
         scale = 1.0 / math.sqrt(dh)
 
         def ln(x, name):
@@ -213,24 +225,24 @@ def build_step_graph(cfg: DecoderConfig):
             o = ops.softmax((q @ cross[2 * i]) * scale) @ cross[2 * i + 1]
             return linear(merge(o), f"blocks.{i}.cross_out")
 
-        def block(x, i):  # one decoder block: (output, grown keys, grown values)
+        def block(x, i):  # one decoder block: (output, [grown keys, grown values] unless they grow in place)
             if cfg.fused:  # the whole block in one custom op, over (batch * new) rows
-                y, k, v = decoder_block(ops.reshape(x, [b * t, d]), causal, caches[2 * i], caches[2 * i + 1],
-                                        cross[2 * i], cross[2 * i + 1], weight(f"blocks.{i}.packed"))
-                return ops.reshape(y, [b, t, d]), k, v
+                y = decoder_block(ops.reshape(x, [b * t, d]), causal, past, caches[2 * i], caches[2 * i + 1],
+                                  cross[2 * i], cross[2 * i + 1], weight(f"blocks.{i}.packed"))
+                return ops.reshape(y, [b, t, d]), []
             blk = f"blocks.{i}."
             attn, k, v = self_attention(ln(x, blk + "attn_ln"), i)
             x = x + attn
             x = x + cross_attention(ln(x, blk + "cross_ln"), i)
             x = x + linear(ops.gelu(linear(ln(x, blk + "mlp_ln"), blk + "fc1")), blk + "fc2")
-            return x, k, v
+            return x, [k, v]
 
         x = ops.gather(weight("tok_emb"), tokens, axis=0) + ops.gather(weight("pos"), positions, axis=0)
         taps, new_caches = [x], []
         for i in range(n_layer):
-            x, k, v = block(x, i)
+            x, grown = block(x, i)
             taps.append(x)
-            new_caches += [k, v]
+            new_caches += grown
         x = ln(x, "ln")
         taps.append(x)
         x = ops.gather(x, rows, axis=1)  # logits only for the rows asked for
@@ -358,11 +370,18 @@ class DecoderState:
         if group > 1 and not decoder.cfg.fused:  # each row of a group attends to its window's keys and values
             cross = [decoder._to_device(np.repeat(decoder._to_numpy(c), group, axis=0)) for c in cross]
         self.cross = cross
-        self.length = 0
-        dims = decoder.cfg.dims
-        empty = np.zeros((self.batch, dims.n_text_head, 0, decoder.cfg.head_dim), np.float32)
-        self.caches = [decoder._to_device(empty) for _ in range(2 * dims.n_text_layer)]
-        self.taps: list[np.ndarray] = []
+        self.length = 0  # tokens decoded: the next token's position
+        self.filled = 0  # tokens the self-attention cache holds (fewer only under the cache_off_by_one bug)
+        dims, dh = decoder.cfg.dims, decoder.cfg.head_dim
+        self.in_place = decoder.cfg.fused
+        if self.in_place:  # the whole context per layer, written by each step at rows filled onwards
+            shape = (self.batch, dims.n_text_head, dims.n_text_ctx, dh)
+            self._arrays = [np.empty(shape, np.float32) for _ in range(2 * dims.n_text_layer)]
+            self.caches = [decoder._to_device(a) for a in self._arrays]  # host buffers viewing the arrays
+        else:
+            empty = np.zeros((self.batch, dims.n_text_head, 0, dh), np.float32)
+            self.caches = [decoder._to_device(empty) for _ in range(2 * dims.n_text_layer)]
+        self.taps: list = []
 
     @property
     def batch(self) -> int:
@@ -388,26 +407,38 @@ class DecoderState:
         bugs, d = self.decoder.cfg.bugs, self.decoder
         start = 0 if "pos_offset_reset" in bugs else self.length
         positions = np.arange(start, start + new, dtype=np.int64)
-        if "cache_off_by_one" in bugs and self.length:  # the newest cached position is overwritten
-            self.caches = [d._to_device(d._to_numpy(c)[:, :, :-1]) for c in self.caches]
+        if "cache_off_by_one" in bugs and self.filled:  # the newest cached position is overwritten
+            self.filled -= 1
+            if not self.in_place:
+                self.caches = [d._to_device(d._to_numpy(c)[:, :, :-1]) for c in self.caches]
         causal = np.triu(np.full((new, new), -np.inf, np.float32), k=1)
         if "no_causal_mask" in bugs:
             causal[:] = 0.0
         rows = np.arange(new, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
         if rows.ndim != 1 or len(rows) == 0 or (rows < 0).any() or (rows >= new).any():
             raise MaxWhisperError(f"logit rows {rows.tolist()} must be positions among the {new} new tokens")
+        past = [d._to_device(np.array([self.filled], np.int64))] if self.in_place else []
         outs = d.step_model.execute(d._to_device(tokens.astype(np.int64)), d._to_device(positions),
-                                    d._to_device(causal), d._to_device(rows), *self.caches, *self.cross)
-        n_cache = 2 * dims.n_text_layer
-        self.caches = list(outs[1:1 + n_cache])
-        self.taps = outs[1 + n_cache:]
+                                    d._to_device(causal), d._to_device(rows), *past, *self.caches, *self.cross)
+        grown = 0 if self.in_place else 2 * dims.n_text_layer
+        if grown:
+            self.caches = list(outs[1:1 + grown])
+        self.taps = outs[1 + grown:]
         self.length += new
+        self.filled += new
         return d._to_numpy(outs[0])
 
     def tap_arrays(self) -> dict[str, np.ndarray]:
         """The last step's taps by name, each (batch, new, d)."""
         names = tap_names(self.decoder.cfg.dims.n_text_layer)
         return {n: self.decoder._to_numpy(t) for n, t in zip(names, self.taps)}
+
+    def cache_arrays(self) -> list[np.ndarray]:
+        """The in-place caches as numpy views, keys and values per layer, each (batch, h, n_text_ctx, dh):
+        rows 0 .. filled - 1 hold tokens, the rest are not yet written."""
+        if not self.in_place:
+            raise MaxWhisperError("this decoder returns grown caches (fused=False); only the fused one keeps them in place")
+        return self._arrays
 
     def reorder(self, source_indices) -> None:
         """Beam search: row r of the cache becomes row source_indices[r] (indices within each audio window)."""
@@ -417,6 +448,10 @@ class DecoderState:
         if (idx // self.group != np.arange(self.batch) // self.group).any():
             raise MaxWhisperError("source indices must stay within each audio window's group of rows")
         if (idx == np.arange(self.batch)).all():
+            return
+        if self.in_place:
+            for a in self._arrays:  # the right side is a copy: rows may come from rows rewritten here
+                a[:, :, :self.filled] = a[idx, :, :self.filled]
             return
         d = self.decoder
         self.caches = [d._to_device(d._to_numpy(buf)[idx]) for buf in self.caches]

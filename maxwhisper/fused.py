@@ -1,10 +1,11 @@
 """Python side of the ``decoder_block`` custom Mojo op (maxwhisper/kernels/decoder_block.mojo).
 
-``decoder_block(x, mask, k_past, v_past, cross_k, cross_v, packed)`` runs one Whisper decoder block
-(self-attention over the cache, cross-attention, MLP) for the new tokens of every row in one kernel,
-float32 on CPU (the packed weights float32 or float16, widened as loaded), and returns the block's output
-and the grown key/value cache. ``pack_block`` lays one block's weights out as the kernel reads them. A
-graph that uses it must be built with ``custom_extensions=[KERNELS_PATH]``.
+``decoder_block(x, mask, past, k_cache, v_cache, cross_k, cross_v, packed)`` runs one Whisper decoder
+block (self-attention over the cache, cross-attention, MLP) for the new tokens of every row in one kernel,
+float32 on CPU (the packed weights float32 or float16, widened as loaded), and returns the block's output;
+the new tokens' keys and values go into the cache buffers in place. ``pack_block`` lays one block's
+weights out as the kernel reads them. A graph that uses it must be built with
+``custom_extensions=[KERNELS_PATH]``.
 """
 from __future__ import annotations
 
@@ -29,16 +30,16 @@ def pack_block(weights: dict[str, np.ndarray], prefix: str) -> np.ndarray:
     return np.concatenate([(p.T if p.ndim == 2 else p).astype(np.float32).ravel() for p in parts])
 
 
-def decoder_block(x, mask, k_past, v_past, cross_k, cross_v, packed):
-    """(y (rows, d), k (batch, h, past + new, dh), v likewise) for x (rows = batch * new, d)."""
+def decoder_block(x, mask, past, k_cache, v_cache, cross_k, cross_v, packed):
+    """The block's output y (rows, d) for x (rows = batch * new, d). The new tokens' keys and values are
+    written into the buffers k_cache and v_cache (batch, h, capacity, dh) in place, after the `past[0]`
+    tokens they hold."""
     from max.dtype import DType
     from max.graph import TensorType, ops
     rows, d = x.shape
-    b, h, past, dh = k_past.shape
-    grown = TensorType(DType.float32, [b, h, past + mask.shape[0], dh], device=x.device)
-    y, k, v, _ = ops.custom(
-        "decoder_block", x.device, [x, mask, k_past, v_past, cross_k, cross_v, packed],
-        [TensorType(DType.float32, [rows, d], device=x.device), grown, grown,
+    y, _ = ops.inplace_custom(
+        "decoder_block", x.device, [x, mask, past, k_cache, v_cache, cross_k, cross_v, packed],
+        [TensorType(DType.float32, [rows, d], device=x.device),
          TensorType(DType.float32, [rows, SCRATCH_WIDTH * int(d)], device=x.device)],
         parameters={"wdt": packed.dtype})
-    return y.tensor, k.tensor, v.tensor
+    return y.tensor

@@ -2,13 +2,18 @@
 
     x (R, D), R = B * T rows (row r is token t = r % T of sequence b = r // T)
     -> x + self_attn(ln(x)) -> x + cross_attn(ln(x)) -> x + mlp(ln(x))        out (R, D)
-    with the grown self-attention cache (B, H, P + T, 64) of keys and of values. The B rows are groups
-    of B / A rows (a beam or best-of group) per audio window; cross keys and values come once per window.
+    The self-attention caches of keys and of values, (B, H, capacity, 64) each, hold P tokens; the op
+    writes the new tokens' keys and values in place, at positions P .. P + T - 1, and attends over the
+    first P + T. The B rows are groups of B / A rows (a beam or best-of group) per audio window; cross
+    keys and values come once per window.
 
 One op per block replaces about 25 graph kernels: a decoder step is memory-bound and small, so the
-per-kernel dispatch of a graph of small ops costs more than the arithmetic. Every weight is streamed
-once per call by `gemv_nt_cpu`; the attention over the cache and over the audio window is split by
-(row, head) across the workers. The block's weights arrive packed in one vector, in the order
+per-kernel dispatch of a graph of small ops costs more than the arithmetic. The block opens one parallel
+region: its phases (LayerNorm, q/k/v, self-attention, ...) run in order, and within a phase the workers
+take its items (chunks of a weight matrix's rows, (row, head) attention items) from a shared counter
+(`_share`). Waking the workers once per phase cost more than the second core gave back: measured, the
+blocks' matrix products ran as fast on one thread as on two. Every weight is streamed once per call.
+The block's weights arrive packed in one vector, in the order
 `PACKED` (maxwhisper/fused.py) lists, matrices in PyTorch's (out, in) layout, float32 or float16 (widened to
 float32 as loaded: the float32 arithmetic, on half the bytes, for half-representable weights):
     attn_ln.w, attn_ln.b, qkv.w (3D, D), qkv.b, out.w (D, D), out.b, cross_ln.w, cross_ln.b,
@@ -18,6 +23,7 @@ float32 as loaded: the float32 arithmetic, on half the bytes, for half-represent
 
 import extensibility
 from extensibility import InputTensor, OutputTensor
+from extensibility import _MutableInputTensor as MutableInputTensor
 from max.gpu.host import DeviceContext
 from max.algorithm import parallelize
 from std.atomic import Atomic
@@ -161,15 +167,12 @@ def _dot64(a: FPtr, b: FPtr) -> Float32:
 
 
 @always_inline
-def _grow_head(kp: FPtr, vp: FPtr, qkv: FPtr, kg: FPtr, vg: FPtr, b: Int, hh: Int, T: Int, P: Int, H: Int, D: Int):
-    """Head hh of row b of the grown caches kg, vg (B, H, P + T, DH): the past keys kp / values vp
-    (B, H, P, DH), then the new tokens' keys and values from qkv."""
+def _append_head(qkv: FPtr, kc: FPtr, vc: FPtr, b: Int, hh: Int, T: Int, P: Int, H: Int, D: Int, CAP: Int):
+    """The new tokens' keys and values (from qkv) written into head hh of row b of the caches kc, vc
+    (B, H, CAP, DH), at positions P .. P + T - 1."""
     var bh = b * H + hh
     comptime for which in range(1, 3):  # 1: keys, 2: values (their place in qkv)
-        var src = (kp if which == 1 else vp).unsafe_offset(bh * P * DH)
-        var dst = (kg if which == 1 else vg).unsafe_offset(bh * (P + T) * DH)
-        for i in range(0, P * DH, VW):  # P * DH is a whole number of vectors (DH = 64)
-            dst.unsafe_store(i, src.unsafe_load[width=VW](i))
+        var dst = (kc if which == 1 else vc).unsafe_offset(bh * CAP * DH)
         for t in range(T):
             var new = qkv.unsafe_offset((b * T + t) * 3 * D + which * D + hh * DH)
             var row = dst.unsafe_offset((P + t) * DH)
@@ -179,15 +182,15 @@ def _grow_head(kp: FPtr, vp: FPtr, qkv: FPtr, kg: FPtr, vg: FPtr, b: Int, hh: In
 
 @always_inline
 def _attend_self(qkv: FPtr, kc: FPtr, vc: FPtr, mask: FPtr, dst: FPtr, b: Int, t: Int, hh: Int, T: Int, P: Int,
-                 H: Int, D: Int):
+                 H: Int, D: Int, CAP: Int):
     """dst row b * T + t, head hh: attention over the P + T cached keys of (b, hh) (all P past ones visible,
-    the new ones through mask (T, T)); qkv (R, 3D) holds the queries; kc, vc (B, H, P + T, DH) the cache."""
+    the new ones through mask (T, T)); qkv (R, 3D) holds the queries; kc, vc (B, H, CAP, DH) the cache."""
     var S = P + T
     var r = b * T + t
     var scale = Float32(1.0 / sqrt(Float64(DH)))
     var q = qkv.unsafe_offset(r * 3 * D + hh * DH)
-    var kb = kc.unsafe_offset((b * H + hh) * S * DH)
-    var vb = vc.unsafe_offset((b * H + hh) * S * DH)
+    var kb = kc.unsafe_offset((b * H + hh) * CAP * DH)
+    var vb = vc.unsafe_offset((b * H + hh) * CAP * DH)
     var scores = Array[Float32, MAX_SELF](fill=0)
     for j in range(S):
         var s = _dot64(q, kb.unsafe_offset(j * DH)) * scale
@@ -259,9 +262,8 @@ def _attend_cross(q: FPtr, ck: FPtr, cv: FPtr, dst: FPtr, item: Int, G: Int, T: 
 
 
 def decoder_block_cpu[WT: DType](
-    x: FPtr, mask: FPtr, kp: FPtr, vp: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
-    y: FPtr, kg: FPtr, vg: FPtr, scratch: FPtr,
-    A: Int, B: Int, T: Int, P: Int, H: Int, D: Int, C: Int,
+    x: FPtr, mask: FPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT], y: FPtr, scratch: FPtr,
+    A: Int, B: Int, T: Int, P: Int, CAP: Int, H: Int, D: Int, C: Int,
 ):
     var R = B * T
     # the packed weights, in PACKED order
@@ -297,12 +299,12 @@ def decoder_block_cpu[WT: DType](
 
     # The phases run in order; within one, the workers share its items (_share), so there is one
     # parallel region per block rather than one per phase.
-    def worker(wid: Int) {var x, var mask, var kp, var vp, var ck, var cv, var y, var kg, var vg, var h, var wide,
+    def worker(wid: Int) {var x, var mask, var kc, var vc, var ck, var cv, var y, var h, var wide,
                           var att, var tmp, var ctr, var ln1_w, var ln1_b, var qkv_w, var qkv_b, var out_w, var out_b,
                           var ln2_w, var ln2_b, var cq_w, var cq_b, var co_w, var co_b, var ln3_w, var ln3_b,
-                          var fc1_w, var fc1_b, var fc2_w, var fc2_b, var B, var T, var P, var H, var D, var C,
+                          var fc1_w, var fc1_b, var fc2_w, var fc2_b, var B, var T, var P, var CAP, var H, var D, var C,
                           var R, var G, var cross_items}:
-        # self-attention: y = x + out(attend(q, grown cache))
+        # self-attention: y = x + out(attend(q, the cache with the new tokens appended))
         def ln1(r: Int) {var x, var y, var h, var ln1_w, var ln1_b, var D}:
             _layer_norm[WT](x.unsafe_offset(r * D), ln1_w, ln1_b, h.unsafe_offset(r * D), 1, D)
             for j in range(D):
@@ -313,10 +315,10 @@ def decoder_block_cpu[WT: DType](
             _linear_chunk[WT, False, False](h, qkv_w, qkv_b, wide, wide, R, 3 * D, D, i)
         _share(qkv, ctr, 1, _chunks[WT](3 * D, D))
 
-        def attend(i: Int) {var kp, var vp, var wide, var kg, var vg, var mask, var att, var T, var P, var H, var D}:
-            _grow_head(kp, vp, wide, kg, vg, i // H, i % H, T, P, H, D)
+        def attend(i: Int) {var wide, var kc, var vc, var mask, var att, var T, var P, var CAP, var H, var D}:
+            _append_head(wide, kc, vc, i // H, i % H, T, P, H, D, CAP)
             for t in range(T):
-                _attend_self(wide, kg, vg, mask, att, i // H, t, i % H, T, P, H, D)
+                _attend_self(wide, kc, vc, mask, att, i // H, t, i % H, T, P, H, D, CAP)
         _share(attend, ctr, 2, B * H)
 
         def out(i: Int) {var att, var tmp, var y, var out_w, var out_b, var R, var D}:
@@ -365,13 +367,12 @@ struct DecoderBlock:
     @staticmethod
     def execute[target: StaticString, wdt: DType](
         y: OutputTensor[dtype=DType.float32, rank=2, ...],
-        k_grown: OutputTensor[dtype=DType.float32, rank=4, ...],
-        v_grown: OutputTensor[dtype=DType.float32, rank=4, ...],
         scratch: OutputTensor[dtype=DType.float32, rank=2, ...],
         x: InputTensor[dtype=DType.float32, rank=2, ...],
         mask: InputTensor[dtype=DType.float32, rank=2, ...],
-        k_past: InputTensor[dtype=DType.float32, rank=4, ...],
-        v_past: InputTensor[dtype=DType.float32, rank=4, ...],
+        past: InputTensor[dtype=DType.int64, rank=1, ...],
+        k_cache: MutableInputTensor[dtype=DType.float32, rank=4, ...],
+        v_cache: MutableInputTensor[dtype=DType.float32, rank=4, ...],
         cross_k: InputTensor[dtype=DType.float32, rank=4, ...],
         cross_v: InputTensor[dtype=DType.float32, rank=4, ...],
         weights: InputTensor[dtype=wdt, rank=1, ...],
@@ -383,23 +384,23 @@ struct DecoderBlock:
             raise Error("decoder_block: the packed weights must be float32 or float16")
         var R = x.dim_size(0)
         var D = x.dim_size(1)
-        var B = k_past.dim_size(0)
-        var H = k_past.dim_size(1)
-        var P = k_past.dim_size(2)
+        var B = k_cache.dim_size(0)
+        var H = k_cache.dim_size(1)
+        var CAP = k_cache.dim_size(2)
+        var P = Int(past.unsafe_ptr().unsafe_load(0))
         var T = mask.dim_size(0)
         var C = cross_k.dim_size(3)
         var A = cross_k.dim_size(0)
         if A < 1 or B % A != 0:
             raise Error("decoder_block: the rows must be whole groups of the audio windows' count")
-        if B * T != R or H * DH != D or k_past.dim_size(3) != DH or mask.dim_size(1) != T:
+        if B * T != R or H * DH != D or k_cache.dim_size(3) != DH or mask.dim_size(1) != T:
             raise Error("decoder_block: x, mask and the cache disagree on batch, tokens or width")
-        if P + T > MAX_SELF or C > MAX_CROSS:
-            raise Error("decoder_block: more than 448 tokens or 1504 audio frames")
+        if P < 0 or P + T > CAP or CAP > MAX_SELF or C > MAX_CROSS:
+            raise Error("decoder_block: the cache holds at most 448 tokens, the audio window 1504 frames")
         if weights.dim_size(0) != 14 * D * D + 17 * D:
             raise Error("decoder_block: the packed weights have the wrong size for this width")
         decoder_block_cpu[wdt](
-            x.unsafe_ptr(), mask.unsafe_ptr(), k_past.unsafe_ptr(), v_past.unsafe_ptr(),
-            cross_k.unsafe_ptr(), cross_v.unsafe_ptr(), weights.unsafe_ptr(),
-            y.unsafe_ptr(), k_grown.unsafe_ptr(), v_grown.unsafe_ptr(), scratch.unsafe_ptr(),
-            A, B, T, P, H, D, C,
+            x.unsafe_ptr(), mask.unsafe_ptr(), k_cache.unsafe_ptr(), v_cache.unsafe_ptr(),
+            cross_k.unsafe_ptr(), cross_v.unsafe_ptr(), weights.unsafe_ptr(), y.unsafe_ptr(), scratch.unsafe_ptr(),
+            A, B, T, P, CAP, H, D, C,
         )

@@ -88,6 +88,27 @@ def test_reordering_the_cache_equals_reindexing_the_sequences(max_decoder, token
 
 
 @settings(max_examples=4)
+@given(tokens=token_rows(st.integers(1, 3), st.integers(2, 12)), data=st.data(), seed=seeds)
+def test_a_step_appends_to_the_cache_in_place_and_reads_no_row_past_it(max_decoder, tokens, data, seed):
+    """The fused step keeps keys and values in buffers of the whole context: a step writes its token's row
+    and nothing else, and reads only the rows filled (the rest are NaN here: a read of any would show)."""
+    k = data.draw(st.integers(1, tokens.shape[1] - 1), label="cached tokens")
+    feats = features(seed)
+    state = max_decoder.new_state(feats, tokens.shape[0])
+    state.step(tokens[:, :k])
+    caches = state.cache_arrays()
+    held = [c[:, :, :k].copy() for c in caches]
+    for c in caches:
+        c[:, :, k:] = np.nan
+    got = state.step(tokens[:, k:k + 1])[:, -1]
+    assert np.isfinite(got).all()
+    for c, before in zip(caches, held):
+        assert np.array_equal(c[:, :, :k], before), "a step rewrote rows the cache already held"
+        assert np.isfinite(c[:, :, k]).all() and np.isnan(c[:, :, k + 1:]).all(), "a step wrote past its row"
+    np.testing.assert_allclose(got, run(max_decoder, feats, tokens[:, :k + 1], [])[:, -1], atol=ATOL, rtol=0)
+
+
+@settings(max_examples=4)
 @given(tokens=token_rows(), data=st.data(), seed=seeds)
 def test_logit_rows_are_those_rows_of_the_full_logits(max_decoder, tokens, data, seed):
     """The prompt prefill may ask for a few rows' logits (openai-whisper reads two): the same numbers."""
