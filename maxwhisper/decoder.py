@@ -19,8 +19,8 @@ single-token steps, greedy (batch 1), best-of and beam search (batch n) alike. R
 load time, as in the encoder.
 
 On CPU (`fused`, the default there) each block is one custom Mojo op, `decoder_block`
-(maxwhisper/kernels), and the logits product runs on `gemv_nt`, which streams the embedding in its own
-(n_vocab, d) layout: a step is memory-bound and small, and a graph of ~100 small ops spent most of its
+(maxwhisper/kernels), and the logits product runs on `gemv_nt`, which streams the embedding's
+(n_vocab, d) rows packed in panels of four (`gemv.panels`): a step is memory-bound and small, and a graph of ~100 small ops spent most of its
 time dispatching them. Elsewhere the blocks are plain graph ops and the logits product reads the
 embedding stored pre-transposed, (d, n_vocab).
 
@@ -88,13 +88,16 @@ class DecoderConfig:
 
 
 def weight_shapes(dims: ModelDimensions, fused: bool = False) -> dict[str, tuple[int, ...]]:
-    """Shape of every weight the two graphs bind, by name (`fused`: blocks packed, logits (n_vocab, d))."""
+    """Shape of every weight the two graphs bind, by name (`fused`: blocks packed, the logits' (n_vocab, d)
+    in gemv_nt's panels)."""
     shapes = _shapes(dims)
     if fused:
         from maxwhisper.fused import PACKED, packed_size
         packed = {name.split(".")[0] for name in PACKED}  # read packed, one vector per block
         shapes = {k: v for k, v in shapes.items() if not (k.startswith("blocks.") and k.split(".")[2] in packed)}
-        shapes["logits.w"] = shapes["logits.w"][::-1]
+        from maxwhisper.gemv import PANEL, PK
+        d, v = dims.n_text_state, dims.n_vocab  # the logits weights in gemv_nt's panels
+        shapes["logits.w"] = (-(-v // PANEL) * PANEL * -(-d // PK) * PK,)
         shapes.update({f"blocks.{i}.packed": (packed_size(dims.n_text_state),) for i in range(dims.n_text_layer)})
     return shapes
 
@@ -250,7 +253,8 @@ def build_step_graph(cfg: DecoderConfig):
         if cfg.fused:
             from maxwhisper.gemv import gemv_nt
             rows_out = x.shape[1]
-            logits = ops.reshape(gemv_nt(ops.reshape(x, [b * rows_out, d]), logits_w), [b, rows_out, dims.n_vocab])
+            logits = gemv_nt(ops.reshape(x, [b * rows_out, d]), logits_w, dims.n_vocab)
+            logits = ops.reshape(logits, [b, rows_out, dims.n_vocab])
         elif cfg.dtype == "float32":
             logits = x @ logits_w
         else:
@@ -277,7 +281,8 @@ def _registry(cfg: DecoderConfig, decoder_weights: dict[str, np.ndarray]) -> dic
         from maxwhisper.fused import pack_block
         for i in range(cfg.dims.n_text_layer):
             w[f"blocks.{i}.packed"] = pack_block(w, f"blocks.{i}.")  # float32: stored below, in cfg.storage
-        w["logits.w"] = np.ascontiguousarray(w["logits.w"].T)
+        from maxwhisper.gemv import panels
+        w["logits.w"] = panels(np.ascontiguousarray(w["logits.w"].T))
     shapes, registry = weight_shapes(cfg.dims, cfg.fused), {}
     for name in shapes:
         given = torch.from_numpy(w[name])

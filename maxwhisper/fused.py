@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from maxwhisper.gemv import KERNELS_PATH  # noqa: F401  (the same kernel directory)
+from maxwhisper.gemv import KERNELS_PATH, panels  # noqa: F401  (the same kernel directory)
 
-# The kernel's weight order; matrices are stored (out, in), as PyTorch's Linear keeps them.
+# The kernel's weight order; matrices are stored (out, in), as PyTorch's Linear keeps them, in panels.
 PACKED = ("attn_ln.w", "attn_ln.b", "qkv.w", "qkv.b", "out.w", "out.b", "cross_ln.w", "cross_ln.b",
           "cross_q.w", "cross_q.b", "cross_out.w", "cross_out.b", "mlp_ln.w", "mlp_ln.b",
           "fc1.w", "fc1.b", "fc2.w", "fc2.b")
@@ -25,9 +25,10 @@ def packed_size(d: int) -> int:
 
 
 def pack_block(weights: dict[str, np.ndarray], prefix: str) -> np.ndarray:
-    """One block's weights (MAX layout: matrices (in, out)) as the kernel's flat float32 vector."""
-    parts = [weights[prefix + name] for name in PACKED]
-    return np.concatenate([(p.T if p.ndim == 2 else p).astype(np.float32).ravel() for p in parts])
+    """One block's weights (MAX layout: matrices (in, out)) as the kernel's flat float32 vector, each
+    matrix (out, in) in gemv_nt's panels (no padding: every Whisper width is whole panels and steps)."""
+    parts = [weights[prefix + name].astype(np.float32) for name in PACKED]
+    return np.concatenate([panels(np.ascontiguousarray(p.T)) if p.ndim == 2 else p.ravel() for p in parts])
 
 
 def decoder_block(x, mask, past, k_cache, v_cache, cross_k, cross_v, packed):

@@ -1,9 +1,10 @@
 """Python side of the ``gemv_nt`` custom Mojo op (maxwhisper/kernels/gemv_nt.mojo).
 
-``gemv_nt(x, w)`` computes ``x @ w.T`` for float32 ``x`` (M, K) and ``w`` (N, K), with ``w``
-row-major (PyTorch Linear layout, or the token embedding for the logits), float32 or float16 (widened
-as loaded, so the arithmetic is float32's). It streams ``w`` once at close to memory bandwidth, which
-MAX's ``ops.matmul`` does not for small M.
+``gemv_nt(x, w, n)`` computes ``x @ W.T`` (M, n) for float32 ``x`` (M, K) and W (n, K), row-major in
+PyTorch's Linear layout (or the token embedding, for the logits), given packed by ``panels(W)``: float32
+or float16 (widened as loaded, so the arithmetic is float32's). It streams W once at close to memory
+bandwidth, which MAX's ``ops.matmul`` does not for small M. The decoder's blocks pack their matrices
+the same way (``maxwhisper.fused.pack_block``).
 
 A graph that uses it must be built with ``custom_extensions=[KERNELS_PATH]``: the kernels precompiled
 into one package in a folder named by their content (``~/.cache/maxwhisper/kernels-<hash>/``).
@@ -18,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from max.dtype import DType
 from max.graph import TensorType, TensorValue, ops
@@ -87,17 +90,27 @@ KERNELS_PATH = precompiled(stable_kernels_path())
 """The Mojo kernels, precompiled where possible; pass it as ``Graph(..., custom_extensions=[KERNELS_PATH])``."""
 
 
-def gemv_nt(x: TensorValue, w: TensorValue, *, items_per_worker: int = 1) -> TensorValue:
-    """Return ``x @ w.T`` (M, N) for float32 x (M, K) and float32 or float16 w (N, K), both rank 2, on CPU.
+PANEL, PK = 4, 8  # as gemv_nt.mojo: rows per panel, values of each row per step
 
-    Dimensions may be symbolic; the output type is built from ``x.shape[0]`` and ``w.shape[0]``.
-    ``items_per_worker`` splits N into ``2 * items_per_worker`` contiguous chunks.
+
+def panels(w: np.ndarray) -> np.ndarray:
+    """W (N, K) packed as gemv_nt reads it: (ceil(N / PANEL), ceil(K / PK), PANEL, PK), flattened, padded
+    with zeros; each panel's PANEL rows give PK values in turn, so the kernel reads one stream."""
+    n, k = w.shape
+    w = np.pad(w, ((0, -n % PANEL), (0, -k % PK)))
+    return np.ascontiguousarray(w.reshape(w.shape[0] // PANEL, PANEL, -1, PK).transpose(0, 2, 1, 3)).ravel()
+
+
+def gemv_nt(x: TensorValue, w: TensorValue, n, *, items_per_worker: int = 1) -> TensorValue:
+    """Return ``x @ W.T`` (M, n) for float32 x (M, K) and W (n, K) packed by ``panels`` (float32 or
+    float16, rank 1), on CPU. ``n`` is an int or a symbolic dimension; ``items_per_worker`` splits the n
+    outputs into ``2 * items_per_worker`` contiguous chunks.
     """
-    if x.rank != 2 or w.rank != 2:
-        raise ValueError(f"gemv_nt wants rank-2 x and w, got {x.shape} and {w.shape}")
+    if x.rank != 2 or w.rank != 1:
+        raise ValueError(f"gemv_nt wants a rank-2 x and packed (rank-1) w, got {x.shape} and {w.shape}")
     if x.dtype != DType.float32 or w.dtype not in (DType.float32, DType.float16):
         raise ValueError(f"gemv_nt takes float32 x and float32 or float16 w, got {x.dtype} and {w.dtype}")
-    out_type = TensorType(DType.float32, [x.shape[0], w.shape[0]], device=x.device)
+    out_type = TensorType(DType.float32, [x.shape[0], n], device=x.device)
     return ops.custom(
         "gemv_nt",
         x.device,

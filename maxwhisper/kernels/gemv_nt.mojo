@@ -1,111 +1,120 @@
-"""Custom op gemv_nt: out (M, N) = x (M, K) @ w (N, K)^T, float32, for small M on CPU.
+"""Custom op gemv_nt: out (M, N) = x (M, K) @ W (N, K)^T, float32, for small M on CPU.
+
+W arrives packed in panels (`maxwhisper.gemv.panels`): PANEL rows at a time, PK values of each row in
+turn, so that the PANEL dot products of one panel read W as one sequential stream. Read row by row
+instead (PANEL streams a row apart), the same bytes streamed measurably slower: a probe summing the
+logits' 40 MB of half weights took 1.6-2.0 ms sequentially against 2.6-3.3 ms in rows of 4.
+    W[n, k] is at ((n // PANEL * KP // PK + k // PK) * PANEL + n % PANEL) * PK + k % PK,
+    KP = K rounded up to whole PK, N rounded up to whole panels, the padding zeros.
 
 W is float32, or float16 widened to float32 as it is loaded (`vcvtph2ps`): the products and sums are
 then the float32 ones, bit for bit, wherever W's values are half-representable (Whisper's checkpoints
-are stored in half), while half the bytes are streamed.
+are stored in half), while half the bytes are streamed. Each output is PK lanes of products summed in k
+order, then the lanes added, then the K % PK remaining products: the same sums whatever the tiling.
 
-W is row-major (N, K) (PyTorch Linear layout, or the token embedding for the logits),
-so each output column is a dot product with one contiguous row of W. W is streamed
-sequentially exactly once: N is split into contiguous chunks across worker threads,
-each chunk into cache blocks of rows, and within a block the rows of x are taken in
-register tiles of up to 6 rows while the block stays in L2.
+W is streamed exactly once: N is split into contiguous chunks of whole panels across worker threads,
+each chunk into cache blocks of panels, and within a block the rows of x are taken up to six at a time
+(against half panels beyond two, for the registers) while the block stays in L2.
 """
 
 import extensibility
 from extensibility import InputTensor, OutputTensor
 from max.gpu.host import DeviceContext
 from max.algorithm import parallelize
-from std.sys import simd_width_of, size_of
+from std.sys import size_of
 from std.sys.intrinsics import prefetch, PrefetchOptions
 
 comptime F32 = DType.float32
-comptime VW = simd_width_of[F32]()
+comptime PANEL = 4  # rows of W per packed panel
+comptime PK = 8  # values of each row per step through a panel
+comptime PV = SIMD[F32, PK]
 comptime FPtr = Pointer[Float32, MutAnyOrigin]
 comptime WPtr[WT: DType] = Pointer[Scalar[WT], MutAnyOrigin]  # weights: float32 or float16
-comptime Vec = SIMD[F32, VW]
 # Bytes of W kept in L2 per cache block (per core).
 comptime L2_BLOCK_BYTES = 256 * 1024
-# Panels of NR rows of W prefetched ahead of the one being read (measured with float16 W, the logits
-# product at batch 1: 2.9 ms median against 3.4 ms without; float32 W within noise either way).
-comptime PREFETCH_PANELS = 8
+# How far ahead of the step being read W is prefetched, in bytes.
+comptime PREFETCH_BYTES = 4096
 
 
 @always_inline
-def _micro[MR: Int, NR: Int, WT: DType](
+def padded_k(K: Int) -> Int:
+    """K rounded up to whole steps of PK: the row length of W as packed."""
+    return (K + PK - 1) // PK * PK
+
+
+@always_inline
+def _micro[MR: Int, WT: DType, J0: Int = 0, NJ: Int = PANEL](
     xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N: Int, m0: Int, n0: Int
 ):
-    """out[m0:m0+MR, n0:n0+NR] = x[m0:m0+MR, :] . w[n0:n0+NR, :]^T."""
-    var acc = Array[Vec, MR * NR](fill=Vec(0))
-    var kv = K - K % VW
+    """out[m0:m0+MR, n0+J0:n0+J0+NJ] = x[m0:m0+MR, :] . W[n0+J0:n0+J0+NJ, :]^T (the rows below N), n0 a
+    panel start: rows J0 .. J0+NJ-1 of the panel (all PANEL, or half of it where MR rows of x leave too
+    few registers for all)."""
+    comptime LINES = PANEL * PK * size_of[WT]() // 64  # cache lines per step
+    comptime AHEAD = PREFETCH_BYTES // size_of[WT]()
+    var KP = padded_k(K)
+    var steps = K // PK
+    var panel = wp.unsafe_offset(n0 * KP)
     var xrow = xp.unsafe_offset(m0 * K)
-    var wrow = wp.unsafe_offset(n0 * K)
-    var k = 0
-    while k < kv:
-        var wv = Array[Vec, NR](fill=Vec(0))
-        comptime for j in range(NR):
-            prefetch[PrefetchOptions().for_read().high_locality()](
-                wrow.unsafe_offset((j + NR * PREFETCH_PANELS) * K + k)
-            )
-        comptime for j in range(NR):
-            wv[j] = wrow.unsafe_load[width=VW](j * K + k).cast[F32]()
+    var acc = Array[PV, MR * NJ](fill=PV(0))
+    for s in range(steps):
+        var at = s * PANEL * PK
+        comptime for l in range(LINES):
+            prefetch[PrefetchOptions().for_read().high_locality()](panel.unsafe_offset(at + AHEAD + l * 64 // size_of[WT]()))
+        var wv = Array[PV, NJ](fill=PV(0))
+        comptime for j in range(NJ):
+            wv[j] = panel.unsafe_load[width=PK](at + (J0 + j) * PK).cast[F32]()
         comptime for i in range(MR):
-            var xv = xrow.unsafe_load[width=VW](i * K + k)
-            comptime for j in range(NR):
-                acc[i * NR + j] = xv.fma(wv[j], acc[i * NR + j])
-        k += VW
+            var xv = xrow.unsafe_load[width=PK](i * K + s * PK)
+            comptime for j in range(NJ):
+                acc[i * NJ + j] = xv.fma(wv[j], acc[i * NJ + j])
     comptime for i in range(MR):
-        comptime for j in range(NR):
-            var s = acc[i * NR + j].reduce_add()
-            for kk in range(kv, K):
-                s += xrow.unsafe_load(i * K + kk) * wrow.unsafe_load(j * K + kk).cast[F32]()
-            op.unsafe_store((m0 + i) * N + n0 + j, s)
+        comptime for j in range(NJ):
+            if n0 + J0 + j < N:
+                var total = acc[i * NJ + j].reduce_add()
+                for k in range(steps * PK, K):
+                    var w = panel.unsafe_load((steps * PANEL + J0 + j) * PK + k - steps * PK).cast[F32]()
+                    total += xrow.unsafe_load(i * K + k) * w
+                op.unsafe_store((m0 + i) * N + n0 + J0 + j, total)
 
 
 @always_inline
-def _panel[MR: Int, NR: Int, WT: DType](
-    xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N: Int, m0: Int, n_begin: Int, n_end: Int
-):
-    var n = n_begin
-    while n + NR <= n_end:
-        _micro[MR, NR, WT](xp, wp, op, K, N, m0, n)
-        n += NR
-    while n < n_end:
-        _micro[MR, 1, WT](xp, wp, op, K, N, m0, n)
-        n += 1
-
-
-@always_inline
-def _rows[WT: DType](
-    mr: Int, xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N: Int, m0: Int, n_begin: Int, n_end: Int
-):
-    if mr == 1:
-        _panel[1, 4, WT](xp, wp, op, K, N, m0, n_begin, n_end)
-    elif mr == 2:
-        _panel[2, 4, WT](xp, wp, op, K, N, m0, n_begin, n_end)
-    elif mr == 3:
-        _panel[3, 3, WT](xp, wp, op, K, N, m0, n_begin, n_end)
-    elif mr == 4:
-        _panel[4, 3, WT](xp, wp, op, K, N, m0, n_begin, n_end)
-    elif mr == 5:
-        _panel[5, 2, WT](xp, wp, op, K, N, m0, n_begin, n_end)
-    else:
-        _panel[6, 2, WT](xp, wp, op, K, N, m0, n_begin, n_end)
+def _tile[MR: Int, WT: DType](xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N: Int, m0: Int, n_lo: Int, n_hi: Int):
+    """MR rows of x against the panels n_lo .. n_hi: whole panels up to 2 rows, half panels beyond."""
+    var n = n_lo
+    while n < n_hi:
+        comptime if MR <= 2:
+            _micro[MR, WT](xp, wp, op, K, N, m0, n)
+        else:
+            _micro[MR, WT, 0, PANEL // 2](xp, wp, op, K, N, m0, n)
+            _micro[MR, WT, PANEL // 2, PANEL // 2](xp, wp, op, K, N, m0, n)
+        n += PANEL
 
 
 @always_inline
 def gemv_range[WT: DType](
     xp: FPtr, wp: WPtr[WT], op: FPtr, M: Int, N: Int, K: Int, n_lo: Int, n_hi: Int
 ):
-    """Columns n_lo..n_hi of out (M, N) = x @ w^T, W's rows in cache blocks, x's rows in register tiles
-    (K > 0). Each output is the same sum in the same order whatever the range: chunks give equal bits."""
-    var nb = max(8, (L2_BLOCK_BYTES // (K * size_of[WT]())) // 4 * 4)
+    """Columns n_lo..n_hi of out (M, N) = x @ W^T for packed W, n_lo a panel start (K > 0): W's panels in
+    cache blocks, x's rows up to six at a time against each block."""
+    var nb = max(PANEL, (L2_BLOCK_BYTES // (padded_k(K) * size_of[WT]())) // PANEL * PANEL)
     var b = n_lo
     while b < n_hi:
         var b_end = min(n_hi, b + nb)
         var m0 = 0
         while m0 < M:
             var mr = min(6, M - m0)
-            _rows[WT](mr, xp, wp, op, K, N, m0, b, b_end)
+            if mr == 1:
+                _tile[1, WT](xp, wp, op, K, N, m0, b, b_end)
+            elif mr == 2:
+                _tile[2, WT](xp, wp, op, K, N, m0, b, b_end)
+            elif mr == 3:
+                _tile[3, WT](xp, wp, op, K, N, m0, b, b_end)
+            elif mr == 4:
+                _tile[4, WT](xp, wp, op, K, N, m0, b, b_end)
+            elif mr == 5:
+                _tile[5, WT](xp, wp, op, K, N, m0, b, b_end)
+            else:
+                _tile[6, WT](xp, wp, op, K, N, m0, b, b_end)
             m0 += mr
         b = b_end
 
@@ -119,11 +128,11 @@ def gemv_nt_cpu[WT: DType](
         for i in range(M * N):
             op.unsafe_store(i, Float32(0))
         return
-    # Contiguous chunks of N, a multiple of 4 rows each.
+    # Contiguous chunks of N, whole panels each.
     var workers = 2
     var items = max(1, workers * items_per_worker)
     var chunk = (N + items - 1) // items
-    chunk = (chunk + 3) // 4 * 4
+    chunk = (chunk + PANEL - 1) // PANEL * PANEL
     items = (N + chunk - 1) // chunk
 
     def work(t: Int) {var xp, var wp, var op, var M, var N, var K, var chunk}:
@@ -141,7 +150,7 @@ struct GemvNT:
     def execute[target: StaticString, wdt: DType, items_per_worker: Int = 1](
         output: OutputTensor[dtype=DType.float32, rank=2, ...],
         x: InputTensor[dtype=DType.float32, rank=2, ...],
-        w: InputTensor[dtype=wdt, rank=2, ...],
+        w: InputTensor[dtype=wdt, rank=1, ...],
         ctx: DeviceContext,
     ) raises:
         comptime if target != "cpu":
@@ -150,19 +159,13 @@ struct GemvNT:
             raise Error("gemv_nt: w must be float32 or float16")
         var M = x.dim_size(0)
         var K = x.dim_size(1)
-        var N = w.dim_size(0)
-        if w.dim_size(1) != K or output.dim_size(0) != M or output.dim_size(1) != N:
-            raise Error("gemv_nt: shape mismatch")
+        var N = output.dim_size(1)
+        if output.dim_size(0) != M or w.dim_size(0) != (N + PANEL - 1) // PANEL * PANEL * padded_k(K):
+            raise Error("gemv_nt: w is not x's width and the output's length packed in panels")
         var xs = x.strides()
-        var ws = w.strides()
         var os = output.strides()
-        if (
-            (K > 1 and (xs[1] != 1 or ws[1] != 1))
-            or (M > 1 and xs[0] != K)
-            or (N > 1 and (ws[0] != K or os[1] != 1))
-            or (M > 1 and os[0] != N)
-        ):
-            raise Error("gemv_nt: x, w and the output must be contiguous row-major")
+        if (K > 1 and xs[1] != 1) or (M > 1 and xs[0] != K) or (N > 1 and os[1] != 1) or (M > 1 and os[0] != N):
+            raise Error("gemv_nt: x and the output must be contiguous row-major")
         gemv_nt_cpu(
             x.unsafe_ptr(), w.unsafe_ptr(), output.unsafe_ptr(), M, N, K, items_per_worker
         )

@@ -1,8 +1,9 @@
-"""The custom Mojo kernel gemv_nt (out = x @ w.T) against numpy, over shapes that exercise its tiles.
+"""The custom Mojo kernel gemv_nt (out = x @ w.T, w packed in panels) against numpy, over shapes that
+exercise its tiles.
 
-One graph with every dimension symbolic (one compile); Hypothesis draws M (the register tiles take 1 to
-6 rows, so 1..14 covers every tile and remainder), N (4-column tiles and their remainder, cache blocks)
-and K (8-wide vectors and the scalar remainder), with dense values from a drawn seed at a drawn scale.
+One graph with every dimension symbolic (one compile); Hypothesis draws M (x's rows go in tiles of 1 to 6,
+so 1..14 covers every tile and remainder), N (4-row panels, a last partial panel, cache blocks) and K (8-value steps and
+the scalar remainder), with dense values from a drawn seed at a drawn scale.
 The same graph also runs the float16-weight instantiation on the same (half-representable) weights: it
 must give the float32 product bit for bit, since it only widens each weight as it loads it.
 """
@@ -22,11 +23,12 @@ def gemv_model():
     from max.graph import DeviceRef, Graph, TensorType
     from maxwhisper.encoder import _session
     from maxwhisper.gemv import KERNELS_PATH, gemv_nt
-    types = [TensorType(DType.float32, ["m", "k"], DeviceRef.CPU()), TensorType(DType.float32, ["n", "k"], DeviceRef.CPU()),
-             TensorType(DType.float16, ["n", "k"], DeviceRef.CPU())]
+    cpu = DeviceRef.CPU()  # the last input only carries N, the outputs' width
+    types = [TensorType(DType.float32, ["m", "k"], cpu), TensorType(DType.float32, ["packed"], cpu),
+             TensorType(DType.float16, ["packed"], cpu), TensorType(DType.float32, ["n"], cpu)]
     with Graph("gemv_nt_probe", input_types=types, custom_extensions=[KERNELS_PATH]) as graph:
-        x, w, w_half = (v.tensor for v in graph.inputs)
-        graph.output(gemv_nt(x, w), gemv_nt(x, w_half))
+        x, w, w_half, n = (v.tensor for v in graph.inputs)
+        graph.output(gemv_nt(x, w, n.shape[0]), gemv_nt(x, w_half, n.shape[0]))
     return _session("cpu").load(graph)
 
 
@@ -35,11 +37,13 @@ def gemv_model():
        scale=st.sampled_from([1e-3, 1.0, 30.0]))
 def test_gemv_nt_equals_numpy(gemv_model, m, n, k, seed, scale):
     from max.driver import Buffer
+    from maxwhisper.gemv import panels
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((m, k)) * scale).astype(np.float32)
     w_half = rng.standard_normal((n, k)).astype(np.float16)
     w = w_half.astype(np.float32)
-    got, got_half = (o.to_numpy() for o in gemv_model.execute(*map(Buffer.from_numpy, (x, w, w_half))))
+    inputs = (x, panels(w), panels(w_half), np.zeros(n, np.float32))
+    got, got_half = (o.to_numpy() for o in gemv_model.execute(*map(Buffer.from_numpy, inputs)))
     want = x.astype(np.float64) @ w.astype(np.float64).T
     assert got.shape == (m, n) and got.dtype == np.float32
     # float32 sums of k products: each output within a few ulps of sum |x||w| (measured worst 9.1e-8 of it
