@@ -20,8 +20,8 @@ load time, as in the encoder.
 
 On CPU (`fused`, the default there) each block is one custom Mojo op, `decoder_block`
 (maxwhisper/kernels), and the logits product runs on `gemv_nt`, which streams the embedding's
-(n_vocab, d) rows packed in panels of four (`gemv.panels`): a step is memory-bound and small, and a graph of ~100 small ops spent most of its
-time dispatching them. Elsewhere the blocks are plain graph ops and the logits product reads the
+(n_vocab, d) rows packed in panels of four (`gemv.panels`): a step is memory-bound and small, and a graph
+of ~100 small ops spent most of its time dispatching them. Elsewhere the blocks are plain graph ops and the logits product reads the
 embedding stored pre-transposed, (d, n_vocab).
 
 The fused kernels read their weights in half (`storage="float16"`) when every decoder weight is
@@ -93,11 +93,10 @@ def weight_shapes(dims: ModelDimensions, fused: bool = False) -> dict[str, tuple
     shapes = _shapes(dims)
     if fused:
         from maxwhisper.fused import PACKED, packed_size
+        from maxwhisper.gemv import panels_size
         packed = {name.split(".")[0] for name in PACKED}  # read packed, one vector per block
         shapes = {k: v for k, v in shapes.items() if not (k.startswith("blocks.") and k.split(".")[2] in packed)}
-        from maxwhisper.gemv import PANEL, PK
-        d, v = dims.n_text_state, dims.n_vocab  # the logits weights in gemv_nt's panels
-        shapes["logits.w"] = (-(-v // PANEL) * PANEL * -(-d // PK) * PK,)
+        shapes["logits.w"] = (panels_size(dims.n_vocab, dims.n_text_state),)
         shapes.update({f"blocks.{i}.packed": (packed_size(dims.n_text_state),) for i in range(dims.n_text_layer)})
     return shapes
 

@@ -101,6 +101,11 @@ def panels(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(w.shape[0] // PANEL, PANEL, -1, PK).transpose(0, 2, 1, 3)).ravel()
 
 
+def panels_size(n: int, k: int) -> int:
+    """The length of ``panels(W)`` for W (n, k)."""
+    return -(-n // PANEL) * PANEL * -(-k // PK) * PK
+
+
 def gemv_nt(x: TensorValue, w: TensorValue, n, *, items_per_worker: int = 1) -> TensorValue:
     """Return ``x @ W.T`` (M, n) for float32 x (M, K) and W (n, K) packed by ``panels`` (float32 or
     float16, rank 1), on CPU. ``n`` is an int or a symbolic dimension; ``items_per_worker`` splits the n
