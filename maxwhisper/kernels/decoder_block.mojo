@@ -13,8 +13,8 @@ region: its phases (LayerNorm, q/k/v, self-attention, ...) run in order, and wit
 take its items (chunks of a weight matrix's rows, (row, head) attention items) from a shared counter
 (`_share`). Waking the workers once per phase cost more than the second core gave back: measured, the
 blocks' matrix products ran as fast on one thread as on two. Every weight is streamed once per call.
-The block's weights arrive packed in one vector, in the order
-`PACKED` (maxwhisper/fused.py) lists, matrices in PyTorch's (out, in) layout, float32 or float16 (widened to
+The block's weights arrive in one vector, in the order `PACKED` (maxwhisper/fused.py) lists, each matrix
+(out, in) as PyTorch's Linear keeps it, packed in gemv_nt's panels; float32 or float16 (widened to
 float32 as loaded: the float32 arithmetic, on half the bytes, for half-representable weights):
     attn_ln.w, attn_ln.b, qkv.w (3D, D), qkv.b, out.w (D, D), out.b, cross_ln.w, cross_ln.b,
     cross_q.w (D, D), cross_q.b, cross_out.w (D, D), cross_out.b, mlp_ln.w, mlp_ln.b,
@@ -44,7 +44,9 @@ comptime MAX_CROSS = 1504  # n_audio_ctx (1500), rounded up to whole vectors
 comptime LN_EPS = 1e-5
 comptime CROSS_ROWS = 8  # rows of one audio window per pass over its cross-attention keys and values
 comptime CHUNK_BYTES = 48 * 1024  # weights per work item of a matrix product
-comptime PHASES = 11  # of one block, in order: LayerNorm, q/k/v, self-attention, out, LayerNorm, cross q, cross-attention, cross out, LayerNorm, fc1, fc2
+# The phases of one block, in order: LayerNorm, q/k/v, self-attention, out, LayerNorm, cross q,
+# cross-attention, cross out, LayerNorm, fc1, fc2.
+comptime PHASES = 11
 comptime MAX_WORKERS = 4
 
 
