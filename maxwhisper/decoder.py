@@ -21,8 +21,8 @@ load time, as in the encoder.
 On CPU (`fused`, the default there) each block is one custom Mojo op, `decoder_block`
 (maxwhisper/kernels), and the logits product runs on `gemv_nt`, which streams the embedding's
 (n_vocab, d) rows packed in panels of four (`gemv.panels`): a step is memory-bound and small, and a graph
-of ~100 small ops spent most of its time dispatching them. Elsewhere the blocks are plain graph ops and the logits product reads the
-embedding stored pre-transposed, (d, n_vocab).
+of ~100 small ops spent most of its time dispatching them. Elsewhere the blocks are plain graph ops and
+the logits product reads the embedding stored pre-transposed, (d, n_vocab).
 
 The fused kernels read their weights in half (`storage="float16"`) when every decoder weight is
 half-representable, as in Whisper's own checkpoints: the kernels widen each value as they load it, so the

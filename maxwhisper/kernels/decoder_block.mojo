@@ -51,25 +51,24 @@ comptime MAX_WORKERS = 4
 
 
 @always_inline
-def _layer_norm[WT: DType](xp: FPtr, wp: WPtr[WT], bp: WPtr[WT], op: FPtr, R: Int, D: Int):
-    """op = LayerNorm(xp) row by row (statistics in float64)."""
-    for r in range(R):
-        var x = xp.unsafe_offset(r * D)
-        var o = op.unsafe_offset(r * D)
-        var total: Float64 = 0
-        for j in range(D):
-            total += Float64(x.unsafe_load(j))
-        var mean = total / Float64(D)
-        var sq: Float64 = 0
-        for j in range(D):
-            var c = Float64(x.unsafe_load(j)) - mean
-            sq += c * c
-        var inv = Float32(1.0 / sqrt(sq / Float64(D) + LN_EPS))
-        var m = Float32(mean)
-        for j in range(D):
-            o.unsafe_store(
-                j, (x.unsafe_load(j) - m) * inv * wp.unsafe_load(j).cast[F32]() + bp.unsafe_load(j).cast[F32]()
-            )
+def _layer_norm[WT: DType](xp: FPtr, wp: WPtr[WT], bp: WPtr[WT], op: FPtr, r: Int, D: Int):
+    """Row r of op (R, D) = LayerNorm of row r of xp (statistics in float64)."""
+    var x = xp.unsafe_offset(r * D)
+    var o = op.unsafe_offset(r * D)
+    var total: Float64 = 0
+    for j in range(D):
+        total += Float64(x.unsafe_load(j))
+    var mean = total / Float64(D)
+    var sq: Float64 = 0
+    for j in range(D):
+        var c = Float64(x.unsafe_load(j)) - mean
+        sq += c * c
+    var inv = Float32(1.0 / sqrt(sq / Float64(D) + LN_EPS))
+    var m = Float32(mean)
+    for j in range(D):
+        o.unsafe_store(
+            j, (x.unsafe_load(j) - m) * inv * wp.unsafe_load(j).cast[F32]() + bp.unsafe_load(j).cast[F32]()
+        )
 
 
 @always_inline
@@ -110,21 +109,22 @@ def _linear_chunk[WT: DType, GELU: Bool, ACC: Bool](
         var a = acc.unsafe_offset(r * N)
         var j = n0
         while j + VW <= n1:
-            var v = o.unsafe_load[width=VW](j) + bp.unsafe_load[width=VW](j).cast[F32]()
-            comptime if GELU:
-                v = 0.5 * v * (1 + erf(v * Float32(0.7071067811865476)))
-            o.unsafe_store(j, v)
-            comptime if ACC:
-                a.unsafe_store(j, a.unsafe_load[width=VW](j) + v)
+            _epilogue[VW, WT, GELU, ACC](o, a, bp, j)
             j += VW
         while j < n1:
-            var v = o.unsafe_load(j) + bp.unsafe_load(j).cast[F32]()
-            comptime if GELU:
-                v = 0.5 * v * (1 + erf(v * Float32(0.7071067811865476)))
-            o.unsafe_store(j, v)
-            comptime if ACC:
-                a.unsafe_store(j, a.unsafe_load(j) + v)
+            _epilogue[1, WT, GELU, ACC](o, a, bp, j)
             j += 1
+
+
+@always_inline
+def _epilogue[W: Int, WT: DType, GELU: Bool, ACC: Bool](o: FPtr, a: FPtr, bp: WPtr[WT], j: Int):
+    """o[j:j+W] += bp[j:j+W], then the exact (erf) GELU (GELU), then added into a[j:j+W] (ACC)."""
+    var v = o.unsafe_load[width=W](j) + bp.unsafe_load[width=W](j).cast[F32]()
+    comptime if GELU:
+        v = 0.5 * v * (1 + erf(v * Float32(0.7071067811865476)))
+    o.unsafe_store(j, v)
+    comptime if ACC:
+        a.unsafe_store(j, a.unsafe_load[width=W](j) + v)
 
 
 @always_inline
@@ -308,7 +308,7 @@ def decoder_block_cpu[WT: DType](
                           var R, var G, var cross_items}:
         # self-attention: y = x + out(attend(q, the cache with the new tokens appended))
         def ln1(r: Int) {var x, var y, var h, var ln1_w, var ln1_b, var D}:
-            _layer_norm[WT](x.unsafe_offset(r * D), ln1_w, ln1_b, h.unsafe_offset(r * D), 1, D)
+            _layer_norm[WT](x, ln1_w, ln1_b, h, r, D)
             for j in range(D):
                 y.unsafe_store(r * D + j, x.unsafe_load(r * D + j))
         _share(ln1, ctr, 0, R)
@@ -329,7 +329,7 @@ def decoder_block_cpu[WT: DType](
 
         # cross-attention: y += cross_out(attend(q, the audio window))
         def ln2(r: Int) {var y, var h, var ln2_w, var ln2_b, var D}:
-            _layer_norm[WT](y.unsafe_offset(r * D), ln2_w, ln2_b, h.unsafe_offset(r * D), 1, D)
+            _layer_norm[WT](y, ln2_w, ln2_b, h, r, D)
         _share(ln2, ctr, 4, R)
 
         def cq(i: Int) {var h, var wide, var cq_w, var cq_b, var R, var D}:
@@ -346,7 +346,7 @@ def decoder_block_cpu[WT: DType](
 
         # MLP: y += fc2(gelu(fc1(ln(y))))
         def ln3(r: Int) {var y, var h, var ln3_w, var ln3_b, var D}:
-            _layer_norm[WT](y.unsafe_offset(r * D), ln3_w, ln3_b, h.unsafe_offset(r * D), 1, D)
+            _layer_norm[WT](y, ln3_w, ln3_b, h, r, D)
         _share(ln3, ctr, 8, R)
 
         def fc1(i: Int) {var h, var wide, var fc1_w, var fc1_b, var R, var D}:

@@ -2,8 +2,8 @@
 exercise its tiles.
 
 One graph with every dimension symbolic (one compile); Hypothesis draws M (x's rows go in tiles of 1 to 6,
-so 1..14 covers every tile and remainder), N (4-row panels, a last partial panel, cache blocks) and K (8-value steps and
-the scalar remainder), with dense values from a drawn seed at a drawn scale.
+so 1..14 covers every tile and remainder), N (4-row panels, a last partial panel, cache blocks) and K
+(8-value steps and the scalar remainder), with dense values from a drawn seed at a drawn scale.
 The same graph also runs the float16-weight instantiation on the same (half-representable) weights: it
 must give the float32 product bit for bit, since it only widens each weight as it loads it.
 """
