@@ -61,6 +61,23 @@ def test_rows_of_a_group_equal_each_row_alone(max_decoder, tokens, seed):
 
 
 @settings(max_examples=4)
+@given(prompt=token_rows(st.just(1), st.integers(2, 12)), group=st.integers(2, 5), data=st.data(), seed=seeds)
+def test_a_group_sharing_its_prompt_decodes_as_each_row_alone(max_decoder, prompt, group, data, seed):
+    """openai-whisper repeats the prompt for every beam or best-of row; such a group's first step is decoded
+    once and copied to its rows. The copies must serve the rows' own later tokens like a cache of their own."""
+    nxt = np.array(data.draw(st.lists(st.integers(0, N_VOCAB - 1), min_size=group, max_size=group)))[:, None]
+    feats = features(seed)
+    state = max_decoder.new_state(feats, group)
+    first = state.step(np.repeat(prompt, group, axis=0))
+    assert {k: v.shape for k, v in state.tap_arrays().items()}["ln"] == (group, prompt.shape[1], D)
+    then = state.step(nxt)
+    for r in range(group):
+        alone = run(max_decoder, feats, np.concatenate([prompt, nxt[r:r + 1]], 1), [])[0]
+        np.testing.assert_allclose(first[r], alone[:-1], atol=ATOL, rtol=0)
+        np.testing.assert_allclose(then[r, 0], alone[-1], atol=ATOL, rtol=0)
+
+
+@settings(max_examples=4)
 @given(tokens=token_rows(st.just(2), st.integers(1, 8)), seed=seeds, victim=st.integers(0, 1))
 def test_audio_windows_do_not_leak_into_each_other(max_decoder, tokens, seed, victim):
     feats = features(seed, n_audio=2)
