@@ -43,6 +43,8 @@ comptime MAX_SELF = 448  # n_text_ctx of every Whisper size
 comptime MAX_CROSS = 1504  # n_audio_ctx (1500), rounded up to whole vectors
 comptime LN_EPS = 1e-5
 comptime CROSS_ROWS = 8  # rows of one audio window per pass over its cross-attention keys and values
+comptime STREAM_ROWS = 5  # up to this many rows (a step of a beam group), K and V stream once from memory
+comptime TILE_VECS = 3  # vectors of columns per register tile of the scores (4 rows x 3 + 3 + 1 registers)
 comptime CHUNK_BYTES = 48 * 1024  # weights per work item of a matrix product
 # The phases of one block, in order: LayerNorm, q/k/v, self-attention, out, LayerNorm, cross q,
 # cross-attention, cross out, LayerNorm, fc1, fc2.
@@ -217,7 +219,6 @@ def _attend_cross(q: FPtr, ck: FPtr, cv: FPtr, dst: FPtr, item: Int, G: Int, T: 
     attends over its window's keys ck (A, H, DH, C) and values cv (A, H, C, DH); the G * T rows of window a
     are rows a * G * T onwards, so a beam or best-of group reads its window once, not once per row."""
     var scale = Float32(1.0 / sqrt(Float64(DH)))
-    var c_vec = C - C % VW
     var per_window = G * T
     var chunks = (per_window + CROSS_ROWS - 1) // CROSS_ROWS
     var a = item // (H * chunks)
@@ -226,13 +227,43 @@ def _attend_cross(q: FPtr, ck: FPtr, cv: FPtr, dst: FPtr, item: Int, G: Int, T: 
     var n = min(CROSS_ROWS, (a + 1) * per_window - r0)
     var kb = ck.unsafe_offset((a * H + hh) * DH * C)
     var vb = cv.unsafe_offset((a * H + hh) * C * DH)
+    var qb = q.unsafe_offset(r0 * D + hh * DH)
     var buf = Array[Float32, CROSS_ROWS * MAX_CROSS](fill=0)
     var sp = buf.unsafe_ptr()
-    for j in range(DH):  # scores[i, :] += q[i, j] * K[j, :], streaming K's rows once for all n rows
+    if n <= STREAM_ROWS:  # a step: K streams from memory once, row by row, for the n rows
+        _scores_streamed(qb, kb, sp, n, D, C, scale)
+    else:  # a prompt: K is reused by many rows, so the rows' sums stay in registers, a tile at a time
+        var i = 0
+        while i + 4 <= n:
+            _scores_tiled[4](qb, kb, sp, i, D, C, scale)
+            i += 4
+        comptime for rt in range(1, 4):
+            if n - i == rt:
+                _scores_tiled[rt](qb, kb, sp, i, D, C, scale)
+    for i in range(n):
+        _softmax(sp.unsafe_offset(i * MAX_CROSS), C)
+    if n <= STREAM_ROWS:
+        _mix_streamed(vb, sp, dst.unsafe_offset(r0 * D + hh * DH), n, D, C)
+    else:
+        var i = 0
+        while i + 2 <= n:
+            comptime for half in range(2):
+                _mix_tiled[2, half](vb, sp, dst.unsafe_offset(r0 * D + hh * DH), i, D, C)
+            i += 2
+        if i < n:
+            comptime for half in range(2):
+                _mix_tiled[1, half](vb, sp, dst.unsafe_offset(r0 * D + hh * DH), i, D, C)
+
+
+@always_inline
+def _scores_streamed[origin: MutOrigin](qb: FPtr, kb: FPtr, sp: Pointer[Float32, origin], n: Int, D: Int, C: Int, scale: Float32):
+    """sp[i, :C] = scale * q_i . K for rows i < n: K's rows (DH, C) read once, in order, for all n rows."""
+    var c_vec = C - C % VW
+    for j in range(DH):
         var krow = kb.unsafe_offset(j * C)
         var qs = Array[Float32, CROSS_ROWS](fill=0)
         for i in range(n):
-            qs[i] = q.unsafe_load((r0 + i) * D + hh * DH + j) * scale
+            qs[i] = qb.unsafe_load(i * D + j) * scale
         var c = 0
         while c < c_vec:
             var kv = krow.unsafe_load[width=VW](c)
@@ -245,10 +276,45 @@ def _attend_cross(q: FPtr, ck: FPtr, cv: FPtr, dst: FPtr, item: Int, G: Int, T: 
                 var at = i * MAX_CROSS + c
                 sp.unsafe_store(at, krow.unsafe_load(c) * qs[i] + sp.unsafe_load(at))
             c += 1
-    for i in range(n):
-        _softmax(sp.unsafe_offset(i * MAX_CROSS), C)
+
+
+@always_inline
+def _scores_tiled[origin: MutOrigin, //, RT: Int](qb: FPtr, kb: FPtr, sp: Pointer[Float32, origin], i0: Int, D: Int, C: Int, scale: Float32):
+    """sp[i0:i0+RT, :C] = scale * q . K, for RT rows and TILE_VECS vectors of columns at a time, summed over
+    the DH rows of K in registers (the same order and products as _scores_streamed: the same bits)."""
+    comptime CW = TILE_VECS * VW
+    var c = 0
+    while c + CW <= C:
+        var acc = Array[Vec, RT * TILE_VECS](fill=Vec(0))
+        for j in range(DH):
+            var krow = kb.unsafe_offset(j * C + c)
+            comptime for i in range(RT):
+                var qv = Vec(qb.unsafe_load((i0 + i) * D + j) * scale)
+                comptime for v in range(TILE_VECS):
+                    acc[i * TILE_VECS + v] = krow.unsafe_load[width=VW](v * VW).fma(qv, acc[i * TILE_VECS + v])
+        comptime for i in range(RT):
+            comptime for v in range(TILE_VECS):
+                sp.unsafe_store((i0 + i) * MAX_CROSS + c + v * VW, acc[i * TILE_VECS + v])
+        c += CW
+    for j in range(DH):  # the last columns, fewer than a tile
+        var krow = kb.unsafe_offset(j * C)
+        comptime for i in range(RT):
+            var qs = qb.unsafe_load((i0 + i) * D + j) * scale
+            var row = sp.unsafe_offset((i0 + i) * MAX_CROSS)
+            var cc = c
+            while cc + VW <= C:
+                row.unsafe_store(cc, krow.unsafe_load[width=VW](cc).fma(Vec(qs), row.unsafe_load[width=VW](cc)))
+                cc += VW
+            while cc < C:
+                row.unsafe_store(cc, krow.unsafe_load(cc) * qs + row.unsafe_load(cc))
+                cc += 1
+
+
+@always_inline
+def _mix_streamed[origin: MutOrigin](vb: FPtr, sp: Pointer[Float32, origin], ob: FPtr, n: Int, D: Int, C: Int):
+    """ob row i (stride D) = sum_c p[i, c] V[c, :] for rows i < n: V's rows read once, in order."""
     var acc = Array[Vec, CROSS_ROWS * (DH // VW)](fill=Vec(0))
-    for c in range(C):  # out[i, :] = sum_c p[i, c] V[c, :], streaming V's rows once
+    for c in range(C):
         var vrow = vb.unsafe_offset(c * DH)
         var vv = Array[Vec, DH // VW](fill=Vec(0))
         comptime for k in range(DH // VW):
@@ -258,9 +324,27 @@ def _attend_cross(q: FPtr, ck: FPtr, cv: FPtr, dst: FPtr, item: Int, G: Int, T: 
             comptime for k in range(DH // VW):
                 acc[i * (DH // VW) + k] = vv[k].fma(p, acc[i * (DH // VW) + k])
     for i in range(n):
-        var o = dst.unsafe_offset((r0 + i) * D + hh * DH)
+        var o = ob.unsafe_offset(i * D)
         comptime for k in range(DH // VW):
             o.unsafe_store(k * VW, acc[i * (DH // VW) + k])
+
+
+@always_inline
+def _mix_tiled[origin: MutOrigin, //, RT: Int, HALF: Int](vb: FPtr, sp: Pointer[Float32, origin], ob: FPtr, i0: Int, D: Int, C: Int):
+    """Half HALF of the head's width of ob rows i0 .. i0 + RT - 1 (stride D) = sum_c p[i, c] V[c, :], summed
+    in registers over c in order (the same bits as _mix_streamed)."""
+    comptime HV = DH // VW // 2
+    var acc = Array[Vec, RT * HV](fill=Vec(0))
+    for c in range(C):
+        var vrow = vb.unsafe_offset(c * DH + HALF * HV * VW)
+        comptime for i in range(RT):
+            var p = Vec(sp.unsafe_load((i0 + i) * MAX_CROSS + c))
+            comptime for k in range(HV):
+                acc[i * HV + k] = vrow.unsafe_load[width=VW](k * VW).fma(p, acc[i * HV + k])
+    comptime for i in range(RT):
+        var o = ob.unsafe_offset((i0 + i) * D + HALF * HV * VW)
+        comptime for k in range(HV):
+            o.unsafe_store(k * VW, acc[i * HV + k])
 
 
 def decoder_block_cpu[WT: DType](
