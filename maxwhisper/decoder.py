@@ -281,7 +281,7 @@ def _registry(cfg: DecoderConfig, decoder_weights: dict[str, np.ndarray]) -> dic
         for i in range(cfg.dims.n_text_layer):
             w[f"blocks.{i}.packed"] = pack_block(w, f"blocks.{i}.")  # float32: stored below, in cfg.storage
         from maxwhisper.gemv import panels
-        w["logits.w"] = panels(np.ascontiguousarray(w["logits.w"].T))
+        w["logits.w"] = panels(w["logits.w"].T)
     shapes, registry = weight_shapes(cfg.dims, cfg.fused), {}
     for name in shapes:
         given = torch.from_numpy(w[name])

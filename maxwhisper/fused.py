@@ -28,7 +28,7 @@ def pack_block(weights: dict[str, np.ndarray], prefix: str) -> np.ndarray:
     """One block's weights (MAX layout: matrices (in, out)) as the kernel's flat float32 vector, each
     matrix (out, in) in gemv_nt's panels (no padding: every Whisper width is whole panels and steps)."""
     parts = [weights[prefix + name].astype(np.float32) for name in PACKED]
-    return np.concatenate([panels(np.ascontiguousarray(p.T)) if p.ndim == 2 else p.ravel() for p in parts])
+    return np.concatenate([panels(p.T) if p.ndim == 2 else p.ravel() for p in parts])
 
 
 def decoder_block(x, mask, past, k_cache, v_cache, cross_k, cross_v, packed):

@@ -256,15 +256,18 @@ def _attend_cross(q: FPtr, ck: FPtr, cv: FPtr, dst: FPtr, item: Int, G: Int, T: 
 
 
 @always_inline
-def _scores_streamed[origin: MutOrigin](qb: FPtr, kb: FPtr, sp: Pointer[Float32, origin], n: Int, D: Int, C: Int, scale: Float32):
-    """sp[i, :C] = scale * q_i . K for rows i < n: K's rows (DH, C) read once, in order, for all n rows."""
+def _scores_streamed[origin: MutOrigin](
+    qb: FPtr, kb: FPtr, sp: Pointer[Float32, origin], n: Int, D: Int, C: Int, scale: Float32, c0: Int = 0
+):
+    """sp[i, c0:C] = scale * q_i . K for rows i < n (c0 a whole vector): K's rows (DH, C) read once, in
+    order, for all n rows."""
     var c_vec = C - C % VW
     for j in range(DH):
         var krow = kb.unsafe_offset(j * C)
         var qs = Array[Float32, CROSS_ROWS](fill=0)
         for i in range(n):
             qs[i] = qb.unsafe_load(i * D + j) * scale
-        var c = 0
+        var c = c0
         while c < c_vec:
             var kv = krow.unsafe_load[width=VW](c)
             for i in range(n):
@@ -296,18 +299,7 @@ def _scores_tiled[origin: MutOrigin, //, RT: Int](qb: FPtr, kb: FPtr, sp: Pointe
             comptime for v in range(TILE_VECS):
                 sp.unsafe_store((i0 + i) * MAX_CROSS + c + v * VW, acc[i * TILE_VECS + v])
         c += CW
-    for j in range(DH):  # the last columns, fewer than a tile
-        var krow = kb.unsafe_offset(j * C)
-        comptime for i in range(RT):
-            var qs = qb.unsafe_load((i0 + i) * D + j) * scale
-            var row = sp.unsafe_offset((i0 + i) * MAX_CROSS)
-            var cc = c
-            while cc + VW <= C:
-                row.unsafe_store(cc, krow.unsafe_load[width=VW](cc).fma(Vec(qs), row.unsafe_load[width=VW](cc)))
-                cc += VW
-            while cc < C:
-                row.unsafe_store(cc, krow.unsafe_load(cc) * qs + row.unsafe_load(cc))
-                cc += 1
+    _scores_streamed(qb.unsafe_offset(i0 * D), kb, sp.unsafe_offset(i0 * MAX_CROSS), RT, D, C, scale, c)  # the rest
 
 
 @always_inline
