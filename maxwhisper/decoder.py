@@ -3,17 +3,15 @@
     cross graph  features (audio, n_audio_ctx, d) -> per layer: cross keys (audio, h, dh, ctx) and
                  values (audio, h, ctx, dh); run once per audio window.
     step graph   tokens (batch, new), positions (new,), causal mask among the new tokens (new, new), the
-                 rows to return logits for (rows,), the self-attention keys/values of the `past` tokens per
-                 layer, cross keys/values per audio window (fused) or per row
+                 rows to return logits for (rows,), `past` (1,): the count of cached tokens, each layer's
+                 self-attention keys/values as buffers of the whole context (batch, h, n_text_ctx, dh),
+                 cross keys/values per audio window (fused) or per row
       -> token + positional embedding -> n_layer x [x + self_attn(ln(x)); x + cross_attn(ln(x)); x + mlp(ln(x))]
       -> ln -> logits against the tied token embedding at the rows asked for (batch, rows, n_vocab)
-      also returns every block's output (the taps).
-    The fused step keeps each layer's keys and values in buffers of the whole context
-    (batch, h, n_text_ctx, dh), given with `past` (1,), the count they hold, and writes the new tokens'
-    rows in place. Elsewhere the caches are plain inputs (batch, h, past, dh) and the graph returns them
-    grown (batch, h, past + new, dh).
+      also returns every block's output (the taps). The step writes the new tokens' keys and values into
+      the buffers at rows past .. past + new - 1, in place, and attends to rows up to those.
 
-`batch`, `new` and `past` are symbolic: one compiled step graph serves the prompt prefill and
+`batch`, `new` and `rows` are symbolic, `past` a value: one compiled step graph serves the prompt prefill and
 single-token steps, greedy (batch 1), best-of and beam search (batch n) alike. Rows of one audio window
 (a beam or best-of group) get that window's cross keys and values. Weights are `Weight` nodes bound at
 load time, as in the encoder.
@@ -22,7 +20,9 @@ On CPU (`fused`, the default there) each block is one custom Mojo op, `decoder_b
 (maxwhisper/kernels), and the logits product runs on `gemv_nt`, which streams the embedding's
 (n_vocab, d) rows packed in panels of four (`gemv.panels`): a step is memory-bound and small, and a graph
 of ~100 small ops spent most of its time dispatching them. Elsewhere the blocks are plain graph ops and
-the logits product reads the embedding stored pre-transposed, (d, n_vocab).
+the logits product reads the embedding stored pre-transposed, (d, n_vocab). On GPU the float32 products
+are exact.py's (parts that TF32 holds exactly), and a single-token step can replay a captured device graph
+(`CapturedStep`, MAXWHISPER_CAPTURE=1): its shapes never change, since the caches span the whole context.
 
 The fused kernels read their weights in half (`storage="float16"`) when every decoder weight is
 half-representable, as in Whisper's own checkpoints: the kernels widen each value as they load it, so the
@@ -31,8 +31,10 @@ arithmetic and the logits are float32's, bit for bit, while a step streams half 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ import numpy as np
 import torch
 from whisper.model import ModelDimensions
 
+from maxwhisper import exact
 from maxwhisper.encoder import LN_EPS, _max_dtype, _session, _stderr, max_device
 from maxwhisper.errors import MaxWhisperError
 from maxwhisper.layout import decoder_weights_to_max
@@ -65,6 +68,9 @@ class DecoderConfig:
     bugs: frozenset[str] = frozenset()  # only the suite's self-check injects any
     fused: bool | None = None  # blocks as decoder_block ops, logits on gemv_nt; None: on CPU (CPU-only kernels)
     storage: str = "float32"  # of the fused kernels' weights: float16 only for half-representable weights
+    # float32 products from bfloat16-exact parts (maxwhisper/exact.py), the weights in this many parts:
+    # 0 = plain products. get_decoder sets it on GPU, whose float32 products round like TF32.
+    weight_parts: int = 0
 
     def __post_init__(self):
         if self.fused is None:
@@ -80,17 +86,23 @@ class DecoderConfig:
 
     @property
     def key(self) -> tuple:
-        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.bugs, self.fused, self.storage)
+        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.bugs, self.fused, self.storage,
+                self.weight_parts)
 
     @property
     def head_dim(self) -> int:
         return self.dims.n_text_state // self.dims.n_text_head
 
 
-def weight_shapes(dims: ModelDimensions, fused: bool = False) -> dict[str, tuple[int, ...]]:
+PRODUCT_WEIGHTS = ("qkv.w", "out.w", "cross_q.w", "cross_kv.w", "cross_out.w", "fc1.w", "fc2.w", "logits.w")
+
+
+def weight_shapes(dims: ModelDimensions, fused: bool = False, weight_parts: int = 0) -> dict[str, tuple[int, ...]]:
     """Shape of every weight the two graphs bind, by name (`fused`: blocks packed, the logits' (n_vocab, d)
-    in gemv_nt's panels)."""
+    in gemv_nt's panels; `weight_parts`: product weights as that many parts joined along columns)."""
     shapes = _shapes(dims)
+    if weight_parts:
+        shapes.update({k: (v[0], weight_parts * v[1]) for k, v in shapes.items() if k.endswith(PRODUCT_WEIGHTS)})
     if fused:
         from maxwhisper.fused import PACKED, packed_size
         from maxwhisper.gemv import panels_size
@@ -130,7 +142,7 @@ def _stored(cfg: DecoderConfig, name: str) -> str:
 def _graph_weights(cfg: DecoderConfig, dev):
     """A function name -> Weight node, creating each node once."""
     from max.graph import Weight
-    shapes, nodes = weight_shapes(cfg.dims, cfg.fused), {}
+    shapes, nodes = weight_shapes(cfg.dims, cfg.fused, cfg.weight_parts), {}
 
     def weight(name: str):
         if name not in nodes:
@@ -140,8 +152,15 @@ def _graph_weights(cfg: DecoderConfig, dev):
     return weight
 
 
-def _linear(x, weight, name: str):
-    return x @ weight(name + ".w") + weight(name + ".b")
+def _linear(x, weight, name: str, weight_parts: int = 0):
+    w, b = weight(name + ".w"), weight(name + ".b")
+    if weight_parts:
+        return exact.linear(x, w, b.shape[0], weight_parts) + b
+    return x @ w + b
+
+
+def _exact_suffix(cfg: DecoderConfig) -> str:
+    return f"_exact{cfg.weight_parts}" if cfg.weight_parts else ""
 
 
 def build_cross_graph(cfg: DecoderConfig):
@@ -153,12 +172,12 @@ def build_cross_graph(cfg: DecoderConfig):
     dev = DeviceRef.GPU() if cfg.device == "gpu" else DeviceRef.CPU()
     weight = _graph_weights(cfg, dev)
     xa_type = TensorType(DType.float32, ["audio", dims.n_audio_ctx, d], device=dev)
-    with Graph(f"whisper_decoder_cross_{cfg.dtype}", input_types=[xa_type]) as graph:
+    with Graph(f"whisper_decoder_cross_{cfg.dtype}" + _exact_suffix(cfg), input_types=[xa_type]) as graph:
         xa = graph.inputs[0].tensor
         a, t = xa.shape[0], xa.shape[1]
         outs = []
         for i in range(dims.n_text_layer):
-            k, v = ops.split(_linear(xa, weight, f"blocks.{i}.cross_kv"), [d, d], axis=-1)
+            k, v = ops.split(_linear(xa, weight, f"blocks.{i}.cross_kv", cfg.weight_parts), [d, d], axis=-1)
             outs.append(ops.permute(ops.reshape(k, [a, t, h, dh]), [0, 2, 3, 1]))
             outs.append(ops.permute(ops.reshape(v, [a, t, h, dh]), [0, 2, 1, 3]))
         graph.output(*outs)
@@ -170,44 +189,49 @@ def build_step_graph(cfg: DecoderConfig):
     from max.dtype import DType
     from max.graph import BufferType, DeviceRef, Graph, TensorType, ops
     dims, dh = cfg.dims, cfg.head_dim
-    d, h, n_layer, ctx = dims.n_text_state, dims.n_text_head, dims.n_text_layer, dims.n_audio_ctx
+    d, h, n_layer, ctx, n_ctx = dims.n_text_state, dims.n_text_head, dims.n_text_layer, dims.n_audio_ctx, dims.n_text_ctx
     dev = DeviceRef.GPU() if cfg.device == "gpu" else DeviceRef.CPU()
     weight = _graph_weights(cfg, dev)
     windows = "audio" if cfg.fused else "batch"
-    if cfg.fused:  # the count of cached tokens, then buffers of the whole context, written in place
-        caches = [TensorType(DType.int64, [1], device=dev),
-                  *[BufferType(DType.float32, ["batch", h, dims.n_text_ctx, dh], device=dev)] * (2 * n_layer)]
-    else:
-        caches = [TensorType(DType.float32, ["batch", h, "past", dh], device=dev)] * (2 * n_layer)
     types = [TensorType(DType.int64, ["batch", "new"], device=dev),
              TensorType(DType.int64, ["new"], device=dev),
              TensorType(DType.float32, ["new", "new"], device=dev),
              TensorType(DType.int64, ["rows"], device=dev),
-             *caches,
+             # the count of cached tokens, then each layer's keys and values for the whole context, written in place
+             TensorType(DType.int64, [1], device=dev),
+             *[BufferType(DType.float32, ["batch", h, n_ctx, dh], device=dev)] * (2 * n_layer),
              # per audio window when fused (the kernel maps each row to its window), else per row
              *[TensorType(DType.float32, [windows, h, dh, ctx], device=dev),
                TensorType(DType.float32, [windows, h, ctx, dh], device=dev)] * n_layer]
     from maxwhisper.fused import KERNELS_PATH, decoder_block
-    name = f"whisper_decoder_step_{cfg.dtype}" + (f"_fused_{cfg.storage}" if cfg.fused else "")
+    name = f"whisper_decoder_step_{cfg.dtype}" + (f"_fused_{cfg.storage}" if cfg.fused else "_static") + _exact_suffix(cfg)
     with Graph(name, input_types=types, custom_extensions=[KERNELS_PATH] if cfg.fused else []) as graph:
-        tokens, positions, causal, rows = (v.tensor for v in graph.inputs[:4])
-        first = 5 if cfg.fused else 4
-        past = graph.inputs[4].tensor if cfg.fused else None
-        caches = [v.buffer if cfg.fused else v.tensor for v in graph.inputs[first:first + 2 * n_layer]]
-        cross = [v.tensor for v in graph.inputs[first + 2 * n_layer:]]
+        tokens, positions, causal, rows, past = (v.tensor for v in graph.inputs[:5])
+        caches = [v.buffer for v in graph.inputs[5:5 + 2 * n_layer]]
+        cross = [v.tensor for v in graph.inputs[5 + 2 * n_layer:]]
         b, t = tokens.shape
-        if not cfg.fused:
-            p = caches[0].shape[2]
-            # every cached key is visible; among the new tokens, the causal mask (0 on and below the diagonal)
-            zero = ops.constant(0.0, DType.float32, dev)
-            mask = ops.concat([ops.broadcast_to(zero, [t, p]), causal], axis=1)  # (new, past + new)
         scale = 1.0 / math.sqrt(dh)
+        if not cfg.fused:
+            # key j of the whole context: cached (j < past) is visible, new (past <= j < past + new) as the causal
+            # mask among the new tokens says, unwritten (later) never: (new, n_ctx)
+            key = ops.range(0, n_ctx, 1, out_dim=n_ctx, dtype=DType.int64, device=dev) - past
+            last = ops.max(ops.range(0, t, 1, out_dim=t, dtype=DType.int64, device=dev), axis=0)  # new - 1
+            new_row = ops.min(ops.max(key, ops.constant(0, DType.int64, dev)), last)  # which new token, if new
+            is_new = ops.logical_and(ops.greater_equal(key, ops.constant(0, DType.int64, dev)),
+                                     ops.greater_equal(last, key))
+            zero, never = (ops.constant(v, DType.float32, dev) for v in (0.0, float("-inf")))
+            mask = ops.where(ops.greater(ops.constant(0, DType.int64, dev), key), zero,
+                             ops.where(is_new, ops.gather(causal, new_row, axis=1), never))
+            is_new = ops.reshape(is_new, [1, 1, n_ctx, 1])
 
         def ln(x, name):
             return ops.layer_norm(x, weight(name + ".w"), weight(name + ".b"), LN_EPS)
 
         def linear(x, name):
-            return _linear(x, weight, name)
+            return _linear(x, weight, name, cfg.weight_parts)
+
+        def product(x, y):
+            return exact.matmul(x, y) if cfg.weight_parts else x @ y
 
         def heads(z):  # (b, t, d) -> (b, h, t, dh)
             return ops.permute(ops.reshape(z, [b, t, h, dh]), [0, 2, 1, 3])
@@ -215,36 +239,38 @@ def build_step_graph(cfg: DecoderConfig):
         def merge(o):  # (b, h, t, dh) -> (b, t, d)
             return ops.reshape(ops.permute(o, [0, 2, 1, 3]), [b, t, d])
 
+        def written(cache, rows_new):  # the new rows stored at `past` onwards; the whole context back
+            # elementwise and a gather, with `past` read on the device: a captured graph replays it unchanged
+            full = ops.where(is_new, ops.gather(rows_new, new_row, axis=2), ops.buffer_load(cache))
+            ops.buffer_store(cache, full)
+            return full
+
         def self_attention(x, i):
             q, k, v = ops.split(linear(x, f"blocks.{i}.qkv"), [d, d, d], axis=-1)
-            k = ops.concat([caches[2 * i], heads(k)], axis=2)
-            v = ops.concat([caches[2 * i + 1], heads(v)], axis=2)
-            scores = (heads(q) @ ops.transpose(k, 2, 3)) * scale + mask
-            return linear(merge(ops.softmax(scores) @ v), f"blocks.{i}.out"), k, v
+            k, v = written(caches[2 * i], heads(k)), written(caches[2 * i + 1], heads(v))
+            scores = product(heads(q), ops.transpose(k, 2, 3)) * scale + mask
+            return linear(merge(product(ops.softmax(scores), v)), f"blocks.{i}.out")
 
         def cross_attention(x, i):
             q = heads(linear(x, f"blocks.{i}.cross_q"))
-            o = ops.softmax((q @ cross[2 * i]) * scale) @ cross[2 * i + 1]
+            o = product(ops.softmax(product(q, cross[2 * i]) * scale), cross[2 * i + 1])
             return linear(merge(o), f"blocks.{i}.cross_out")
 
-        def block(x, i):  # one decoder block: (output, [grown keys, grown values] unless they grow in place)
+        def block(x, i):  # one decoder block
             if cfg.fused:  # the whole block in one custom op, over (batch * new) rows
                 y = decoder_block(ops.reshape(x, [b * t, d]), causal, past, caches[2 * i], caches[2 * i + 1],
                                   cross[2 * i], cross[2 * i + 1], weight(f"blocks.{i}.packed"))
-                return ops.reshape(y, [b, t, d]), []
+                return ops.reshape(y, [b, t, d])
             blk = f"blocks.{i}."
-            attn, k, v = self_attention(ln(x, blk + "attn_ln"), i)
-            x = x + attn
+            x = x + self_attention(ln(x, blk + "attn_ln"), i)
             x = x + cross_attention(ln(x, blk + "cross_ln"), i)
-            x = x + linear(ops.gelu(linear(ln(x, blk + "mlp_ln"), blk + "fc1")), blk + "fc2")
-            return x, [k, v]
+            return x + linear(ops.gelu(linear(ln(x, blk + "mlp_ln"), blk + "fc1")), blk + "fc2")
 
         x = ops.gather(weight("tok_emb"), tokens, axis=0) + ops.gather(weight("pos"), positions, axis=0)
-        taps, new_caches = [x], []
+        taps = [x]
         for i in range(n_layer):
-            x, grown = block(x, i)
+            x = block(x, i)
             taps.append(x)
-            new_caches += grown
         x = ln(x, "ln")
         taps.append(x)
         x = ops.gather(x, rows, axis=1)  # logits only for the rows asked for
@@ -254,11 +280,13 @@ def build_step_graph(cfg: DecoderConfig):
             rows_out = x.shape[1]
             logits = gemv_nt(ops.reshape(x, [b * rows_out, d]), logits_w, dims.n_vocab)
             logits = ops.reshape(logits, [b, rows_out, dims.n_vocab])
+        elif cfg.weight_parts:
+            logits = exact.linear(x, logits_w, dims.n_vocab, cfg.weight_parts)
         elif cfg.dtype == "float32":
             logits = x @ logits_w
         else:
             logits = ops.cast(ops.cast(x, logits_w.dtype) @ logits_w, DType.float32)
-        graph.output(logits, *new_caches, *taps)
+        graph.output(logits, *taps)
     return graph
 
 
@@ -276,13 +304,15 @@ def _inject_weight_bugs(w: dict[str, np.ndarray], cfg: DecoderConfig) -> dict[st
 
 def _registry(cfg: DecoderConfig, decoder_weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     w = _inject_weight_bugs(decoder_weights_to_max(decoder_weights, cfg.dims.n_text_layer), cfg)
+    if cfg.weight_parts:
+        w.update({k: exact.joined_parts(v, cfg.weight_parts) for k, v in w.items() if k.endswith(PRODUCT_WEIGHTS)})
     if cfg.fused:
         from maxwhisper.fused import pack_block
         for i in range(cfg.dims.n_text_layer):
             w[f"blocks.{i}.packed"] = pack_block(w, f"blocks.{i}.")  # float32: stored below, in cfg.storage
         from maxwhisper.gemv import panels
         w["logits.w"] = panels(w["logits.w"].T)
-    shapes, registry = weight_shapes(cfg.dims, cfg.fused), {}
+    shapes, registry = weight_shapes(cfg.dims, cfg.fused, cfg.weight_parts), {}
     for name in shapes:
         given = torch.from_numpy(w[name])
         registry[name] = stored = given.to(getattr(torch, _stored(cfg, name))).contiguous()
@@ -303,7 +333,7 @@ class MaxDecoder:
             registry = _registry(cfg, decoder_weights)
         except KeyError as exc:
             raise MaxWhisperError(f"decoder weights lack tensor {exc}; the checkpoint is incomplete") from None
-        for name, shape in weight_shapes(cfg.dims, cfg.fused).items():
+        for name, shape in weight_shapes(cfg.dims, cfg.fused, cfg.weight_parts).items():
             if tuple(registry[name].shape) != shape:
                 raise MaxWhisperError(f"decoder weight {name} has shape {tuple(registry[name].shape)}, "
                                       f"expected {shape} for these model dimensions")
@@ -317,6 +347,11 @@ class MaxDecoder:
         self.cross_model = session.load(build_cross_graph(cfg), weights_registry=registry)
         self.step_model = session.load(build_step_graph(cfg), weights_registry=registry)
         self.compile_s = time.perf_counter() - start
+        # MAXWHISPER_CAPTURE=1: single-token steps on GPU replay a captured device graph (CapturedStep). Opt-in
+        # until a GPU run of test_gpu_captured_steps_replay_the_eager_steps has checked it (none has yet); a
+        # runtime that cannot capture runs the steps eagerly (capture_error says why)
+        self.captures = cfg.device == "gpu" and os.environ.get("MAXWHISPER_CAPTURE", "") not in ("", "0")
+        self.capture_error: str | None = None
 
     def mutant(self, bugs: frozenset[str], decoder_weights: dict[str, np.ndarray]) -> "MaxDecoder":
         """This decoder with `bugs` injected (the self-check). Host-side bugs share the compiled models;
@@ -366,7 +401,8 @@ class MaxDecoder:
 
 
 class DecoderState:
-    """The caches of one decode: cross keys/values per audio window, self-attention keys/values per row."""
+    """The caches of one decode: cross keys/values per audio window (per row off the fused path), and each
+    layer's self-attention keys/values for the whole context, written in place by every step."""
 
     def __init__(self, decoder: MaxDecoder, cross: list, group: int):
         self.decoder, self.group = decoder, group
@@ -377,16 +413,22 @@ class DecoderState:
         self.length = 0  # tokens decoded: the next token's position
         self.filled = 0  # tokens the self-attention cache holds (fewer only under the cache_off_by_one bug)
         dims, dh = decoder.cfg.dims, decoder.cfg.head_dim
-        self.in_place = decoder.cfg.fused
-        if self.in_place:  # the whole context per layer, written by each step at rows filled onwards
-            shape = (self.batch, dims.n_text_head, dims.n_text_ctx, dh)
-            self._arrays = [np.empty(shape, np.float32) for _ in range(2 * dims.n_text_layer)]
-            self.caches = [decoder._to_device(a) for a in self._arrays]  # host buffers viewing the arrays
+        shape = (self.batch, dims.n_text_head, dims.n_text_ctx, dh)
+        if decoder.cfg.device == "cpu":  # host buffers viewing numpy arrays
+            # unwritten rows are never read by the fused kernel; the graph-op step multiplies them by a zero
+            # attention weight, so they must be finite
+            self._arrays = [(np.empty if decoder.cfg.fused else np.zeros)(shape, np.float32)
+                            for _ in range(2 * dims.n_text_layer)]
+            self.caches = [decoder._to_device(a) for a in self._arrays]
         else:
-            empty = np.zeros((self.batch, dims.n_text_head, 0, dh), np.float32)
-            self.caches = [decoder._to_device(empty) for _ in range(2 * dims.n_text_layer)]
+            from max.driver import Buffer
+            from max.dtype import DType
+            self._arrays = None
+            self.caches = [Buffer.zeros(shape, DType.float32, decoder.device) for _ in range(2 * dims.n_text_layer)]
         self.taps: list = []
         self._taps_repeat = 1  # taps of one row stand for each row of its group (_prefill_group_once)
+        self._graph: CapturedStep | None = None
+        self.capture = decoder.captures  # whether this state's single-token steps replay a captured graph
 
     @property
     def batch(self) -> int:
@@ -409,7 +451,7 @@ class DecoderState:
                                   f"{dims.n_text_ctx // 2 - 1} prompt tokens)")
         if tokens.dtype.kind not in "iu" or (tokens < 0).any() or (tokens >= dims.n_vocab).any():
             raise MaxWhisperError(f"token ids must be integers in [0, {dims.n_vocab}) for this vocabulary")
-        if self.in_place and self.filled == 0 and self.group > 1 and new > 1:
+        if self.filled == 0 and self.group > 1 and new > 1:
             per_window = tokens.reshape(self.n_audio, self.group, new)
             if (per_window == per_window[:, :1]).all():  # a beam or best-of group's prompt, one row per window
                 return self._prefill_group_once(tokens[::self.group], rows)
@@ -418,34 +460,53 @@ class DecoderState:
         positions = np.arange(start, start + new, dtype=np.int64)
         if "cache_off_by_one" in bugs and self.filled:  # the newest cached position is overwritten
             self.filled -= 1
-            if not self.in_place:
-                self.caches = [d._to_device(d._to_numpy(c)[:, :, :-1]) for c in self.caches]
         causal = np.triu(np.full((new, new), -np.inf, np.float32), k=1)
         if "no_causal_mask" in bugs:
             causal[:] = 0.0
         rows = np.arange(new, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
         if rows.ndim != 1 or len(rows) == 0 or (rows < 0).any() or (rows >= new).any():
             raise MaxWhisperError(f"logit rows {rows.tolist()} must be positions among the {new} new tokens")
-        past = [d._to_device(np.array([self.filled], np.int64))] if self.in_place else []
-        outs = d.step_model.execute(d._to_device(tokens.astype(np.int64)), d._to_device(positions),
-                                    d._to_device(causal), d._to_device(rows), *past, *self.caches, *self.cross)
-        grown = 0 if self.in_place else 2 * dims.n_text_layer
-        if grown:
-            self.caches = list(outs[1:1 + grown])
-        self.taps, self._taps_repeat = outs[1 + grown:], 1
+        inputs = [tokens.astype(np.int64), positions, causal, rows, np.array([self.filled], np.int64)]
+        if self.capture and d.cfg.device == "gpu" and new == 1 and self._graph is None:
+            try:
+                self._graph = CapturedStep(self, inputs)
+            except (RuntimeError, ValueError) as exc:  # the runtime cannot capture this graph: run steps eagerly
+                self.capture, d.captures, d.capture_error = False, False, f"{type(exc).__name__}: {exc}"
+        if self._graph is not None and new == 1:  # a single-token step on GPU: one replay of a captured graph
+            outs = self._graph.run(inputs)
+        else:
+            outs = d.step_model.execute(*map(d._to_device, inputs), *self.caches, *self.cross)
+        self.taps, self._taps_repeat = outs[1:], 1
         self.length += new
         self.filled += new
         return d._to_numpy(outs[0])
+
+    def _rewrite_caches(self, edit: Callable[[np.ndarray], None]) -> None:
+        """Apply `edit` to each cache as a numpy array, keeping the buffers (a captured step reads them)."""
+        if self._arrays is not None:
+            for a in self._arrays:
+                edit(a)
+            return
+        from max.driver import Buffer
+        for buf in self.caches:
+            a = self.decoder._to_numpy(buf)
+            edit(a)
+            buf.inplace_copy_from(Buffer.from_numpy(a))
 
     def _prefill_group_once(self, tokens: np.ndarray, rows) -> np.ndarray:
         """The first step of groups whose rows all hold the same tokens (openai-whisper repeats the prompt
         for each beam or best-of candidate): one row per audio window is decoded, and its cache rows, logits
         and taps are copied to the rest of its group. A batch-5 prompt of 190 tokens took 500 ms."""
-        one = DecoderState(self.decoder, self.cross, 1)
+        cross = self.cross if self.decoder.cfg.fused else [
+            self.decoder._to_device(self.decoder._to_numpy(c)[::self.group]) for c in self.cross]
+        one = DecoderState(self.decoder, cross, 1)
         logits = one.step(tokens, rows)
         new = tokens.shape[1]
-        for mine, its in zip(self._arrays, one._arrays):
-            mine[:, :, :new] = np.repeat(its[:, :, :new], self.group, axis=0)
+        theirs = iter(one.cache_arrays())
+
+        def copy(mine: np.ndarray) -> None:
+            mine[:, :, :new] = np.repeat(next(theirs)[:, :, :new], self.group, axis=0)
+        self._rewrite_caches(copy)
         self.taps, self._taps_repeat = one.taps, self.group
         self.length, self.filled = one.length, one.filled
         return np.repeat(logits, self.group, axis=0)
@@ -456,11 +517,9 @@ class DecoderState:
         return {n: np.repeat(self.decoder._to_numpy(t), self._taps_repeat, axis=0) for n, t in zip(names, self.taps)}
 
     def cache_arrays(self) -> list[np.ndarray]:
-        """The in-place caches as numpy views, keys and values per layer, each (batch, h, n_text_ctx, dh):
-        rows 0 .. filled - 1 hold tokens, the rest are not yet written."""
-        if not self.in_place:
-            raise MaxWhisperError("this decoder returns grown caches (fused=False); only the fused one keeps them in place")
-        return self._arrays
+        """The caches as numpy arrays, keys and values per layer, each (batch, h, n_text_ctx, dh): rows
+        0 .. filled - 1 hold tokens, the rest are not yet written. Views on CPU, copies on GPU."""
+        return self._arrays if self._arrays is not None else [self.decoder._to_numpy(b) for b in self.caches]
 
     def reorder(self, source_indices) -> None:
         """Beam search: row r of the cache becomes row source_indices[r] (indices within each audio window)."""
@@ -471,34 +530,76 @@ class DecoderState:
             raise MaxWhisperError("source indices must stay within each audio window's group of rows")
         if (idx == np.arange(self.batch)).all():
             return
-        if self.in_place:
-            for a in self._arrays:  # the right side is a copy: rows may come from rows rewritten here
-                a[:, :, :self.filled] = a[idx, :, :self.filled]
-            return
-        d = self.decoder
-        self.caches = [d._to_device(d._to_numpy(buf)[idx]) for buf in self.caches]
+        filled = self.filled
+
+        def gather(a: np.ndarray) -> None:  # the right side is a copy: rows may come from rows rewritten here
+            a[:, :, :filled] = a[idx, :, :filled]
+        self._rewrite_caches(gather)
+
+
+class CapturedStep:
+    """A single-token step of one DecoderState as a captured device graph (MAX `Model.capture`): about 100
+    kernels replayed by one launch. Its inputs are fixed buffers: each step copies the tokens, position and
+    cache count into them; the state's caches and cross keys/values are its own, so the capture is too."""
+
+    _keys = iter(range(1, 1 << 62))
+
+    def __init__(self, state: DecoderState, inputs: list[np.ndarray]):
+        d = state.decoder
+        self.model, self.key = d.step_model, next(self._keys)
+        self.buffers = [d._to_device(a) for a in inputs]
+        self.outputs = self.model.capture(self.key, *self.buffers, *state.caches, *state.cross)
+        self.inputs = [*self.buffers, *state.caches, *state.cross]
+
+    def run(self, inputs: list[np.ndarray]) -> list:
+        """Replay with these inputs (capturing records the kernels without running them; a step writes only
+        its own cache rows, so running one twice changes nothing)."""
+        from max.driver import Buffer
+        for buf, a in zip(self.buffers, inputs):
+            buf.inplace_copy_from(Buffer.from_numpy(np.ascontiguousarray(a)))
+        self.model.replay(self.key, *self.inputs)
+        return self.outputs
+
+    def __del__(self):
+        with contextlib.suppress(Exception):  # at interpreter shutdown the runtime may be gone
+            self.model.release_captured_graph(self.key)
 
 
 _MODELS: dict[tuple, MaxDecoder] = {}
 
 
 _HALF_EXACT: dict[str, bool] = {}
+_WEIGHT_PARTS: dict[str, int] = {}  # per checkpoint: how many parts its product weights need
 
 
 def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozenset(), fused: bool | None = None,
-                storage: str | None = None, progress: Callable[[str], None] | None = None) -> MaxDecoder:
+                storage: str | None = None, progress: Callable[[str], None] | None = None,
+                exact_products: bool | None = None) -> MaxDecoder:
     """The process-wide compiled decoder for these weights and settings (compiled on first use).
-    `storage` None: float16 for the fused kernels when every decoder weight is half-representable."""
-    cfg = DecoderConfig(loaded.dims, device, dtype, frozenset(bugs), fused)
+    `storage` None: float16 for the fused kernels when every decoder weight is half-representable.
+    `exact_products` None: on GPU in float32 (exact.py; True also runs them on CPU, for the suite)."""
+    if exact_products is None:  # GPU float32 products round like TF32
+        exact_products = device == "gpu" and dtype == "float32"
+    cfg = DecoderConfig(loaded.dims, device, dtype, frozenset(bugs), False if exact_products and fused is None else fused)
     if storage is None and cfg.fused:
         if loaded.decoder_sha256 not in _HALF_EXACT:
             _HALF_EXACT[loaded.decoder_sha256] = half_exact(loaded.decoder_weights())
         storage = "float16" if _HALF_EXACT[loaded.decoder_sha256] else "float32"
-    cfg = dataclasses.replace(cfg, storage=storage or "float32")
+    parts = 0
+    if exact_products:
+        if cfg.fused or cfg.dtype != "float32":
+            raise MaxWhisperError("exact products are for the float32 graph-op decoder; use fused=False")
+        if loaded.decoder_sha256 not in _WEIGHT_PARTS:
+            w = decoder_weights_to_max(loaded.decoder_weights(), loaded.dims.n_text_layer)
+            _WEIGHT_PARTS[loaded.decoder_sha256] = exact.n_weight_parts(
+                [v for k, v in w.items() if k.endswith(PRODUCT_WEIGHTS)])
+        parts = _WEIGHT_PARTS[loaded.decoder_sha256]
+    cfg = dataclasses.replace(cfg, storage=storage or "float32", weight_parts=parts)
     key = (cfg.key, loaded.decoder_sha256)
     if key not in _MODELS:
         if bugs:
-            base = get_decoder(loaded, device, dtype, fused=fused, storage=cfg.storage, progress=progress)
+            base = get_decoder(loaded, device, dtype, fused=fused, storage=cfg.storage, progress=progress,
+                               exact_products=bool(parts))
             _MODELS[key] = base.mutant(cfg.bugs, loaded.decoder_weights())
         else:
             _MODELS[key] = MaxDecoder(cfg, loaded.decoder_weights(), progress)

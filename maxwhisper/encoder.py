@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from whisper.model import ModelDimensions
 
+from maxwhisper import exact
 from maxwhisper.errors import MaxWhisperError
 from maxwhisper.layout import encoder_weights_to_max
 
@@ -38,6 +39,7 @@ BUGS = ("stride_by_slicing", "tanh_gelu", "no_ln_post",
 # (all twelve mutants at full depth took 265 s cold on 2 cores).
 BUG_DEPTH = {"stride_by_slicing": 0, "tanh_gelu": 0, "ln_eps": 1, "ln_unbiased_var": 1, "mlp_tanh_gelu": 1}
 MATMUL_WEIGHTS = ("qkv.w", "out.w", "fc1.w", "fc2.w")
+PRODUCT_WEIGHTS = ("conv1.w", "conv2.w", *MATMUL_WEIGHTS)  # split into parts for exact products
 
 
 def tap_names(n_layer: int) -> list[str]:
@@ -53,6 +55,9 @@ class EncoderConfig:
     taps: bool = False
     # One encoder per entry, all in one graph and sharing weights. Only the self-check lists bugs.
     variants: tuple[frozenset[str], ...] = (frozenset(),)
+    # float32 products from bfloat16-exact parts (maxwhisper/exact.py), the weights in this many parts:
+    # 0 = plain products. get_encoder sets it on GPU, whose float32 products round like TF32.
+    weight_parts: int = 0
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -65,12 +70,13 @@ class EncoderConfig:
     @property
     def key(self) -> tuple:
         """Hashable identity (ModelDimensions itself is not hashable)."""
-        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.taps, self.variants)
+        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.taps, self.variants, self.weight_parts)
 
     @property
     def graph_name(self) -> str:
         bugs = "_".join("+".join(sorted(v)) or "clean" for v in self.variants) if self.variants != (frozenset(),) else ""
-        return f"whisper_encoder_{self.dtype}" + ("_taps" if self.taps else "") + (f"_{bugs}" if bugs else "")
+        return (f"whisper_encoder_{self.dtype}" + (f"_exact{self.weight_parts}" if self.weight_parts else "")
+                + ("_taps" if self.taps else "") + (f"_{bugs}" if bugs else ""))
 
     @property
     def n_frames(self) -> int:
@@ -92,13 +98,15 @@ def max_device(device: str):
     return Accelerator()
 
 
-def conv1d(x, w, b, stride: int = 1, bugs: frozenset[str] = frozenset()):
-    """Whisper's Conv1d(k=3, padding=1) on (batch, time, channels) via NHWC conv2d with an RSCF filter."""
+def conv1d(x, w, b, stride: int = 1, bugs: frozenset[str] = frozenset(), weight_parts: int = 0):
+    """Whisper's Conv1d(k=3, padding=1) on (batch, time, channels) via NHWC conv2d with an RSCF filter
+    (with `weight_parts`, the filter's parts joined along output channels: exact.conv1d)."""
     from max.graph import ops
-    x4 = ops.unsqueeze(x, 1)  # (batch, 1, time, channels)
     if stride == 2 and "stride_by_slicing" in bugs:  # slices the input instead of striding the conv
-        x4, stride = x4[:, :, ::2, :], 1
-    return ops.squeeze(ops.conv2d(x4, w, stride=(1, stride), padding=(0, 0, 1, 1), bias=b), 1)
+        x, stride = x[:, ::2, :], 1
+    if weight_parts:
+        return exact.conv1d(x, w, b.shape[0], weight_parts, stride) + b
+    return ops.squeeze(ops.conv2d(ops.unsqueeze(x, 1), w, stride=(1, stride), padding=(0, 0, 1, 1), bias=b), 1)
 
 
 def build_graph(cfg: EncoderConfig):
@@ -108,7 +116,7 @@ def build_graph(cfg: EncoderConfig):
 
     cdt = _max_dtype(cfg.dtype)
     dev = DeviceRef.GPU() if cfg.device == "gpu" else DeviceRef.CPU()
-    shapes, nodes = weight_shapes(cfg.dims), {}
+    shapes, nodes = weight_shapes(cfg.dims, cfg.weight_parts), {}
 
     def weight(name: str):
         if name not in nodes:
@@ -159,9 +167,14 @@ def encoder_forward(cfg: EncoderConfig, mel, weight, bugs: frozenset[str] = froz
         return ops.layer_norm(x, weight(name + ".w"), weight(name + ".b"), 1e-4 if "ln_eps" in bugs else LN_EPS)
 
     def linear(x, name: str):
-        w = weight(name + ".w")
+        w, b = weight(name + ".w"), weight(name + ".b")
+        if cfg.weight_parts:
+            return exact.linear(x, w, b.shape[0], cfg.weight_parts) + b
         y = ops.matmul(ops.cast(x, cdt), w) if cdt != DType.float32 else x @ w
-        return ops.cast(y, DType.float32) + weight(name + ".b")
+        return ops.cast(y, DType.float32) + b
+
+    def product(a, b):
+        return exact.matmul(a, b, stacked=False) if cfg.weight_parts else a @ b
 
     # bfloat16 keeps 8 mantissa bits: scores of magnitude ~50 would round by 0.25 and move softmax
     # weights by ~28%, so attention itself stays float32 there (measured: cosine 0.948 vs 0.99999).
@@ -172,16 +185,16 @@ def encoder_forward(cfg: EncoderConfig, mel, weight, bugs: frozenset[str] = froz
         q, k, v = ops.split(linear(x, p + "qkv"), [d, d, d], axis=-1)
         q, k, v = (ops.permute(ops.reshape(ops.cast(z, adt), [b, t, h, d // h]), [0, 2, 1, 3]) for z in (q, k, v))
         scale = 1.0 / math.sqrt(d // h)
-        scores = q @ ops.transpose(k, 2, 3)
-        o = ops.softmax(scores * ops.constant(scale, adt, mel.device)) @ v
+        scores = product(q, ops.transpose(k, 2, 3))
+        o = product(ops.softmax(scores * ops.constant(scale, adt, mel.device)), v)
         o = ops.cast(ops.reshape(ops.permute(o, [0, 2, 1, 3]), [b, t, d]), DType.float32)
         return linear(o, p + "out")
 
     taps = []
     x = ops.transpose(mel, 1, 2)  # (batch, frames, n_mels)
-    x = gelu(conv1d(x, weight("conv1.w"), weight("conv1.b"), 1, bugs))
+    x = gelu(conv1d(x, weight("conv1.w"), weight("conv1.b"), 1, bugs, cfg.weight_parts))
     taps.append(x)
-    x = gelu(conv1d(x, weight("conv2.w"), weight("conv2.b"), 2, bugs))
+    x = gelu(conv1d(x, weight("conv2.w"), weight("conv2.b"), 2, bugs, cfg.weight_parts))
     taps.append(x)
     x = x + weight("pos")
     taps.append(x)
@@ -199,8 +212,8 @@ def encoder_forward(cfg: EncoderConfig, mel, weight, bugs: frozenset[str] = froz
     return taps
 
 
-def weight_shapes(dims: ModelDimensions) -> dict[str, tuple[int, ...]]:
-    """Shape of every weight the graph binds, by name."""
+def weight_shapes(dims: ModelDimensions, weight_parts: int = 0) -> dict[str, tuple[int, ...]]:
+    """Shape of every weight the graph binds, by name (product weights as `weight_parts` joined parts)."""
     d, m = dims.n_audio_state, dims.n_mels
     shapes = {"conv1.w": (1, 3, m, d), "conv1.b": (d,), "conv2.w": (1, 3, d, d), "conv2.b": (d,),
               "pos": (dims.n_audio_ctx, d), "ln_post.w": (d,), "ln_post.b": (d,)}
@@ -209,6 +222,8 @@ def weight_shapes(dims: ModelDimensions) -> dict[str, tuple[int, ...]]:
         shapes.update({p + "qkv.w": (d, 3 * d), p + "qkv.b": (3 * d,), p + "out.w": (d, d), p + "out.b": (d,),
                        p + "fc1.w": (d, 4 * d), p + "fc1.b": (4 * d,), p + "fc2.w": (4 * d, d), p + "fc2.b": (d,),
                        p + "attn_ln.w": (d,), p + "attn_ln.b": (d,), p + "mlp_ln.w": (d,), p + "mlp_ln.b": (d,)})
+    if weight_parts:
+        shapes.update({k: (*v[:-1], weight_parts * v[-1]) for k, v in shapes.items() if k.endswith(PRODUCT_WEIGHTS)})
     return shapes
 
 
@@ -217,6 +232,8 @@ def _registry(cfg: EncoderConfig, encoder_weights: dict[str, np.ndarray]) -> dic
     wd = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
     out = {}
     for name, arr in encoder_weights_to_max(encoder_weights, cfg.dims.n_audio_layer).items():
+        if cfg.weight_parts and name.endswith(PRODUCT_WEIGHTS):
+            arr = exact.joined_parts(arr, cfg.weight_parts)
         t = torch.from_numpy(arr)
         out[name] = (t.to(wd) if name.endswith(MATMUL_WEIGHTS) else t).contiguous()
     return out
@@ -228,6 +245,7 @@ def _stderr(msg: str) -> None:
 
 _SESSIONS: dict[str, object] = {}
 _MODELS: dict[tuple, "MaxEncoder"] = {}
+_WEIGHT_PARTS: dict[str, int] = {}  # per checkpoint: how many parts its product weights need
 
 
 def _session(device: str):
@@ -250,7 +268,7 @@ class MaxEncoder:
             registry = _registry(cfg, encoder_weights)
         except KeyError as exc:
             raise MaxWhisperError(f"encoder weights lack tensor {exc}; the checkpoint is incomplete") from None
-        for name, shape in weight_shapes(cfg.dims).items():
+        for name, shape in weight_shapes(cfg.dims, cfg.weight_parts).items():
             if tuple(registry[name].shape) != shape:
                 raise MaxWhisperError(f"encoder weight {name} has shape {tuple(registry[name].shape)}, "
                                       f"expected {shape} for these model dimensions")
@@ -316,9 +334,21 @@ def _describe(cfg: EncoderConfig) -> str:
 
 
 def get_encoder(loaded, device: str = "cpu", dtype: str = "float32", taps: bool = False,
-                variants=(frozenset(),), progress: Callable[[str], None] | None = None) -> MaxEncoder:
-    """The process-wide compiled encoder for these weights and settings (compiled on first use)."""
-    cfg = EncoderConfig(loaded.dims, device, dtype, taps, tuple(frozenset(v) for v in variants))
+                variants=(frozenset(),), progress: Callable[[str], None] | None = None,
+                exact_products: bool | None = None) -> MaxEncoder:
+    """The process-wide compiled encoder for these weights and settings (compiled on first use).
+    `exact_products` None: on GPU in float32 (exact.py; True also runs them on CPU, for the suite)."""
+    parts = 0
+    if exact_products is None:  # GPU float32 products round like TF32
+        exact_products = device == "gpu" and dtype == "float32"
+    if exact_products:
+        if dtype != "float32":
+            raise MaxWhisperError(f"exact products are float32's; this encoder computes in {dtype}")
+        if loaded.sha256 not in _WEIGHT_PARTS:
+            w = encoder_weights_to_max(loaded.encoder_weights(), loaded.dims.n_audio_layer)
+            _WEIGHT_PARTS[loaded.sha256] = exact.n_weight_parts([v for k, v in w.items() if k.endswith(PRODUCT_WEIGHTS)])
+        parts = _WEIGHT_PARTS[loaded.sha256]
+    cfg = EncoderConfig(loaded.dims, device, dtype, taps, tuple(frozenset(v) for v in variants), parts)
     key = (cfg.key, loaded.sha256)
     if key not in _MODELS:
         _MODELS[key] = MaxEncoder(cfg, loaded.encoder_weights(), progress)
@@ -345,7 +375,8 @@ def conv_stem_graph(device: str = "cpu"):
 
     Inputs: x (batch, time, c_in), filter RSCF (1, 3, c_in, c_out), bias (c_out,).
     Outputs: conv1d(k=3, padding=1) at stride 1 and at stride 2, as (batch, time', c_out).
-    Guards the upstream CPU conv2d bugs at boundary rows, odd lengths and channel counts.
+    Guards the upstream CPU conv2d bugs at boundary rows, odd lengths and channel counts. On GPU the
+    convolution is exact.conv1d's, as in the encoder (the filter split into its parts in the graph).
     """
     from max.dtype import DType
     from max.graph import DeviceRef, Graph, TensorType
@@ -354,7 +385,11 @@ def conv_stem_graph(device: str = "cpu"):
              TensorType(DType.float32, [1, 3, "c_in", "c_out"], dev), TensorType(DType.float32, ["c_out"], dev)]
     with Graph("conv_stem", input_types=types) as graph:
         x, w, b = (v.tensor for v in graph.inputs)
-        graph.output(conv1d(x, w, b, 1), conv1d(x, w, b, 2))
+        parts = exact.PARTS if device == "gpu" else 0
+        if parts:
+            from max.graph import ops
+            w = ops.concat(exact.split(w), axis=-1)
+        graph.output(conv1d(x, w, b, 1, weight_parts=parts), conv1d(x, w, b, 2, weight_parts=parts))
     return graph
 
 

@@ -83,9 +83,11 @@ class TorchStepper:
 class MaxStepper:
     """The MAX decoder's state primed to `cache` tokens; each call decodes one more token from there."""
 
-    def __init__(self, decoder, features, batch: int, cache: int):
-        self.weight_bytes = 2 if decoder.cfg.storage == "float16" else 4
+    def __init__(self, decoder, features, batch: int, cache: int, capture: bool = False):
+        # as stored: half for the fused kernels where exact, float32 (in parts for exact GPU products) elsewhere
+        self.weight_bytes = 2 if decoder.cfg.storage == "float16" else 4 * max(1, decoder.cfg.weight_parts)
         self.state = decoder.new_state(features.numpy(), batch)
+        self.state.capture = capture
         self.state.step(np.random.default_rng(0).integers(0, 50000, (batch, cache)))
         self.saved = (list(self.state.caches), self.state.length, self.state.filled)
         self.token = np.full((batch, 1), 440, np.int64)
@@ -98,13 +100,14 @@ class MaxStepper:
         return self.state.step(self.token)
 
     def close(self):
+        self.captured, self.capture_error = self.state._graph is not None, self.state.decoder.capture_error
         self.state = None
 
 
 def make_stepper(impl, device, batch, cache, bundled, torch_model, features):
-    if impl == "max":
+    if impl in ("max", "max-captured"):  # on GPU, max-captured replays a captured device graph (CapturedStep)
         from maxwhisper.decoder import get_decoder
-        return MaxStepper(get_decoder(bundled, device), features, batch, cache)
+        return MaxStepper(get_decoder(bundled, device), features, batch, cache, capture=impl == "max-captured")
     # on GPU, openai-whisper's fp16 path: float32 weights (each Linear casts its own), float16 activations
     model = torch_model if device == "cpu" else copy.deepcopy(torch_model).to("cuda")
     feats = features if device == "cpu" else features.half()
@@ -119,7 +122,7 @@ def features(clip_features):
 def step_cases():
     for device in ("cpu", "gpu"):
         for batch, cache in STEP_CASES:
-            for impl in ("torch", "max"):  # torch first: the max case records its ratio
+            for impl in ("torch", "max") + (("max-captured",) if device == "gpu" else ()):  # torch first: ratios
                 marks = [pytest.mark.gpu] if device == "gpu" else []
                 if impl == "torch" and device == "gpu":
                     marks.append(pytest.mark.torch_cuda)
@@ -156,8 +159,10 @@ def test_decoder_step(benchmark, impl, device, batch, cache, bundled, torch_mode
                                 roofline_fraction=round(nbytes / read_gbps / 1e9 / median, 3),
                                 **memory.as_extra_info())
     _MEDIANS[(impl, device, batch, cache)] = median
-    if impl == "max" and ("torch", device, batch, cache) in _MEDIANS:
+    if impl.startswith("max") and ("torch", device, batch, cache) in _MEDIANS:
         benchmark.extra_info["max_over_torch"] = round(median / _MEDIANS[("torch", device, batch, cache)], 3)
+    if impl == "max-captured":  # whether the steps replayed a captured graph, or why not
+        benchmark.extra_info.update(captured=stepper.captured, capture_error=stepper.capture_error)
     # The timed calls decoded: the same logits from the same restored cache every round.
     assert out.shape == (batch, 1, bundled.dims.n_vocab) and np.isfinite(out).all()
     np.testing.assert_allclose(out, first, atol=1e-4 if device == "cpu" else 1e-2)

@@ -20,15 +20,17 @@ from maxwhisper.reference import torch_decoder_taps
 from tests.helpers import assert_parity, decoder_taps
 
 pytestmark = pytest.mark.parity
-SIZES = [pytest.param("tiny.en", True, True, id="tiny.en")]
-SIZES += [pytest.param(s, True, False, marks=pytest.mark.slow, id=s) for s in RANDOM_SIZES]
-# float32 storage, and the graph-op decoder (what the GPU runs) on the CPU: their own compiles, so slow
-SIZES += [pytest.param("tiny.en", True, False, marks=pytest.mark.slow, id="tiny.en-float32-storage"),
-          pytest.param("tiny.en", False, False, marks=pytest.mark.slow, id="tiny.en-graph-ops")]
+SIZES = [pytest.param("tiny.en", True, True, False, id="tiny.en")]
+SIZES += [pytest.param(s, True, False, False, marks=pytest.mark.slow, id=s) for s in RANDOM_SIZES]
+# float32 storage, the graph-op decoder (what the GPU runs) on the CPU, and that with the GPU's exact products
+# (exact.py; float32 weights need all three parts): their own compiles, so slow
+SIZES += [pytest.param("tiny.en", True, False, False, marks=pytest.mark.slow, id="tiny.en-float32-storage"),
+          pytest.param("tiny.en", False, False, False, marks=pytest.mark.slow, id="tiny.en-graph-ops"),
+          pytest.param("tiny.en", False, False, True, marks=pytest.mark.slow, id="tiny.en-exact-products")]
 
 
-@pytest.mark.parametrize("size, fused, half", SIZES)
-def test_random_weights_decoder_matches_pytorch(size, fused, half):
+@pytest.mark.parametrize("size, fused, half, exact", SIZES)
+def test_random_weights_decoder_matches_pytorch(size, fused, half, exact):
     loaded = weights.load(f"random:{size}:{SEED}")
     if half:
         loaded = weights.LoadedModel(loaded.dims, {k: v.half().float() for k, v in loaded.state_dict.items()},
@@ -37,8 +39,9 @@ def test_random_weights_decoder_matches_pytorch(size, fused, half):
     rng = np.random.default_rng(SEED)
     features = rng.standard_normal((1, dims.n_audio_ctx, dims.n_audio_state)).astype(np.float32)
     tokens = rng.integers(0, dims.n_vocab, (1, 10))
-    decoder = get_decoder(loaded, "cpu", fused=fused)
+    decoder = get_decoder(loaded, "cpu", fused=fused, exact_products=exact)
     assert decoder.cfg.storage == ("float16" if half and fused else "float32")
+    assert decoder.cfg.weight_parts == (3 if exact else 0)
     taps = decoder_taps(decoder, features, tokens, prefill=3)
     assert taps["logits"].shape == (1, 10, dims.n_vocab)
     expected = torch_decoder_taps(loaded.whisper_model("cpu").eval().decoder, tokens, features)

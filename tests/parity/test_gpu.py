@@ -4,10 +4,12 @@ without a GPU).
 MAX-only: these need MAX to see a GPU, not a CUDA torch; the reference is PyTorch on the CPU, so they run
 on a GPU box whose torch is a CPU build. Every stage is compared (a GPU taps graph), so a mismatch is
 pinned to the stage it starts in; the decoder's GPU taps are the `gpu` cases of test_decoder_parity.py.
-The tolerances are the CPU ones on purpose: float32 must be exact. Measured on an H200 (MAX 26.7,
-2026-11-26) these fail: MAX's GPU float32 products round like TF32 (relative error ~1e-3, encoder block3
-NMSE 9.6e-6, decoder logits max |diff| 0.03), enough to change tokens on the long clip; README, "GPU".
+The float32 tolerances are the CPU ones on purpose: float32 must be exact. MAX's GPU float32 products
+round like TF32 (an H200, MAX 26.7, 2026-11-26: relative error ~1e-3, encoder block3 NMSE 9.6e-6, decoder
+logits max |diff| 0.03, a token of the long clip changed), so the GPU float32 graphs multiply parts that
+TF32 holds exactly (maxwhisper/exact.py).
 """
+import numpy as np
 import pytest
 
 from tests.helpers import as_taps, assert_parity, item
@@ -68,3 +70,19 @@ def test_gpu_max_path_gives_the_reference_tokens(expected_transcripts):
     for clip in CLIPS:
         result = pipe.transcribe(clip)
         assert [s["tokens"] for s in result["segments"]] == expected_transcripts[clip.stem]["tokens"], clip.stem
+
+
+def test_gpu_captured_steps_replay_the_eager_steps(bundled, clip_features, expected_transcripts):
+    """Single-token steps on GPU replaying a captured device graph (opt-in: MAXWHISPER_CAPTURE=1) give the
+    same logits as running the graph's ops step by step, and the capture really ran (no silent fallback)."""
+    from maxwhisper.decoder import get_decoder
+    decoder = get_decoder(bundled, "gpu")
+    tokens = np.concatenate(expected_transcripts["long"]["tokens"])[None, :24]
+    runs = []
+    for capture in (True, False):
+        state = decoder.new_state(clip_features["short"])
+        state.capture = capture
+        steps = [state.step(tokens[:, :3])[:, -1]] + [state.step(tokens[:, i:i + 1])[:, -1] for i in range(3, 24)]
+        assert (state._graph is not None) == capture, decoder.capture_error
+        runs.append(np.concatenate(steps))
+    np.testing.assert_array_equal(runs[0], runs[1])

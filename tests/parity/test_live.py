@@ -53,3 +53,16 @@ def test_bfloat16_output_matches_pytorch_float32(position, speech_windows, speec
     out = max_bf16_encoder(mels[picked])
     for j, i in enumerate(picked):
         assert_parity({"ln_post": out[j]}, {"ln_post": speech_reference["ln_post"][i]}, "bfloat16", label=names[i])
+
+
+@pytest.mark.slow
+def test_exact_products_match_pytorch_at_every_stage(speech_windows, speech_reference, bundled):
+    """The GPU's float32 graph (products from bfloat16-exact parts, maxwhisper/exact.py) run on the CPU, where
+    products are float32's: its arithmetic alone must meet the float32 tolerances (its own compile: slow)."""
+    from maxwhisper.encoder import get_encoder
+    names, mels = speech_windows
+    encoder = get_encoder(bundled, "cpu", "float32", taps=True, exact_products=True)
+    assert encoder.cfg.weight_parts == 2  # Whisper's checkpoints are half precision: two parts hold them
+    got = as_taps(encoder.run(mels))
+    for i, name in enumerate(names):
+        assert_parity(item(got, i), item(speech_reference, i), label=f"exact products {name}")

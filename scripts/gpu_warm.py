@@ -1,0 +1,38 @@
+"""Compile every graph the GPU tests and benchmarks use, each in its own process, all at once.
+
+A GPU graph takes 60-150 s to compile on one core (an H200 host, MAX 26.7); the suite would compile them
+one after another. Compiled here in parallel, the tests then load each from MAX's cache in seconds.
+Usage: python scripts/gpu_warm.py [jobs...]   (default: all; prints each job's seconds or its error)
+"""
+import multiprocessing as mp
+import sys
+import time
+import traceback
+
+JOBS = ["encoder-float32", "encoder-float32-taps", "encoder-bfloat16", "encoder-bfloat16-taps",
+        "encoder-float16", "encoder-float16-taps", "decoder-float32", "conv-stem"]
+
+
+def compile_one(job: str) -> str:
+    start = time.perf_counter()
+    try:
+        from maxwhisper import weights
+        from maxwhisper.decoder import get_decoder
+        from maxwhisper.encoder import get_encoder, load_conv_stem
+        if job == "conv-stem":
+            load_conv_stem("gpu")
+        elif job.startswith("decoder-"):
+            get_decoder(weights.load("bundled"), "gpu", job.split("-")[1], progress=lambda _: None)
+        else:
+            dtype = job.split("-")[1]
+            get_encoder(weights.load("bundled"), "gpu", dtype, taps=job.endswith("taps"), progress=lambda _: None)
+        return f"{job}: {time.perf_counter() - start:.0f} s"
+    except Exception:
+        return f"{job}: FAILED after {time.perf_counter() - start:.0f} s\n{traceback.format_exc(limit=3)}"
+
+
+if __name__ == "__main__":
+    jobs = sys.argv[1:] or JOBS
+    with mp.get_context("spawn").Pool(len(jobs)) as pool:
+        for line in pool.imap_unordered(compile_one, jobs):
+            print(line, flush=True)
