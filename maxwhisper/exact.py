@@ -7,11 +7,12 @@ turns it off. So on GPU every float32 product is computed from parts that TF32 h
     x = x0 + x1 + x2    each part a bfloat16 value (8 significant bits) held in float32
     x @ w = sum over part pairs (i, j) with i + j <= 2 of xi @ wj, smallest terms first
 
-Each part product is exact (8 x 8 bits) and accumulates in float32; the dropped pairs are below 2^-24 of
-the product, float32's own rounding. Weights are split once on the host (`weight_parts`): Whisper's
-checkpoints are stored in half precision (11 bits), so two parts hold them and the third is zero.
-Activations are split in the graph. A weight product reads the weight once: its parts are concatenated
-along the output axis and the activation's parts stacked along a leading one, one matrix product in all.
+Each part product is exact and accumulates in float32; the dropped pairs are below 2^-24 of the product,
+float32's own rounding. A weight that TF32 holds exactly (11 significant bits: Whisper's checkpoints are
+half precision) is one part, so its product is three exact terms, x0 @ w + x1 @ w + x2 @ w; other weights
+are split into three parts once on the host (`weight_parts`). Activations are split in the graph. A
+weight product reads the weight once: its parts are concatenated along the output axis and the
+activation's parts stacked along a leading one, one matrix product in all.
 Measured: on the CPU (where products are float32's) the same graphs meet the CPU's float32 tolerances; on
 an H100 they took the encoder from TF32's NMSE ~1e-5 to 2e-11 - 8e-11, at 3x the encoder's time.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-PARTS = 3  # of an activation; a weight needs 2 or 3 (`n_weight_parts`)
+PARTS = 3  # of an activation; a weight has 1 or 3 (`n_weight_parts`)
 
 
 def weight_parts(w: np.ndarray, n: int = PARTS) -> list[np.ndarray]:
@@ -33,14 +34,23 @@ def weight_parts(w: np.ndarray, n: int = PARTS) -> list[np.ndarray]:
     return parts + [rest.numpy()]
 
 
+def tf32_exact(w: np.ndarray) -> bool:
+    """Whether every float32 value of `w` has at most 11 significant bits (TF32 holds it exactly)."""
+    return not (np.ascontiguousarray(w, np.float32).view(np.uint32) & 0x1FFF).any()
+
+
 def n_weight_parts(weights: list[np.ndarray]) -> int:
-    """2 when every weight fits two parts (half-precision values do), else 3."""
-    return 2 if all(not weight_parts(w)[2].any() for w in weights) else 3
+    """1 when TF32 holds every weight exactly (half-precision values: Whisper's checkpoints), else 3."""
+    return 1 if all(tf32_exact(w) for w in weights) else PARTS
 
 
 def joined_parts(w: np.ndarray, n: int, axis: int = -1) -> np.ndarray:
-    """The first `n` parts of `w` concatenated along `axis` (a product's output axis)."""
-    return np.ascontiguousarray(np.concatenate(weight_parts(w)[:n], axis=axis))
+    """`w`'s `n` parts (1: `w` itself, which TF32 must hold) concatenated along `axis` (a product's output axis)."""
+    if n == 1:
+        if not tf32_exact(w):
+            raise ValueError("a weight of more than 11 significant bits needs three parts")
+        return np.ascontiguousarray(w, np.float32)
+    return np.ascontiguousarray(np.concatenate(weight_parts(w, n), axis=axis))
 
 
 def _pairs(n_right: int) -> list[tuple[int, int]]:

@@ -86,3 +86,29 @@ def test_graph_weight_names_and_shapes_match_builder(d_head, heads, layers, mels
     converted = layout.encoder_weights_to_max(random_model(dims).encoder_weights(), layers)
     assert {k: v.shape for k, v in converted.items()} == weight_shapes(dims)
     assert all(v.dtype == np.float32 and v.flags.c_contiguous for v in converted.values())
+
+
+@given(seed=st.integers(0, 2**32 - 1), shape=hnp.array_shapes(min_dims=1, max_dims=2, max_side=64),
+       scale=st.sampled_from([1e-20, 1e-3, 1.0, 1e4, 1e30]))
+def test_exact_product_parts_are_bfloat16_and_sum_to_the_weight(seed, shape, scale):
+    """exact.py's split: three parts, each a bfloat16 value, summing to the float32 weight exactly; a
+    half-precision weight is one part (TF32 holds it), and a float32 one is refused as one part. (Weights
+    within 2^24 of float32's smallest normal value, ~1e-31, have parts below it: at scale 1e-30 this found
+    a part that bfloat16 does not hold. No checkpoint has such values.)"""
+    from maxwhisper import exact
+    w = (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+    parts = exact.weight_parts(w)
+    assert all(np.array_equal(torch.from_numpy(p).bfloat16().float().numpy(), p) for p in parts)
+    np.testing.assert_array_equal((parts[0] + parts[1]) + parts[2], w)
+    assert exact.joined_parts(w, 3).shape == (*shape[:-1], 3 * shape[-1])
+    with np.errstate(over="ignore"):  # beyond half's range: inf, and skipped below
+        half = w.astype(np.float16).astype(np.float32)
+    if np.isfinite(half).all() and (np.abs(half) >= 2.0**-14).all():  # normal half values: 11 significant bits
+        assert exact.n_weight_parts([half]) == 1
+        np.testing.assert_array_equal(exact.joined_parts(half, 1), half)
+    bits = w.view(np.uint32) & np.uint32(0xFFFFE000)  # 11 significant bits: TF32's; one bit more is not
+    assert exact.tf32_exact(bits.view(np.float32)) and not exact.tf32_exact((bits | 0x1000).view(np.float32))
+    if not exact.tf32_exact(w):
+        assert exact.n_weight_parts([half, w]) == 3
+        with pytest.raises(ValueError, match="three parts"):
+            exact.joined_parts(w, 1)
