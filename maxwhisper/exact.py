@@ -83,6 +83,8 @@ def linear(x, w, n_out: int, n_parts: int):
     from max.graph import ops
     lead = list(x.shape[:-1])
     y = ops.stack(split(x), axis=0) @ w  # (PARTS, ..., n_parts * n_out): one product, the weight read once
+    if n_parts == 1:  # a weight TF32 holds exactly: the three terms x_i @ w
+        return _sum(lambda i, _: y[i], _pairs(1))
     y = ops.permute(ops.reshape(y, [PARTS, -1, n_parts, n_out]), [0, 2, 1, 3])
     return ops.reshape(_sum(lambda i, j: y[i][j], _pairs(n_parts)), [*lead, n_out]) if len(lead) > 1 else \
         _sum(lambda i, j: y[i][j], _pairs(n_parts))
