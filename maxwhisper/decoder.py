@@ -348,7 +348,8 @@ class MaxDecoder:
         self.step_model = session.load(build_step_graph(cfg), weights_registry=registry)
         self.compile_s = time.perf_counter() - start
         # MAXWHISPER_CAPTURE=1: single-token steps on GPU replay a captured device graph (CapturedStep). Opt-in
-        # until a GPU run of test_gpu_captured_steps_replay_the_eager_steps has checked it (none has yet); a
+        # until a GPU run of test_gpu_captured_steps_replay_the_eager_steps has checked it on this graph (on an
+        # H100, scripts/capture_probe.py's small graph of the same pattern replayed bit-identical to eager); a
         # runtime that cannot capture runs the steps eagerly (capture_error says why)
         self.captures = cfg.device == "gpu" and os.environ.get("MAXWHISPER_CAPTURE", "") not in ("", "0")
         self.capture_error: str | None = None
