@@ -14,7 +14,8 @@ are split into three parts once on the host (`weight_parts`). Activations are sp
 weight product reads the weight once: its parts are concatenated along the output axis and the
 activation's parts stacked along a leading one, one matrix product in all.
 Measured: on the CPU (where products are float32's) the same graphs meet the CPU's float32 tolerances; on
-an H100 they took the encoder from TF32's NMSE ~1e-5 to 2e-11 - 8e-11, at 3x the encoder's time.
+GPUs they took the encoder from TF32's NMSE ~1e-5 (an H200) to 2e-11 - 8e-11 (an H100), where the exact
+float32 encoder took 98.6 ms at batch 1 against bfloat16's 32.6 ms in the same run.
 """
 from __future__ import annotations
 
