@@ -58,6 +58,10 @@ class EncoderConfig:
     # float32 products from bfloat16-exact parts (maxwhisper/exact.py), the weights in this many parts:
     # 0 = plain products. get_encoder sets it on GPU, whose float32 products round like TF32.
     weight_parts: int = 0
+    # the two convolutions as one matrix product of three shifted copies (im2col); None: on GPU. MAX's GPU
+    # convolution ran at 0.04 TFLOP/s on an sm_86 GPU (MAX's own notes, max/pipelines minimax_music3), and
+    # the H100 encoder's cost per window (~10 ms in bfloat16) is of that order; not yet timed on a GPU
+    conv_as_matmul: bool | None = None
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -66,16 +70,20 @@ class EncoderConfig:
             raise MaxWhisperError(f"unknown device {self.device!r}; choose cpu or gpu")
         if unknown := set().union(*self.variants) - set(BUGS):
             raise MaxWhisperError(f"unknown bug classes {sorted(unknown)}; known: {', '.join(BUGS)}")
+        if self.conv_as_matmul is None:
+            object.__setattr__(self, "conv_as_matmul", self.device == "gpu")
 
     @property
     def key(self) -> tuple:
         """Hashable identity (ModelDimensions itself is not hashable)."""
-        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.taps, self.variants, self.weight_parts)
+        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.taps, self.variants, self.weight_parts,
+                self.conv_as_matmul)
 
     @property
     def graph_name(self) -> str:
         bugs = "_".join("+".join(sorted(v)) or "clean" for v in self.variants) if self.variants != (frozenset(),) else ""
         return (f"whisper_encoder_{self.dtype}" + (f"_exact{self.weight_parts}" if self.weight_parts else "")
+                + ("_im2col" if self.conv_as_matmul else "")
                 + ("_taps" if self.taps else "") + (f"_{bugs}" if bugs else ""))
 
     @property
@@ -107,6 +115,22 @@ def conv1d(x, w, b, stride: int = 1, bugs: frozenset[str] = frozenset(), weight_
     if weight_parts:
         return exact.conv1d(x, w, b.shape[0], weight_parts, stride) + b
     return ops.squeeze(ops.conv2d(ops.unsqueeze(x, 1), w, stride=(1, stride), padding=(0, 0, 1, 1), bias=b), 1)
+
+
+def conv1d_as_matmul(x, w, b, stride: int = 1, bugs: frozenset[str] = frozenset(), weight_parts: int = 0):
+    """`conv1d` as one matrix product (im2col): the zero-padded input's three shifted copies side by side,
+    (batch, time', 3 c_in), times the RSCF filter read as (3 c_in, c_out). The time axis must be static."""
+    from max.dtype import DType
+    from max.graph import ops
+    if stride == 2 and "stride_by_slicing" in bugs:
+        x, stride = x[:, ::2, :], 1
+    t, c, n_out = int(x.shape[1]), int(x.shape[2]), int(b.shape[0])
+    pad = ops.broadcast_to(ops.constant(0.0, DType.float32, x.device), [x.shape[0], 1, c])
+    padded = ops.concat([pad, x, pad], axis=1)  # (batch, time + 2, c_in)
+    out = (t - 1) // stride + 1
+    cols = ops.concat([padded[:, k:k + stride * (out - 1) + 1:stride, :] for k in range(3)], axis=-1)
+    w = ops.reshape(w, [3 * c, -1])
+    return (exact.linear(cols, w, n_out, weight_parts) if weight_parts else cols @ w) + b
 
 
 def build_graph(cfg: EncoderConfig):
@@ -192,9 +216,10 @@ def encoder_forward(cfg: EncoderConfig, mel, weight, bugs: frozenset[str] = froz
 
     taps = []
     x = ops.transpose(mel, 1, 2)  # (batch, frames, n_mels)
-    x = gelu(conv1d(x, weight("conv1.w"), weight("conv1.b"), 1, bugs, cfg.weight_parts))
+    conv = conv1d_as_matmul if cfg.conv_as_matmul else conv1d
+    x = gelu(conv(x, weight("conv1.w"), weight("conv1.b"), 1, bugs, cfg.weight_parts))
     taps.append(x)
-    x = gelu(conv1d(x, weight("conv2.w"), weight("conv2.b"), 2, bugs, cfg.weight_parts))
+    x = gelu(conv(x, weight("conv2.w"), weight("conv2.b"), 2, bugs, cfg.weight_parts))
     taps.append(x)
     x = x + weight("pos")
     taps.append(x)
@@ -335,9 +360,10 @@ def _describe(cfg: EncoderConfig) -> str:
 
 def get_encoder(loaded, device: str = "cpu", dtype: str = "float32", taps: bool = False,
                 variants=(frozenset(),), progress: Callable[[str], None] | None = None,
-                exact_products: bool | None = None) -> MaxEncoder:
+                exact_products: bool | None = None, conv_as_matmul: bool | None = None) -> MaxEncoder:
     """The process-wide compiled encoder for these weights and settings (compiled on first use).
-    `exact_products` None: on GPU in float32 (exact.py; True also runs them on CPU, for the suite)."""
+    `exact_products` None: on GPU in float32 (exact.py; True also runs them on CPU, for the suite).
+    `conv_as_matmul` None: on GPU (EncoderConfig; True also on CPU, for the suite)."""
     parts = 0
     if exact_products is None:  # GPU float32 products round like TF32
         exact_products = device == "gpu" and dtype == "float32"
@@ -348,7 +374,7 @@ def get_encoder(loaded, device: str = "cpu", dtype: str = "float32", taps: bool 
             w = encoder_weights_to_max(loaded.encoder_weights(), loaded.dims.n_audio_layer)
             _WEIGHT_PARTS[loaded.sha256] = exact.n_weight_parts([v for k, v in w.items() if k.endswith(PRODUCT_WEIGHTS)])
         parts = _WEIGHT_PARTS[loaded.sha256]
-    cfg = EncoderConfig(loaded.dims, device, dtype, taps, tuple(frozenset(v) for v in variants), parts)
+    cfg = EncoderConfig(loaded.dims, device, dtype, taps, tuple(frozenset(v) for v in variants), parts, conv_as_matmul)
     key = (cfg.key, loaded.sha256)
     if key not in _MODELS:
         _MODELS[key] = MaxEncoder(cfg, loaded.encoder_weights(), progress)

@@ -57,11 +57,12 @@ def test_bfloat16_output_matches_pytorch_float32(position, speech_windows, speec
 
 @pytest.mark.slow
 def test_exact_products_match_pytorch_at_every_stage(speech_windows, speech_reference, bundled):
-    """The GPU's float32 graph (products from bfloat16-exact parts, maxwhisper/exact.py) run on the CPU, where
-    products are float32's: its arithmetic alone must meet the float32 tolerances (its own compile: slow)."""
+    """The GPU's float32 graph (products from bfloat16-exact parts, maxwhisper/exact.py; the convolutions
+    as matrix products) run on the CPU, where products are float32's: its arithmetic alone must meet the
+    float32 tolerances (its own compile: slow)."""
     from maxwhisper.encoder import get_encoder
     names, mels = speech_windows
-    encoder = get_encoder(bundled, "cpu", "float32", taps=True, exact_products=True)
+    encoder = get_encoder(bundled, "cpu", "float32", taps=True, exact_products=True, conv_as_matmul=True)
     assert encoder.cfg.weight_parts == 1  # Whisper's checkpoints are half precision: TF32 holds them exactly
     got = as_taps(encoder.run(mels))
     for i, name in enumerate(names):
