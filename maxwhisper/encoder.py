@@ -401,9 +401,9 @@ def conv_stem_graph(device: str = "cpu"):
 
     Inputs: x (batch, time, c_in), filter RSCF (1, 3, c_in, c_out), bias (c_out,).
     Outputs: conv1d(k=3, padding=1) at stride 1 and at stride 2, as (batch, time', c_out).
-    Guards the upstream CPU conv2d bugs at boundary rows, odd lengths and channel counts. On GPU the
-    convolution is exact.conv1d's, as in the encoder (the filter split into its parts in the graph).
-    """
+    Guards the upstream CPU conv2d bugs at boundary rows, odd lengths and channel counts. On GPU it is
+    exact.conv1d (the filter split into its parts in the graph): MAX's conv2d with float32's precision,
+    which the GPU encoder itself no longer uses (its convolutions are matrix products, `conv1d_as_matmul`)."""
     from max.dtype import DType
     from max.graph import DeviceRef, Graph, TensorType
     dev = DeviceRef.GPU() if device == "gpu" else DeviceRef.CPU()
