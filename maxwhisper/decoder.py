@@ -44,7 +44,7 @@ import torch
 from whisper.model import ModelDimensions
 
 from maxwhisper import exact
-from maxwhisper.encoder import LN_EPS, _max_dtype, _session, _stderr, max_device
+from maxwhisper.encoder import LN_EPS, _max_dtype, _session, _stderr, config_key, max_device
 from maxwhisper.errors import MaxWhisperError
 from maxwhisper.layout import decoder_weights_to_max
 
@@ -86,8 +86,7 @@ class DecoderConfig:
 
     @property
     def key(self) -> tuple:
-        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.bugs, self.fused, self.storage,
-                self.weight_parts)
+        return config_key(self)
 
     @property
     def head_dim(self) -> int:

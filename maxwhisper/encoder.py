@@ -10,6 +10,7 @@ activations (all as (batch, time, channels)) as extra outputs for the parity sui
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -75,9 +76,7 @@ class EncoderConfig:
 
     @property
     def key(self) -> tuple:
-        """Hashable identity (ModelDimensions itself is not hashable)."""
-        return (tuple(vars(self.dims).values()), self.device, self.dtype, self.taps, self.variants, self.weight_parts,
-                self.conv_as_matmul)
+        return config_key(self)
 
     @property
     def graph_name(self) -> str:
@@ -89,6 +88,12 @@ class EncoderConfig:
     @property
     def n_frames(self) -> int:
         return 2 * self.dims.n_audio_ctx
+
+
+def config_key(cfg) -> tuple:
+    """A config dataclass's hashable identity: every field, ModelDimensions (not hashable) as its values."""
+    values = (getattr(cfg, f.name) for f in dataclasses.fields(cfg))
+    return tuple(tuple(vars(v).values()) if isinstance(v, ModelDimensions) else v for v in values)
 
 
 def _max_dtype(name: str):
