@@ -407,9 +407,10 @@ class DecoderState:
     def __init__(self, decoder: MaxDecoder, cross: list, group: int):
         self.decoder, self.group = decoder, group
         self.n_audio = int(cross[0].shape[0])
+        self.window_cross = cross  # per audio window
         if group > 1 and not decoder.cfg.fused:  # each row of a group attends to its window's keys and values
             cross = [decoder._to_device(np.repeat(decoder._to_numpy(c), group, axis=0)) for c in cross]
-        self.cross = cross
+        self.cross = cross  # as the step graph takes them: per window (fused) or per row
         self.length = 0  # tokens decoded: the next token's position
         self.filled = 0  # tokens the self-attention cache holds (fewer only under the cache_off_by_one bug)
         dims, dh = decoder.cfg.dims, decoder.cfg.head_dim
@@ -497,9 +498,7 @@ class DecoderState:
         """The first step of groups whose rows all hold the same tokens (openai-whisper repeats the prompt
         for each beam or best-of candidate): one row per audio window is decoded, and its cache rows, logits
         and taps are copied to the rest of its group. A batch-5 prompt of 190 tokens took 500 ms."""
-        cross = self.cross if self.decoder.cfg.fused else [
-            self.decoder._to_device(self.decoder._to_numpy(c)[::self.group]) for c in self.cross]
-        one = DecoderState(self.decoder, cross, 1)
+        one = DecoderState(self.decoder, self.window_cross, 1)
         logits = one.step(tokens, rows)
         new = tokens.shape[1]
         theirs = iter(one.cache_arrays())
@@ -548,8 +547,8 @@ class CapturedStep:
         d = state.decoder
         self.model, self.key = d.step_model, next(self._keys)
         self.buffers = [d._to_device(a) for a in inputs]
-        self.outputs = self.model.capture(self.key, *self.buffers, *state.caches, *state.cross)
         self.inputs = [*self.buffers, *state.caches, *state.cross]
+        self.outputs = self.model.capture(self.key, *self.inputs)
 
     def run(self, inputs: list[np.ndarray]) -> list:
         """Replay with these inputs (capturing records the kernels without running them; a step writes only
@@ -569,7 +568,6 @@ _MODELS: dict[tuple, MaxDecoder] = {}
 
 
 _HALF_EXACT: dict[str, bool] = {}
-_WEIGHT_PARTS: dict[str, int] = {}  # per checkpoint: how many parts its product weights need
 
 
 def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozenset(), fused: bool | None = None,
@@ -578,8 +576,7 @@ def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozen
     """The process-wide compiled decoder for these weights and settings (compiled on first use).
     `storage` None: float16 for the fused kernels when every decoder weight is half-representable.
     `exact_products` None: on GPU in float32 (exact.py; True also runs them on CPU, for the suite)."""
-    if exact_products is None:  # GPU float32 products round like TF32
-        exact_products = device == "gpu" and dtype == "float32"
+    exact_products = exact.wanted(exact_products, device, dtype)
     cfg = DecoderConfig(loaded.dims, device, dtype, frozenset(bugs), False if exact_products and fused is None else fused)
     if storage is None and cfg.fused:
         if loaded.decoder_sha256 not in _HALF_EXACT:
@@ -589,11 +586,9 @@ def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozen
     if exact_products:
         if cfg.fused or cfg.dtype != "float32":
             raise MaxWhisperError("exact products are for the float32 graph-op decoder; use fused=False")
-        if loaded.decoder_sha256 not in _WEIGHT_PARTS:
-            w = decoder_weights_to_max(loaded.decoder_weights(), loaded.dims.n_text_layer)
-            _WEIGHT_PARTS[loaded.decoder_sha256] = exact.n_weight_parts(
-                [v for k, v in w.items() if k.endswith(PRODUCT_WEIGHTS)])
-        parts = _WEIGHT_PARTS[loaded.decoder_sha256]
+        parts = exact.parts_for(
+            loaded.decoder_sha256, lambda: decoder_weights_to_max(loaded.decoder_weights(), loaded.dims.n_text_layer),
+            PRODUCT_WEIGHTS)
     cfg = dataclasses.replace(cfg, storage=storage or "float32", weight_parts=parts)
     key = (cfg.key, loaded.decoder_sha256)
     if key not in _MODELS:

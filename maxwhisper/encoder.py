@@ -111,24 +111,20 @@ def max_device(device: str):
     return Accelerator()
 
 
-def conv1d(x, w, b, stride: int = 1, bugs: frozenset[str] = frozenset(), weight_parts: int = 0):
+def conv1d(x, w, b, stride: int = 1, weight_parts: int = 0):
     """Whisper's Conv1d(k=3, padding=1) on (batch, time, channels) via NHWC conv2d with an RSCF filter
     (with `weight_parts`, the filter's parts joined along output channels: exact.conv1d)."""
     from max.graph import ops
-    if stride == 2 and "stride_by_slicing" in bugs:  # slices the input instead of striding the conv
-        x, stride = x[:, ::2, :], 1
     if weight_parts:
         return exact.conv1d(x, w, b.shape[0], weight_parts, stride) + b
     return ops.squeeze(ops.conv2d(ops.unsqueeze(x, 1), w, stride=(1, stride), padding=(0, 0, 1, 1), bias=b), 1)
 
 
-def conv1d_as_matmul(x, w, b, stride: int = 1, bugs: frozenset[str] = frozenset(), weight_parts: int = 0):
+def conv1d_as_matmul(x, w, b, stride: int = 1, weight_parts: int = 0):
     """`conv1d` as one matrix product (im2col): the zero-padded input's three shifted copies side by side,
     (batch, time', 3 c_in), times the RSCF filter read as (3 c_in, c_out). The time axis must be static."""
     from max.dtype import DType
     from max.graph import ops
-    if stride == 2 and "stride_by_slicing" in bugs:
-        x, stride = x[:, ::2, :], 1
     t, c, n_out = int(x.shape[1]), int(x.shape[2]), int(b.shape[0])
     pad = ops.broadcast_to(ops.constant(0.0, DType.float32, x.device), [x.shape[0], 1, c])
     padded = ops.concat([pad, x, pad], axis=1)  # (batch, time + 2, c_in)
@@ -219,12 +215,17 @@ def encoder_forward(cfg: EncoderConfig, mel, weight, bugs: frozenset[str] = froz
         o = ops.cast(ops.reshape(ops.permute(o, [0, 2, 1, 3]), [b, t, d]), DType.float32)
         return linear(o, p + "out")
 
+    def conv(x, name: str, stride: int):
+        if stride == 2 and "stride_by_slicing" in bugs:  # slices the input instead of striding the conv
+            x, stride = x[:, ::2, :], 1
+        return (conv1d_as_matmul if cfg.conv_as_matmul else conv1d)(
+            x, weight(name + ".w"), weight(name + ".b"), stride, cfg.weight_parts)
+
     taps = []
     x = ops.transpose(mel, 1, 2)  # (batch, frames, n_mels)
-    conv = conv1d_as_matmul if cfg.conv_as_matmul else conv1d
-    x = gelu(conv(x, weight("conv1.w"), weight("conv1.b"), 1, bugs, cfg.weight_parts))
+    x = gelu(conv(x, "conv1", 1))
     taps.append(x)
-    x = gelu(conv(x, weight("conv2.w"), weight("conv2.b"), 2, bugs, cfg.weight_parts))
+    x = gelu(conv(x, "conv2", 2))
     taps.append(x)
     x = x + weight("pos")
     taps.append(x)
@@ -275,7 +276,6 @@ def _stderr(msg: str) -> None:
 
 _SESSIONS: dict[str, object] = {}
 _MODELS: dict[tuple, "MaxEncoder"] = {}
-_WEIGHT_PARTS: dict[str, int] = {}  # per checkpoint: how many parts its product weights need
 
 
 def _session(device: str):
@@ -370,15 +370,12 @@ def get_encoder(loaded, device: str = "cpu", dtype: str = "float32", taps: bool 
     `exact_products` None: on GPU in float32 (exact.py; True also runs them on CPU, for the suite).
     `conv_as_matmul` None: on GPU (EncoderConfig; True also on CPU, for the suite)."""
     parts = 0
-    if exact_products is None:  # GPU float32 products round like TF32
-        exact_products = device == "gpu" and dtype == "float32"
-    if exact_products:
+    if exact.wanted(exact_products, device, dtype):
         if dtype != "float32":
             raise MaxWhisperError(f"exact products are float32's; this encoder computes in {dtype}")
-        if loaded.sha256 not in _WEIGHT_PARTS:
-            w = encoder_weights_to_max(loaded.encoder_weights(), loaded.dims.n_audio_layer)
-            _WEIGHT_PARTS[loaded.sha256] = exact.n_weight_parts([v for k, v in w.items() if k.endswith(PRODUCT_WEIGHTS)])
-        parts = _WEIGHT_PARTS[loaded.sha256]
+        parts = exact.parts_for(
+            loaded.sha256, lambda: encoder_weights_to_max(loaded.encoder_weights(), loaded.dims.n_audio_layer),
+            PRODUCT_WEIGHTS)
     cfg = EncoderConfig(loaded.dims, device, dtype, taps, tuple(frozenset(v) for v in variants), parts, conv_as_matmul)
     key = (cfg.key, loaded.sha256)
     if key not in _MODELS:
@@ -420,7 +417,7 @@ def conv_stem_graph(device: str = "cpu"):
         if parts:
             from max.graph import ops
             w = ops.concat(exact.split(w), axis=-1)
-        graph.output(conv1d(x, w, b, 1, weight_parts=parts), conv1d(x, w, b, 2, weight_parts=parts))
+        graph.output(conv1d(x, w, b, 1, parts), conv1d(x, w, b, 2, parts))
     return graph
 
 

@@ -19,6 +19,8 @@ float32 encoder took 98.6 ms at batch 1 against bfloat16's 32.6 ms in the same r
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -43,6 +45,21 @@ def tf32_exact(w: np.ndarray) -> bool:
 def n_weight_parts(weights: list[np.ndarray]) -> int:
     """1 when TF32 holds every weight exactly (half-precision values: Whisper's checkpoints), else 3."""
     return 1 if all(tf32_exact(w) for w in weights) else PARTS
+
+
+def wanted(requested: bool | None, device: str, dtype: str) -> bool:
+    """Whether a graph computes exact products: as `requested`, by default on GPU in float32 (TF32 there)."""
+    return device == "gpu" and dtype == "float32" if requested is None else requested
+
+
+_PARTS: dict[str, int] = {}
+
+
+def parts_for(checkpoint: str, weights: Callable[[], dict[str, np.ndarray]], product_names: tuple[str, ...]) -> int:
+    """n_weight_parts of the weights named ending in `product_names`, read once per `checkpoint` (its hash)."""
+    if checkpoint not in _PARTS:
+        _PARTS[checkpoint] = n_weight_parts([w for k, w in weights().items() if k.endswith(product_names)])
+    return _PARTS[checkpoint]
 
 
 def joined_parts(w: np.ndarray, n: int, axis: int = -1) -> np.ndarray:
@@ -86,9 +103,9 @@ def linear(x, w, n_out: int, n_parts: int):
     y = ops.stack(split(x), axis=0) @ w  # (PARTS, ..., n_parts * n_out): one product, the weight read once
     if n_parts == 1:  # a weight TF32 holds exactly: the three terms x_i @ w
         return _sum(lambda i, _: y[i], _pairs(1))
-    y = ops.permute(ops.reshape(y, [PARTS, -1, n_parts, n_out]), [0, 2, 1, 3])
-    return ops.reshape(_sum(lambda i, j: y[i][j], _pairs(n_parts)), [*lead, n_out]) if len(lead) > 1 else \
-        _sum(lambda i, j: y[i][j], _pairs(n_parts))
+    y = ops.permute(ops.reshape(y, [PARTS, -1, n_parts, n_out]), [0, 2, 1, 3])  # (PARTS, n_parts, rows, n_out)
+    total = _sum(lambda i, j: y[i][j], _pairs(n_parts))
+    return ops.reshape(total, [*lead, n_out]) if len(lead) > 1 else total
 
 
 def matmul(a, b, stacked: bool = True):

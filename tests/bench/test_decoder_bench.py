@@ -89,12 +89,12 @@ class MaxStepper:
         self.state = decoder.new_state(features.numpy(), batch)
         self.state.capture = capture
         self.state.step(np.random.default_rng(0).integers(0, 50000, (batch, cache)))
-        self.saved = (list(self.state.caches), self.state.length, self.state.filled)
+        self.saved = (self.state.length, self.state.filled)
         self.token = np.full((batch, 1), 440, np.int64)
 
     def restore(self):
-        """Back to `cache` tokens (caches kept in place need only the count: a step writes past it)."""
-        self.state.caches, self.state.length, self.state.filled = list(self.saved[0]), *self.saved[1:]
+        """Back to `cache` tokens (the caches are kept in place: a step writes past the count)."""
+        self.state.length, self.state.filled = self.saved
 
     def step(self):
         return self.state.step(self.token)
