@@ -16,8 +16,9 @@ single-token steps, greedy (batch 1), best-of and beam search (batch n) alike. R
 (a beam or best-of group) get that window's cross keys and values. Weights are `Weight` nodes bound at
 load time, as in the encoder.
 
-On CPU (`fused`, the default there) each block is one custom Mojo op, `decoder_block`
-(maxwhisper/kernels), and the logits product runs on `gemv_nt`, which streams the embedding's
+On CPU (`fused`, the default there) all the blocks are one custom Mojo op, `decoder_block`
+(maxwhisper/kernels), over caches, cross keys/values and packed weights stacked layer after layer, and
+the logits product runs on `gemv_nt`, which streams the embedding's
 (n_vocab, d) rows packed in panels of four (`gemv.panels`): a step is memory-bound and small, and a graph
 of ~100 small ops spent most of its time dispatching them. Elsewhere the blocks are plain graph ops and
 the logits product reads the embedding stored pre-transposed, (d, n_vocab). On GPU the float32 products
@@ -108,7 +109,7 @@ def weight_shapes(dims: ModelDimensions, fused: bool = False, weight_parts: int 
         packed = {name.split(".")[0] for name in PACKED}  # read packed, one vector per block
         shapes = {k: v for k, v in shapes.items() if not (k.startswith("blocks.") and k.split(".")[2] in packed)}
         shapes["logits.w"] = (panels_size(dims.n_vocab, dims.n_text_state),)
-        shapes.update({f"blocks.{i}.packed": (packed_size(dims.n_text_state),) for i in range(dims.n_text_layer)})
+        shapes["blocks.packed"] = (dims.n_text_layer * packed_size(dims.n_text_state),)  # every block's, in order
     return shapes
 
 
@@ -163,7 +164,8 @@ def _exact_suffix(cfg: DecoderConfig) -> str:
 
 
 def build_cross_graph(cfg: DecoderConfig):
-    """features (audio, ctx, d) -> [k_0, v_0, k_1, v_1, ...]: k as (audio, h, dh, ctx), v as (audio, h, ctx, dh)."""
+    """features (audio, ctx, d) -> [k_0, v_0, k_1, v_1, ...]: k as (audio, h, dh, ctx), v as (audio, h, ctx, dh);
+    fused, [k, v]: every layer's stacked, (layers * audio, ...)."""
     from max.dtype import DType
     from max.graph import DeviceRef, Graph, TensorType, ops
     dims, dh = cfg.dims, cfg.head_dim
@@ -179,6 +181,8 @@ def build_cross_graph(cfg: DecoderConfig):
             k, v = ops.split(_linear(xa, weight, f"blocks.{i}.cross_kv", cfg.weight_parts), [d, d], axis=-1)
             outs.append(ops.permute(ops.reshape(k, [a, t, h, dh]), [0, 2, 3, 1]))
             outs.append(ops.permute(ops.reshape(v, [a, t, h, dh]), [0, 2, 1, 3]))
+        if cfg.fused:  # every layer's keys, then every layer's values, stacked along the windows' axis
+            outs = [ops.concat(outs[0::2], axis=0), ops.concat(outs[1::2], axis=0)]
         graph.output(*outs)
     return graph
 
@@ -191,23 +195,27 @@ def build_step_graph(cfg: DecoderConfig):
     d, h, n_layer, ctx, n_ctx = dims.n_text_state, dims.n_text_head, dims.n_text_layer, dims.n_audio_ctx, dims.n_text_ctx
     dev = DeviceRef.GPU() if cfg.device == "gpu" else DeviceRef.CPU()
     weight = _graph_weights(cfg, dev)
-    windows = "audio" if cfg.fused else "batch"
     types = [TensorType(DType.int64, ["batch", "new"], device=dev),
              TensorType(DType.int64, ["new"], device=dev),
              TensorType(DType.float32, ["new", "new"], device=dev),
              TensorType(DType.int64, ["rows"], device=dev),
              # the count of cached tokens, then each layer's keys and values for the whole context, written in place
-             TensorType(DType.int64, [1], device=dev),
-             *[BufferType(DType.float32, ["batch", h, n_ctx, dh], device=dev)] * (2 * n_layer),
-             # per audio window when fused (the kernel maps each row to its window), else per row
-             *[TensorType(DType.float32, [windows, h, dh, ctx], device=dev),
-               TensorType(DType.float32, [windows, h, ctx, dh], device=dev)] * n_layer]
+             TensorType(DType.int64, [1], device=dev)]
+    if cfg.fused:  # every layer's stacked, (layers * batch, ...); cross per audio window (the kernel maps rows)
+        types += [BufferType(DType.float32, ["layer_rows", h, n_ctx, dh], device=dev)] * 2
+        types += [TensorType(DType.float32, ["layer_windows", h, dh, ctx], device=dev),
+                  TensorType(DType.float32, ["layer_windows", h, ctx, dh], device=dev)]
+    else:  # per layer; cross per row
+        types += [BufferType(DType.float32, ["batch", h, n_ctx, dh], device=dev)] * (2 * n_layer)
+        types += [TensorType(DType.float32, ["batch", h, dh, ctx], device=dev),
+                  TensorType(DType.float32, ["batch", h, ctx, dh], device=dev)] * n_layer
     from maxwhisper.fused import KERNELS_PATH, decoder_block
     name = f"whisper_decoder_step_{cfg.dtype}" + (f"_fused_{cfg.storage}" if cfg.fused else "_static") + _exact_suffix(cfg)
     with Graph(name, input_types=types, custom_extensions=[KERNELS_PATH] if cfg.fused else []) as graph:
         tokens, positions, causal, rows, past = (v.tensor for v in graph.inputs[:5])
-        caches = [v.buffer for v in graph.inputs[5:5 + 2 * n_layer]]
-        cross = [v.tensor for v in graph.inputs[5 + 2 * n_layer:]]
+        n_caches = 2 if cfg.fused else 2 * n_layer
+        caches = [v.buffer for v in graph.inputs[5:5 + n_caches]]
+        cross = [v.tensor for v in graph.inputs[5 + n_caches:]]
         b, t = tokens.shape
         scale = 1.0 / math.sqrt(dh)
         if not cfg.fused:
@@ -256,10 +264,6 @@ def build_step_graph(cfg: DecoderConfig):
             return linear(merge(o), f"blocks.{i}.cross_out")
 
         def block(x, i):  # one decoder block
-            if cfg.fused:  # the whole block in one custom op, over (batch * new) rows
-                y = decoder_block(ops.reshape(x, [b * t, d]), causal, past, caches[2 * i], caches[2 * i + 1],
-                                  cross[2 * i], cross[2 * i + 1], weight(f"blocks.{i}.packed"))
-                return ops.reshape(y, [b, t, d])
             blk = f"blocks.{i}."
             x = x + self_attention(ln(x, blk + "attn_ln"), i)
             x = x + cross_attention(ln(x, blk + "cross_ln"), i)
@@ -267,9 +271,15 @@ def build_step_graph(cfg: DecoderConfig):
 
         x = ops.gather(weight("tok_emb"), tokens, axis=0) + ops.gather(weight("pos"), positions, axis=0)
         taps = [x]
-        for i in range(n_layer):
-            x = block(x, i)
-            taps.append(x)
+        if cfg.fused:  # every block in one custom op, over (batch * new) rows
+            ys = decoder_block(ops.reshape(x, [b * t, d]), causal, past, *caches, *cross, weight("blocks.packed"))
+            ys = ops.reshape(ys, [n_layer, b, t, d])
+            taps += [ys[i] for i in range(n_layer)]
+            x = taps[-1]
+        else:
+            for i in range(n_layer):
+                x = block(x, i)
+                taps.append(x)
         x = ln(x, "ln")
         taps.append(x)
         x = ops.gather(x, rows, axis=1)  # logits only for the rows asked for
@@ -307,8 +317,8 @@ def _registry(cfg: DecoderConfig, decoder_weights: dict[str, np.ndarray]) -> dic
         w.update({k: exact.joined_parts(v, cfg.weight_parts) for k, v in w.items() if k.endswith(PRODUCT_WEIGHTS)})
     if cfg.fused:
         from maxwhisper.fused import pack_block
-        for i in range(cfg.dims.n_text_layer):
-            w[f"blocks.{i}.packed"] = pack_block(w, f"blocks.{i}.")  # float32: stored below, in cfg.storage
+        # float32: stored below, in cfg.storage
+        w["blocks.packed"] = np.concatenate([pack_block(w, f"blocks.{i}.") for i in range(cfg.dims.n_text_layer)])
         from maxwhisper.gemv import panels
         w["logits.w"] = panels(w["logits.w"].T)
     shapes, registry = weight_shapes(cfg.dims, cfg.fused, cfg.weight_parts), {}
@@ -406,7 +416,7 @@ class DecoderState:
 
     def __init__(self, decoder: MaxDecoder, cross: list, group: int):
         self.decoder, self.group = decoder, group
-        self.n_audio = int(cross[0].shape[0])
+        self.n_audio = int(cross[0].shape[0]) // (decoder.cfg.dims.n_text_layer if decoder.cfg.fused else 1)
         self.window_cross = cross  # per audio window
         if group > 1 and not decoder.cfg.fused:  # each row of a group attends to its window's keys and values
             cross = [decoder._to_device(np.repeat(decoder._to_numpy(c), group, axis=0)) for c in cross]
@@ -415,11 +425,14 @@ class DecoderState:
         self.filled = 0  # tokens the self-attention cache holds (fewer only under the cache_off_by_one bug)
         dims, dh = decoder.cfg.dims, decoder.cfg.head_dim
         shape = (self.batch, dims.n_text_head, dims.n_text_ctx, dh)
-        if decoder.cfg.device == "cpu":  # host buffers viewing numpy arrays
-            # unwritten rows are never read by the fused kernel; the graph-op step multiplies them by a zero
-            # attention weight, so they must be finite
-            self._arrays = [(np.empty if decoder.cfg.fused else np.zeros)(shape, np.float32)
-                            for _ in range(2 * dims.n_text_layer)]
+        if decoder.cfg.fused:  # host buffers viewing numpy arrays: keys and values, every layer's stacked
+            # (unwritten rows are never read by the fused kernel); _arrays views them layer by layer
+            n, stacks = self.batch, [np.empty((dims.n_text_layer * self.batch, *shape[1:]), np.float32) for _ in "kv"]
+            self._arrays = [stacks[kv][i * n:(i + 1) * n] for i in range(dims.n_text_layer) for kv in (0, 1)]
+            self.caches = [decoder._to_device(a) for a in stacks]
+        elif decoder.cfg.device == "cpu":  # host buffers viewing numpy arrays
+            # the graph-op step multiplies unwritten rows by a zero attention weight, so they must be finite
+            self._arrays = [np.zeros(shape, np.float32) for _ in range(2 * dims.n_text_layer)]
             self.caches = [decoder._to_device(a) for a in self._arrays]
         else:
             from max.driver import Buffer

@@ -1,10 +1,11 @@
 """Python side of the ``decoder_block`` custom Mojo op (maxwhisper/kernels/decoder_block.mojo).
 
-``decoder_block(x, mask, past, k_cache, v_cache, cross_k, cross_v, packed)`` runs one Whisper decoder
-block (self-attention over the cache, cross-attention, MLP) for the new tokens of every row in one kernel,
-float32 on CPU (the packed weights float32 or float16, widened as loaded), and returns the block's output;
-the new tokens' keys and values go into the cache buffers in place. ``pack_block`` lays one block's
-weights out as the kernel reads them. A graph that uses it must be built with
+``decoder_block(x, mask, past, k_cache, v_cache, cross_k, cross_v, packed)`` runs every Whisper decoder
+block in turn (self-attention over the cache, cross-attention, MLP) for the new tokens of every row in one
+kernel, float32 on CPU (the packed weights float32 or float16, widened as loaded), and returns each block's
+output; the new tokens' keys and values go into the cache buffers in place. Caches, cross keys/values and
+packed weights are each one tensor, layer after layer. ``pack_block`` lays one block's weights out as the
+kernel reads them. A graph that uses it must be built with
 ``custom_extensions=[KERNELS_PATH]``.
 """
 from __future__ import annotations
@@ -32,15 +33,17 @@ def pack_block(weights: dict[str, np.ndarray], prefix: str) -> np.ndarray:
 
 
 def decoder_block(x, mask, past, k_cache, v_cache, cross_k, cross_v, packed):
-    """The block's output y (rows, d) for x (rows = batch * new, d). The new tokens' keys and values are
-    written into the buffers k_cache and v_cache (batch, h, capacity, dh) in place, after the `past[0]`
-    tokens they hold."""
+    """Every block's output, stacked (layers * rows, d), for x (rows = batch * new, d) through the blocks in
+    turn. Each layer's new keys and values are written into its part of the stacked buffers k_cache and
+    v_cache (layers * batch, h, capacity, dh) in place, after the `past[0]` tokens they hold; cross_k and
+    cross_v stack each layer's per window, packed each layer's `pack_block` vector."""
     from max.dtype import DType
     from max.graph import TensorType, ops
     rows, d = x.shape
-    y, _ = ops.inplace_custom(
+    layers = int(packed.shape[0]) // packed_size(int(d))
+    ys, _ = ops.inplace_custom(
         "decoder_block", x.device, [x, mask, past, k_cache, v_cache, cross_k, cross_v, packed],
-        [TensorType(DType.float32, [rows, d], device=x.device),
+        [TensorType(DType.float32, [layers * rows, d], device=x.device),
          TensorType(DType.float32, [rows, SCRATCH_WIDTH * int(d)], device=x.device)],
         parameters={"wdt": packed.dtype})
-    return y.tensor
+    return ys.tensor

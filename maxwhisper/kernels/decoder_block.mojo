@@ -1,20 +1,23 @@
-"""Custom op decoder_block: one Whisper decoder block for the new tokens of each row, float32, on CPU.
+"""Custom op decoder_block: every Whisper decoder block, in turn, for the new tokens of each row, float32, on CPU.
 
     x (R, D), R = B * T rows (row r is token t = r % T of sequence b = r // T)
-    -> x + self_attn(ln(x)) -> x + cross_attn(ln(x)) -> x + mlp(ln(x))        out (R, D)
-    The self-attention caches of keys and of values, (B, H, capacity, 64) each, hold P tokens; the op
-    writes the new tokens' keys and values in place, at positions P .. P + T - 1, and attends over the
-    first P + T. The B rows are groups of B / A rows (a beam or best-of group) per audio window; cross
-    keys and values come once per window.
+    block l: y_l = y + self_attn(ln(y)) -> + cross_attn(ln(.)) -> + mlp(ln(.)), y = x (l = 0) or y_(l-1)
+    out: every block's y_l, stacked (L * R, D)
+    Each layer's self-attention caches of keys and of values, (B, H, capacity, 64) each and stacked over the
+    layers (L * B, ...), hold P tokens; the op writes the new tokens' keys and values in place, at positions
+    P .. P + T - 1, and attends over the first P + T. The B rows are groups of B / A rows (a beam or best-of
+    group) per audio window; cross keys and values come once per window, stacked over the layers too.
 
-One op per block replaces about 25 graph kernels: a decoder step is memory-bound and small, so the
-per-kernel dispatch of a graph of small ops costs more than the arithmetic. The block opens one parallel
-region: its phases (LayerNorm, q/k/v, self-attention, ...) run in order, and within a phase the workers
-take its items (chunks of a weight matrix's rows, (row, head) attention items) from a shared counter
-(`_share`). Waking the workers once per phase cost more than the second core gave back: measured, the
-blocks' matrix products ran as fast on one thread as on two. Every weight is streamed once per call.
-The block's weights arrive in one vector, in the order `PACKED` (maxwhisper/fused.py) lists, each matrix
-(out, in) as PyTorch's Linear keeps it, packed in gemv_nt's panels; float32 or float16 (widened to
+One op for the blocks replaces about 25 graph kernels per block: a decoder step is memory-bound and small,
+so the per-kernel dispatch of a graph of small ops costs more than the arithmetic. The op opens one
+parallel region for all its blocks: their phases (LayerNorm, q/k/v, self-attention, ...) run in order, and
+within a phase the workers take its items (chunks of a weight matrix's rows, (row, head) attention items)
+from a shared counter (`_share`). Waking the workers once per phase cost more than the second core gave
+back: measured, the blocks' matrix products ran as fast on one thread as on two. One region for all four
+blocks of tiny.en instead of one per block: a step (the blocks and the logits product) took 3.90-3.92 ms
+against 4.22-4.36 ms, the same logits bit for bit (both in one process, interleaved, AMD EPYC AVX2).
+Every weight is streamed once per call. Each block's weights arrive as one vector (the L vectors in a row),
+in the order `PACKED` (maxwhisper/fused.py) lists, each matrix (out, in) as PyTorch's Linear keeps it, packed in gemv_nt's panels; float32 or float16 (widened to
 float32 as loaded: the float32 arithmetic, on half the bytes, for half-representable weights):
     attn_ln.w, attn_ln.b, qkv.w (3D, D), qkv.b, out.w (D, D), out.b, cross_ln.w, cross_ln.b,
     cross_q.w (D, D), cross_q.b, cross_out.w (D, D), cross_out.b, mlp_ln.w, mlp_ln.b,
@@ -50,6 +53,7 @@ comptime CHUNK_BYTES = 48 * 1024  # weights per work item of a matrix product
 # cross-attention, cross out, LayerNorm, fc1, fc2.
 comptime PHASES = 11
 comptime MAX_WORKERS = 4
+comptime MAX_LAYERS = 32  # decoder blocks of the largest Whisper
 
 
 @always_inline
@@ -339,10 +343,13 @@ def _mix_tiled[origin: MutOrigin, //, RT: Int, HALF: Int](vb: FPtr, sp: Pointer[
             o.unsafe_store(k * VW, acc[i * HV + k])
 
 
-def decoder_block_cpu[WT: DType](
-    x: FPtr, mask: FPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT], y: FPtr, scratch: FPtr,
-    A: Int, B: Int, T: Int, P: Int, CAP: Int, H: Int, D: Int, C: Int,
+@always_inline
+def _block[WT: DType](
+    wid: Int, ctr: IPtr, phase0: Int, x: FPtr, mask: FPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
+    y: FPtr, scratch: FPtr, A: Int, B: Int, T: Int, P: Int, CAP: Int, H: Int, D: Int, C: Int,
 ):
+    """One block's phases, run by every worker together (phases phase0 .. phase0 + PHASES - 1 of ctr):
+    y (R, D) = the block of x, the new tokens' keys and values written into kc, vc."""
     var R = B * T
     # the packed weights, in PACKED order
     var o = 0
@@ -371,67 +378,83 @@ def decoder_block_cpu[WT: DType](
     var tmp = scratch.unsafe_offset(6 * R * D)
     var G = B // A
     var cross_items = A * H * ((G * T + CROSS_ROWS - 1) // CROSS_ROWS)
-    var ctr = stack_allocation[2 * PHASES, Int64]()
-    for i in range(2 * PHASES):
+
+    # self-attention: y = x + out(attend(q, the cache with the new tokens appended))
+    def ln1(r: Int) {var x, var y, var h, var ln1_w, var ln1_b, var D}:
+        _layer_norm[WT](x, ln1_w, ln1_b, h, r, D)
+        for j in range(D):
+            y.unsafe_store(r * D + j, x.unsafe_load(r * D + j))
+    _share(ln1, ctr, phase0, R)
+
+    def qkv(i: Int) {var h, var wide, var qkv_w, var qkv_b, var R, var D}:
+        _linear_chunk[WT, False, False](h, qkv_w, qkv_b, wide, wide, R, 3 * D, D, i)
+    _share(qkv, ctr, phase0 + 1, _chunks[WT](3 * D, D))
+
+    def attend(i: Int) {var wide, var kc, var vc, var mask, var att, var T, var P, var CAP, var H, var D}:
+        _append_head(wide, kc, vc, i // H, i % H, T, P, H, D, CAP)
+        for t in range(T):
+            _attend_self(wide, kc, vc, mask, att, i // H, t, i % H, T, P, H, D, CAP)
+    _share(attend, ctr, phase0 + 2, B * H)
+
+    def out(i: Int) {var att, var tmp, var y, var out_w, var out_b, var R, var D}:
+        _linear_chunk[WT, False, True](att, out_w, out_b, tmp, y, R, D, D, i)
+    _share(out, ctr, phase0 + 3, _chunks[WT](D, D))
+
+    # cross-attention: y += cross_out(attend(q, the audio window))
+    def ln2(r: Int) {var y, var h, var ln2_w, var ln2_b, var D}:
+        _layer_norm[WT](y, ln2_w, ln2_b, h, r, D)
+    _share(ln2, ctr, phase0 + 4, R)
+
+    def cq(i: Int) {var h, var wide, var cq_w, var cq_b, var R, var D}:
+        _linear_chunk[WT, False, False](h, cq_w, cq_b, wide, wide, R, D, D, i)
+    _share(cq, ctr, phase0 + 5, _chunks[WT](D, D))
+
+    def cross(i: Int) {var wide, var ck, var cv, var att, var G, var T, var H, var D, var C}:
+        _attend_cross(wide, ck, cv, att, i, G, T, H, D, C)
+    _share(cross, ctr, phase0 + 6, cross_items)
+
+    def co(i: Int) {var att, var tmp, var y, var co_w, var co_b, var R, var D}:
+        _linear_chunk[WT, False, True](att, co_w, co_b, tmp, y, R, D, D, i)
+    _share(co, ctr, phase0 + 7, _chunks[WT](D, D))
+
+    # MLP: y += fc2(gelu(fc1(ln(y))))
+    def ln3(r: Int) {var y, var h, var ln3_w, var ln3_b, var D}:
+        _layer_norm[WT](y, ln3_w, ln3_b, h, r, D)
+    _share(ln3, ctr, phase0 + 8, R)
+
+    def fc1(i: Int) {var h, var wide, var fc1_w, var fc1_b, var R, var D}:
+        _linear_chunk[WT, True, False](h, fc1_w, fc1_b, wide, wide, R, 4 * D, D, i)
+    _share(fc1, ctr, phase0 + 9, _chunks[WT](4 * D, D))
+
+    def fc2(i: Int) {var wide, var tmp, var y, var fc2_w, var fc2_b, var R, var D}:
+        _linear_chunk[WT, False, True](wide, fc2_w, fc2_b, tmp, y, R, D, 4 * D, i)
+    _share(fc2, ctr, phase0 + 10, _chunks[WT](D, 4 * D))
+
+
+def decoder_block_cpu[WT: DType](
+    x: FPtr, mask: FPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT], ys: FPtr, scratch: FPtr,
+    L: Int, A: Int, B: Int, T: Int, P: Int, CAP: Int, H: Int, D: Int, C: Int,
+):
+    """All L blocks, one after another, in one parallel region: block l reads x (l = 0) or ys[l - 1] and
+    writes ys[l]; its caches, cross keys/values and weights are the l-th of each stack."""
+    var R = B * T
+    var ctr = stack_allocation[2 * PHASES * MAX_LAYERS, Int64]()
+    for i in range(2 * PHASES * L):
         ctr.unsafe_store(i, 0)
+    var cache_len = B * H * CAP * DH
+    var cross_len = A * H * DH * C
+    var packed_len = 14 * D * D + 17 * D
 
-    # The phases run in order; within one, the workers share its items (_share), so there is one
-    # parallel region per block rather than one per phase.
-    def worker(wid: Int) {var x, var mask, var kc, var vc, var ck, var cv, var y, var h, var wide,
-                          var att, var tmp, var ctr, var ln1_w, var ln1_b, var qkv_w, var qkv_b, var out_w, var out_b,
-                          var ln2_w, var ln2_b, var cq_w, var cq_b, var co_w, var co_b, var ln3_w, var ln3_b,
-                          var fc1_w, var fc1_b, var fc2_w, var fc2_b, var B, var T, var P, var CAP, var H, var D, var C,
-                          var R, var G, var cross_items}:
-        # self-attention: y = x + out(attend(q, the cache with the new tokens appended))
-        def ln1(r: Int) {var x, var y, var h, var ln1_w, var ln1_b, var D}:
-            _layer_norm[WT](x, ln1_w, ln1_b, h, r, D)
-            for j in range(D):
-                y.unsafe_store(r * D + j, x.unsafe_load(r * D + j))
-        _share(ln1, ctr, 0, R)
-
-        def qkv(i: Int) {var h, var wide, var qkv_w, var qkv_b, var R, var D}:
-            _linear_chunk[WT, False, False](h, qkv_w, qkv_b, wide, wide, R, 3 * D, D, i)
-        _share(qkv, ctr, 1, _chunks[WT](3 * D, D))
-
-        def attend(i: Int) {var wide, var kc, var vc, var mask, var att, var T, var P, var CAP, var H, var D}:
-            _append_head(wide, kc, vc, i // H, i % H, T, P, H, D, CAP)
-            for t in range(T):
-                _attend_self(wide, kc, vc, mask, att, i // H, t, i % H, T, P, H, D, CAP)
-        _share(attend, ctr, 2, B * H)
-
-        def out(i: Int) {var att, var tmp, var y, var out_w, var out_b, var R, var D}:
-            _linear_chunk[WT, False, True](att, out_w, out_b, tmp, y, R, D, D, i)
-        _share(out, ctr, 3, _chunks[WT](D, D))
-
-        # cross-attention: y += cross_out(attend(q, the audio window))
-        def ln2(r: Int) {var y, var h, var ln2_w, var ln2_b, var D}:
-            _layer_norm[WT](y, ln2_w, ln2_b, h, r, D)
-        _share(ln2, ctr, 4, R)
-
-        def cq(i: Int) {var h, var wide, var cq_w, var cq_b, var R, var D}:
-            _linear_chunk[WT, False, False](h, cq_w, cq_b, wide, wide, R, D, D, i)
-        _share(cq, ctr, 5, _chunks[WT](D, D))
-
-        def cross(i: Int) {var wide, var ck, var cv, var att, var G, var T, var H, var D, var C}:
-            _attend_cross(wide, ck, cv, att, i, G, T, H, D, C)
-        _share(cross, ctr, 6, cross_items)
-
-        def co(i: Int) {var att, var tmp, var y, var co_w, var co_b, var R, var D}:
-            _linear_chunk[WT, False, True](att, co_w, co_b, tmp, y, R, D, D, i)
-        _share(co, ctr, 7, _chunks[WT](D, D))
-
-        # MLP: y += fc2(gelu(fc1(ln(y))))
-        def ln3(r: Int) {var y, var h, var ln3_w, var ln3_b, var D}:
-            _layer_norm[WT](y, ln3_w, ln3_b, h, r, D)
-        _share(ln3, ctr, 8, R)
-
-        def fc1(i: Int) {var h, var wide, var fc1_w, var fc1_b, var R, var D}:
-            _linear_chunk[WT, True, False](h, fc1_w, fc1_b, wide, wide, R, 4 * D, D, i)
-        _share(fc1, ctr, 9, _chunks[WT](4 * D, D))
-
-        def fc2(i: Int) {var wide, var tmp, var y, var fc2_w, var fc2_b, var R, var D}:
-            _linear_chunk[WT, False, True](wide, fc2_w, fc2_b, tmp, y, R, D, 4 * D, i)
-        _share(fc2, ctr, 10, _chunks[WT](D, 4 * D))
+    def worker(wid: Int) {var x, var mask, var kc, var vc, var ck, var cv, var w, var ys, var scratch, var ctr,
+                          var L, var A, var B, var T, var P, var CAP, var H, var D, var C, var R,
+                          var cache_len, var cross_len, var packed_len}:
+        for l in range(L):
+            _block[WT](
+                wid, ctr, l * PHASES, x if l == 0 else ys.unsafe_offset((l - 1) * R * D), mask,
+                kc.unsafe_offset(l * cache_len), vc.unsafe_offset(l * cache_len), ck.unsafe_offset(l * cross_len),
+                cv.unsafe_offset(l * cross_len), w.unsafe_offset(l * packed_len), ys.unsafe_offset(l * R * D), scratch,
+                A, B, T, P, CAP, H, D, C,
+            )
 
     var workers = min(num_physical_cores(), MAX_WORKERS)
     if workers <= 1:
@@ -444,7 +467,7 @@ def decoder_block_cpu[WT: DType](
 struct DecoderBlock:
     @staticmethod
     def execute[target: StaticString, wdt: DType](
-        y: OutputTensor[dtype=DType.float32, rank=2, ...],
+        ys: OutputTensor[dtype=DType.float32, rank=2, ...],
         scratch: OutputTensor[dtype=DType.float32, rank=2, ...],
         x: InputTensor[dtype=DType.float32, rank=2, ...],
         mask: InputTensor[dtype=DType.float32, rank=2, ...],
@@ -462,23 +485,27 @@ struct DecoderBlock:
             raise Error("decoder_block: the packed weights must be float32 or float16")
         var R = x.dim_size(0)
         var D = x.dim_size(1)
-        var B = k_cache.dim_size(0)
+        var packed_len = 14 * D * D + 17 * D
+        var L = weights.dim_size(0) // packed_len
+        if L < 1 or L > MAX_LAYERS or weights.dim_size(0) != L * packed_len:
+            raise Error("decoder_block: the packed weights are not 1 to 32 blocks of this width")
+        if k_cache.dim_size(0) % L != 0 or cross_k.dim_size(0) % L != 0 or ys.dim_size(0) != L * R:
+            raise Error("decoder_block: the caches, cross keys/values and outputs must hold every block's")
+        var B = k_cache.dim_size(0) // L
         var H = k_cache.dim_size(1)
         var CAP = k_cache.dim_size(2)
         var P = Int(past.unsafe_ptr().unsafe_load(0))
         var T = mask.dim_size(0)
         var C = cross_k.dim_size(3)
-        var A = cross_k.dim_size(0)
+        var A = cross_k.dim_size(0) // L
         if A < 1 or B % A != 0:
             raise Error("decoder_block: the rows must be whole groups of the audio windows' count")
         if B * T != R or H * DH != D or k_cache.dim_size(3) != DH or mask.dim_size(1) != T:
             raise Error("decoder_block: x, mask and the cache disagree on batch, tokens or width")
         if P < 0 or P + T > CAP or CAP > MAX_SELF or C > MAX_CROSS:
             raise Error("decoder_block: the cache holds at most 448 tokens, the audio window 1504 frames")
-        if weights.dim_size(0) != 14 * D * D + 17 * D:
-            raise Error("decoder_block: the packed weights have the wrong size for this width")
         decoder_block_cpu[wdt](
             x.unsafe_ptr(), mask.unsafe_ptr(), k_cache.unsafe_ptr(), v_cache.unsafe_ptr(),
-            cross_k.unsafe_ptr(), cross_v.unsafe_ptr(), weights.unsafe_ptr(), y.unsafe_ptr(), scratch.unsafe_ptr(),
-            A, B, T, P, CAP, H, D, C,
+            cross_k.unsafe_ptr(), cross_v.unsafe_ptr(), weights.unsafe_ptr(), ys.unsafe_ptr(), scratch.unsafe_ptr(),
+            L, A, B, T, P, CAP, H, D, C,
         )
