@@ -16,9 +16,9 @@ single-token steps, greedy (batch 1), best-of and beam search (batch n) alike. R
 (a beam or best-of group) get that window's cross keys and values. Weights are `Weight` nodes bound at
 load time, as in the encoder.
 
-On CPU (`fused`, the default there) all the blocks are one custom Mojo op, `decoder_block`
-(maxwhisper/kernels), over caches, cross keys/values and packed weights stacked layer after layer, and
-the logits product runs on `gemv_nt`, which streams the embedding's
+On CPU (`fused`, the default there) the step after the embeddings is one custom Mojo op, `decoder_block`
+(maxwhisper/kernels): the blocks, over caches, cross keys/values and packed weights stacked layer after
+layer, the final LayerNorm, and the logits product as `gemv_nt` sums it, streaming the embedding's
 (n_vocab, d) rows packed in panels of four (`gemv.panels`): a step is memory-bound and small, and a graph
 of ~100 small ops spent most of its time dispatching them. Elsewhere the blocks are plain graph ops and
 the logits product reads the embedding stored pre-transposed, (d, n_vocab). On GPU the float32 products
@@ -67,7 +67,7 @@ class DecoderConfig:
     device: str = "cpu"
     dtype: str = "float32"  # of the logits weights; everything else computes in float32
     bugs: frozenset[str] = frozenset()  # only the suite's self-check injects any
-    fused: bool | None = None  # blocks as decoder_block ops, logits on gemv_nt; None: on CPU (CPU-only kernels)
+    fused: bool | None = None  # the step as one decoder_block op; None: on CPU (CPU-only kernels)
     storage: str = "float32"  # of the fused kernels' weights: float16 only for half-representable weights
     # float32 products from bfloat16-exact parts (maxwhisper/exact.py), the weights in this many parts:
     # 0 = plain products. get_decoder sets it on GPU, whose float32 products round like TF32.
@@ -271,25 +271,22 @@ def build_step_graph(cfg: DecoderConfig):
 
         x = ops.gather(weight("tok_emb"), tokens, axis=0) + ops.gather(weight("pos"), positions, axis=0)
         taps = [x]
-        if cfg.fused:  # every block in one custom op, over (batch * new) rows
-            ys = decoder_block(ops.reshape(x, [b * t, d]), causal, past, *caches, *cross, weight("blocks.packed"))
+        if cfg.fused:  # the whole step in one custom op, over (batch * new) rows: blocks, LayerNorm, logits
+            ys, logits, x = decoder_block(ops.reshape(x, [b * t, d]), causal, past, *caches, *cross,
+                                          weight("blocks.packed"), rows, weight("ln.w"), weight("ln.b"),
+                                          weight("logits.w"), dims.n_vocab, b)
             ys = ops.reshape(ys, [n_layer, b, t, d])
-            taps += [ys[i] for i in range(n_layer)]
-            x = taps[-1]
-        else:
-            for i in range(n_layer):
-                x = block(x, i)
-                taps.append(x)
+            taps += [ys[i] for i in range(n_layer)] + [ops.reshape(x, [b, t, d])]
+            graph.output(ops.reshape(logits, [b, rows.shape[0], dims.n_vocab]), *taps)
+            return graph
+        for i in range(n_layer):
+            x = block(x, i)
+            taps.append(x)
         x = ln(x, "ln")
         taps.append(x)
         x = ops.gather(x, rows, axis=1)  # logits only for the rows asked for
         logits_w = weight("logits.w")
-        if cfg.fused:
-            from maxwhisper.gemv import gemv_nt
-            rows_out = x.shape[1]
-            logits = gemv_nt(ops.reshape(x, [b * rows_out, d]), logits_w, dims.n_vocab)
-            logits = ops.reshape(logits, [b, rows_out, dims.n_vocab])
-        elif cfg.weight_parts:
+        if cfg.weight_parts:
             logits = exact.linear(x, logits_w, dims.n_vocab, cfg.weight_parts)
         elif cfg.dtype == "float32":
             logits = x @ logits_w
@@ -490,8 +487,8 @@ class DecoderState:
         if "no_causal_mask" in bugs:
             causal[:] = 0.0
         rows = np.arange(new, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-        if rows.ndim != 1 or len(rows) == 0 or (rows < 0).any() or (rows >= new).any():
-            raise MaxWhisperError(f"logit rows {rows.tolist()} must be positions among the {new} new tokens")
+        if rows.ndim != 1 or not 0 < len(rows) <= new or (rows < 0).any() or (rows >= new).any():
+            raise MaxWhisperError(f"logit rows {rows.tolist()} must be 1 to {new} positions among the {new} new tokens")
         inputs = [tokens.astype(np.int64), positions, causal, rows, np.array([self.filled], np.int64)]
         if self.capture and d.cfg.device == "gpu" and new == 1 and self._graph is None:
             try:

@@ -1,9 +1,10 @@
 """Python side of the ``decoder_block`` custom Mojo op (maxwhisper/kernels/decoder_block.mojo).
 
-``decoder_block(x, mask, past, k_cache, v_cache, cross_k, cross_v, packed)`` runs every Whisper decoder
-block in turn (self-attention over the cache, cross-attention, MLP) for the new tokens of every row in one
-kernel, float32 on CPU (the packed weights float32 or float16, widened as loaded), and returns each block's
-output; the new tokens' keys and values go into the cache buffers in place. Caches, cross keys/values and
+``decoder_block(...)`` runs every Whisper decoder block in turn (self-attention over the cache,
+cross-attention, MLP) for the new tokens of every row, then the final LayerNorm and the logits of the rows
+asked for, in one kernel, float32 on CPU (the packed weights float32 or float16, widened as loaded), and
+returns each block's output, the logits and the LayerNorm; the new tokens' keys and values go into the
+cache buffers in place. Caches, cross keys/values and
 packed weights are each one tensor, layer after layer. ``pack_block`` lays one block's weights out as the
 kernel reads them. A graph that uses it must be built with
 ``custom_extensions=[KERNELS_PATH]``.
@@ -32,18 +33,23 @@ def pack_block(weights: dict[str, np.ndarray], prefix: str) -> np.ndarray:
     return np.concatenate([panels(p.T) if p.ndim == 2 else p.ravel() for p in parts])
 
 
-def decoder_block(x, mask, past, k_cache, v_cache, cross_k, cross_v, packed):
-    """Every block's output, stacked (layers * rows, d), for x (rows = batch * new, d) through the blocks in
-    turn. Each layer's new keys and values are written into its part of the stacked buffers k_cache and
-    v_cache (layers * batch, h, capacity, dh) in place, after the `past[0]` tokens they hold; cross_k and
-    cross_v stack each layer's per window, packed each layer's `pack_block` vector."""
+def decoder_block(x, mask, past, k_cache, v_cache, cross_k, cross_v, packed, rows, ln_w, ln_b, logits_w, n_vocab, batch):
+    """Every block's output stacked (layers * rows, d), the logits (batch * len(rows), n_vocab) and the final
+    LayerNorm (rows, d), for x (rows = batch * new, d) through the blocks in turn, then the LayerNorm, then
+    the product of its rows `rows` (of each sequence's new tokens) with logits_w (the embedding in
+    `gemv.panels`). Each layer's new keys and values are written into its part of the stacked buffers
+    k_cache and v_cache (layers * batch, h, capacity, dh) in place, after the `past[0]` tokens they hold;
+    cross_k and cross_v stack each layer's per window, packed each layer's `pack_block` vector; `batch` is the
+    graph's batch dimension (x's rows are batch * new)."""
     from max.dtype import DType
     from max.graph import TensorType, ops
-    rows, d = x.shape
+    n, d = x.shape
     layers = int(packed.shape[0]) // packed_size(int(d))
-    ys, _ = ops.inplace_custom(
-        "decoder_block", x.device, [x, mask, past, k_cache, v_cache, cross_k, cross_v, packed],
-        [TensorType(DType.float32, [layers * rows, d], device=x.device),
-         TensorType(DType.float32, [rows, SCRATCH_WIDTH * int(d)], device=x.device)],
+    ys, _, logits, ln = ops.inplace_custom(
+        "decoder_block", x.device, [x, mask, past, k_cache, v_cache, cross_k, cross_v, packed, rows, ln_w, ln_b, logits_w],
+        [TensorType(DType.float32, [layers * n, d], device=x.device),
+         TensorType(DType.float32, [n, SCRATCH_WIDTH * int(d)], device=x.device),
+         TensorType(DType.float32, [batch * rows.shape[0], n_vocab], device=x.device),
+         TensorType(DType.float32, [n, d], device=x.device)],
         parameters={"wdt": packed.dtype})
-    return ys.tensor
+    return ys.tensor, logits.tensor, ln.tensor

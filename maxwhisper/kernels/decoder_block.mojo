@@ -1,8 +1,10 @@
-"""Custom op decoder_block: every Whisper decoder block, in turn, for the new tokens of each row, float32, on CPU.
+"""Custom op decoder_block: a whole Whisper decoder step after the embeddings, float32, on CPU: every block
+in turn for the new tokens of each row, the final LayerNorm, and the logits of the rows asked for.
 
     x (R, D), R = B * T rows (row r is token t = r % T of sequence b = r // T)
     block l: y_l = y + self_attn(ln(y)) -> + cross_attn(ln(.)) -> + mlp(ln(.)), y = x (l = 0) or y_(l-1)
-    out: every block's y_l, stacked (L * R, D)
+    out: every block's y_l, stacked (L * R, D); ln(y_(L-1)) (R, D); logits (B * K, V) of its K rows `rows`
+    (among each sequence's T) against the tied embedding in gemv_nt's panels, summed as gemv_nt sums
     Each layer's self-attention caches of keys and of values, (B, H, capacity, 64) each and stacked over the
     layers (L * B, ...), hold P tokens; the op writes the new tokens' keys and values in place, at positions
     P .. P + T - 1, and attends over the first P + T. The B rows are groups of B / A rows (a beam or best-of
@@ -15,7 +17,8 @@ within a phase the workers take its items (chunks of a weight matrix's rows, (ro
 from a shared counter (`_share`). Waking the workers once per phase cost more than the second core gave
 back: measured, the blocks' matrix products ran as fast on one thread as on two. One region for all four
 blocks of tiny.en instead of one per block: a step (the blocks and the logits product) took 3.90-3.92 ms
-against 4.22-4.36 ms, the same logits bit for bit (both in one process, interleaved, AMD EPYC AVX2).
+against 4.22-4.36 ms, the same logits bit for bit; the LayerNorm and the logits product in the same
+region too: 3.77-3.93 ms against 4.12-4.23 ms (each pair in one process, interleaved, AMD EPYC AVX2).
 Every weight is streamed once per call. Each block's weights arrive as one vector (the L vectors in a row),
 in the order `PACKED` (maxwhisper/fused.py) lists, each matrix (out, in) as PyTorch's Linear keeps it, packed in gemv_nt's panels; float32 or float16 (widened to
 float32 as loaded: the float32 arithmetic, on half the bytes, for half-representable weights):
@@ -34,7 +37,7 @@ from std.math import exp, erf, sqrt
 from std.memory import stack_allocation
 from std.sys import num_physical_cores, simd_width_of, size_of
 
-from .gemv_nt import WPtr, gemv_range
+from .gemv_nt import PANEL, WPtr, gemv_range, padded_k
 
 comptime F32 = DType.float32
 comptime VW = simd_width_of[F32]()
@@ -54,6 +57,7 @@ comptime CHUNK_BYTES = 48 * 1024  # weights per work item of a matrix product
 comptime PHASES = 11
 comptime MAX_WORKERS = 4
 comptime MAX_LAYERS = 32  # decoder blocks of the largest Whisper
+comptime LOGIT_PANELS = 64  # panels of the vocabulary per work item of the logits product (192 KB in half)
 
 
 @always_inline
@@ -433,21 +437,26 @@ def _block[WT: DType](
 
 def decoder_block_cpu[WT: DType](
     x: FPtr, mask: FPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT], ys: FPtr, scratch: FPtr,
-    L: Int, A: Int, B: Int, T: Int, P: Int, CAP: Int, H: Int, D: Int, C: Int,
+    rows: Pointer[Int64, MutAnyOrigin], ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
+    L: Int, A: Int, B: Int, T: Int, P: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int,
 ):
-    """All L blocks, one after another, in one parallel region: block l reads x (l = 0) or ys[l - 1] and
-    writes ys[l]; its caches, cross keys/values and weights are the l-th of each stack."""
+    """All L blocks, one after another, then the final LayerNorm and the logits, in one parallel region:
+    block l reads x (l = 0) or ys[l - 1] and writes ys[l]; its caches, cross keys/values and weights are the
+    l-th of each stack. ln (R, D) = LayerNorm of ys[L - 1]; logits (B * K, V) = the rows `rows` (K of them,
+    among each sequence's T new tokens) of ln against the panels lw, as gemv_nt sums them."""
     var R = B * T
-    var ctr = stack_allocation[2 * PHASES * MAX_LAYERS, Int64]()
-    for i in range(2 * PHASES * L):
+    var ctr = stack_allocation[2 * (PHASES * MAX_LAYERS + 3), Int64]()
+    for i in range(2 * (PHASES * L + 3)):
         ctr.unsafe_store(i, 0)
     var cache_len = B * H * CAP * DH
     var cross_len = A * H * DH * C
     var packed_len = 14 * D * D + 17 * D
+    var chunk = LOGIT_PANELS * PANEL  # vocabulary rows per work item of the logits product
 
     def worker(wid: Int) {var x, var mask, var kc, var vc, var ck, var cv, var w, var ys, var scratch, var ctr,
-                          var L, var A, var B, var T, var P, var CAP, var H, var D, var C, var R,
-                          var cache_len, var cross_len, var packed_len}:
+                          var rows, var ln_w, var ln_b, var lw, var logits, var ln,
+                          var L, var A, var B, var T, var P, var CAP, var H, var D, var C, var R, var K, var V,
+                          var cache_len, var cross_len, var packed_len, var chunk}:
         for l in range(L):
             _block[WT](
                 wid, ctr, l * PHASES, x if l == 0 else ys.unsafe_offset((l - 1) * R * D), mask,
@@ -455,6 +464,22 @@ def decoder_block_cpu[WT: DType](
                 cv.unsafe_offset(l * cross_len), w.unsafe_offset(l * packed_len), ys.unsafe_offset(l * R * D), scratch,
                 A, B, T, P, CAP, H, D, C,
             )
+        var last = ys.unsafe_offset((L - 1) * R * D)
+
+        def final_ln(r: Int) {var last, var ln_w, var ln_b, var ln, var D}:
+            _layer_norm[F32](last, ln_w, ln_b, ln, r, D)
+        _share(final_ln, ctr, L * PHASES, R)
+
+        def pick(i: Int) {var ln, var scratch, var rows, var T, var K, var D}:  # the rows asked for, in a row
+            var src = ln.unsafe_offset(((i // K) * T + Int(rows.unsafe_load(i % K))) * D)
+            var dst = scratch.unsafe_offset(i * D)
+            for j in range(D):
+                dst.unsafe_store(j, src.unsafe_load(j))
+        _share(pick, ctr, L * PHASES + 1, B * K)
+
+        def product(i: Int) {var scratch, var lw, var logits, var B, var K, var V, var D, var chunk}:
+            gemv_range[WT](scratch, lw, logits, B * K, V, D, i * chunk, min(V, i * chunk + chunk))
+        _share(product, ctr, L * PHASES + 2, (V + chunk - 1) // chunk)
 
     var workers = min(num_physical_cores(), MAX_WORKERS)
     if workers <= 1:
@@ -469,6 +494,8 @@ struct DecoderBlock:
     def execute[target: StaticString, wdt: DType](
         ys: OutputTensor[dtype=DType.float32, rank=2, ...],
         scratch: OutputTensor[dtype=DType.float32, rank=2, ...],
+        logits: OutputTensor[dtype=DType.float32, rank=2, ...],
+        ln: OutputTensor[dtype=DType.float32, rank=2, ...],
         x: InputTensor[dtype=DType.float32, rank=2, ...],
         mask: InputTensor[dtype=DType.float32, rank=2, ...],
         past: InputTensor[dtype=DType.int64, rank=1, ...],
@@ -477,6 +504,10 @@ struct DecoderBlock:
         cross_k: InputTensor[dtype=DType.float32, rank=4, ...],
         cross_v: InputTensor[dtype=DType.float32, rank=4, ...],
         weights: InputTensor[dtype=wdt, rank=1, ...],
+        rows: InputTensor[dtype=DType.int64, rank=1, ...],
+        ln_w: InputTensor[dtype=DType.float32, rank=1, ...],
+        ln_b: InputTensor[dtype=DType.float32, rank=1, ...],
+        logits_w: InputTensor[dtype=wdt, rank=1, ...],
         ctx: DeviceContext,
     ) raises:
         comptime if target != "cpu":
@@ -498,14 +529,25 @@ struct DecoderBlock:
         var T = mask.dim_size(0)
         var C = cross_k.dim_size(3)
         var A = cross_k.dim_size(0) // L
+        var K = rows.dim_size(0)
+        var V = logits.dim_size(1)
         if A < 1 or B % A != 0:
             raise Error("decoder_block: the rows must be whole groups of the audio windows' count")
         if B * T != R or H * DH != D or k_cache.dim_size(3) != DH or mask.dim_size(1) != T:
             raise Error("decoder_block: x, mask and the cache disagree on batch, tokens or width")
         if P < 0 or P + T > CAP or CAP > MAX_SELF or C > MAX_CROSS:
             raise Error("decoder_block: the cache holds at most 448 tokens, the audio window 1504 frames")
+        if K < 1 or K > T or logits.dim_size(0) != B * K or ln.dim_size(0) != R or ln.dim_size(1) != D:
+            raise Error("decoder_block: the logits must be (batch * rows, vocabulary), the LayerNorm (rows, width)")
+        if logits_w.dim_size(0) != (V + PANEL - 1) // PANEL * PANEL * padded_k(D) or ln_w.dim_size(0) != D:
+            raise Error("decoder_block: the logits' weights are not the vocabulary's panels of this width")
+        for i in range(K):
+            var r = Int(rows.unsafe_ptr().unsafe_load(i))
+            if r < 0 or r >= T:
+                raise Error("decoder_block: a logits row is not among the new tokens")
         decoder_block_cpu[wdt](
             x.unsafe_ptr(), mask.unsafe_ptr(), k_cache.unsafe_ptr(), v_cache.unsafe_ptr(),
             cross_k.unsafe_ptr(), cross_v.unsafe_ptr(), weights.unsafe_ptr(), ys.unsafe_ptr(), scratch.unsafe_ptr(),
-            L, A, B, T, P, CAP, H, D, C,
+            rows.unsafe_ptr(), ln_w.unsafe_ptr(), ln_b.unsafe_ptr(), logits_w.unsafe_ptr(), logits.unsafe_ptr(),
+            ln.unsafe_ptr(), L, A, B, T, P, CAP, H, D, C, K, V,
         )
