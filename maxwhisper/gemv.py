@@ -3,8 +3,10 @@
 ``gemv_nt(x, w, n)`` computes ``x @ W.T`` (M, n) for float32 ``x`` (M, K) and W (n, K), row-major in
 PyTorch's Linear layout (or the token embedding, for the logits), given packed by ``panels(W)``: float32
 or float16 (widened as loaded, so the arithmetic is float32's). It streams W once at close to memory
-bandwidth, which MAX's ``ops.matmul`` does not for small M. The decoder's blocks pack their matrices
-the same way (``maxwhisper.fused.pack_block``).
+bandwidth, which MAX's ``ops.matmul`` does not for small M. The decoder's kernel (``decoder_block``) calls
+the same routine, ``gemv_range``, for its matrix products and its logits, over matrices packed the same
+way (``maxwhisper.fused.pack_block``); this op is that routine on its own, which tests/unit/test_gemv.py
+checks against numpy for any shape.
 
 A graph that uses it must be built with ``custom_extensions=[KERNELS_PATH]``: the kernels precompiled
 into one package in a folder named by their content (``~/.cache/maxwhisper/kernels-<hash>/``).

@@ -61,6 +61,12 @@ comptime LOGIT_PANELS = 64  # panels of the vocabulary per work item of the logi
 
 
 @always_inline
+def _packed_len(D: Int) -> Int:
+    """Values in one block's packed weights (`PACKED`; fused.packed_size in Python)."""
+    return 14 * D * D + 17 * D
+
+
+@always_inline
 def _layer_norm[WT: DType](xp: FPtr, wp: WPtr[WT], bp: WPtr[WT], op: FPtr, r: Int, D: Int):
     """Row r of op (R, D) = LayerNorm of row r of xp (statistics in float64)."""
     var x = xp.unsafe_offset(r * D)
@@ -450,7 +456,7 @@ def decoder_block_cpu[WT: DType](
         ctr.unsafe_store(i, 0)
     var cache_len = B * H * CAP * DH
     var cross_len = A * H * DH * C
-    var packed_len = 14 * D * D + 17 * D
+    var packed_len = _packed_len(D)
     var chunk = LOGIT_PANELS * PANEL  # vocabulary rows per work item of the logits product
 
     def worker(wid: Int) {var x, var mask, var kc, var vc, var ck, var cv, var w, var ys, var scratch, var ctr,
@@ -516,7 +522,7 @@ struct DecoderBlock:
             raise Error("decoder_block: the packed weights must be float32 or float16")
         var R = x.dim_size(0)
         var D = x.dim_size(1)
-        var packed_len = 14 * D * D + 17 * D
+        var packed_len = _packed_len(D)
         var L = weights.dim_size(0) // packed_len
         if L < 1 or L > MAX_LAYERS or weights.dim_size(0) != L * packed_len:
             raise Error("decoder_block: the packed weights are not 1 to 32 blocks of this width")
