@@ -3,6 +3,8 @@
     mel (batch, n_mels, 3000) -> conv1+GELU -> conv2(stride 2)+GELU -> + positional embedding
       -> n_layer x [x + attn(ln(x)); x + mlp(ln(x))] -> ln_post -> (batch, 1500, d_model) float32
 
+On CPU the attention (softmax(q k^T / 8) v per head) is one Mojo kernel, `encoder_attention`
+(maxwhisper/kernels/encoder_attention.mojo); on GPU, and with exact products, it is graph ops.
 The batch dimension is symbolic. Weights are graph `Weight` nodes bound at load time, so one
 compiled graph serves any weights of the same dimensions. `taps=True` adds the intermediate
 activations (all as (batch, time, channels)) as extra outputs for the parity suite.
@@ -40,6 +42,9 @@ BUGS = ("stride_by_slicing", "tanh_gelu", "no_ln_post",
 # (all twelve mutants at full depth took 265 s cold on 2 cores).
 BUG_DEPTH = {"stride_by_slicing": 0, "tanh_gelu": 0, "ln_eps": 1, "ln_unbiased_var": 1, "mlp_tanh_gelu": 1}
 MATMUL_WEIGHTS = ("qkv.w", "out.w", "fc1.w", "fc2.w")
+# the attention kernel's scratch per head (encoder_attention.mojo's HEAD_CAP): up to 1504 frames' keys in tiles
+# (1536 rounds them up to tiles of 48), then their values, 64 wide
+ATTENTION_HEAD_CAP = (1536 + 1504) * 64
 PRODUCT_WEIGHTS = ("conv1.w", "conv2.w", *MATMUL_WEIGHTS)  # split into parts for exact products
 
 
@@ -63,6 +68,10 @@ class EncoderConfig:
     # convolution ran at 0.04 TFLOP/s on an sm_86 GPU (MAX's own notes, max/pipelines minimax_music3), and
     # the H100 encoder's cost per window (~10 ms in bfloat16) is of that order; not yet timed on a GPU
     conv_as_matmul: bool | None = None
+    # self-attention as one Mojo kernel (maxwhisper/kernels/encoder_attention.mojo) instead of two batched
+    # products around a softmax of the whole (heads, T, T) scores; None: on CPU, except with exact products,
+    # which keep the GPU's graph ops (the kernel is CPU only)
+    attention_kernel: bool | None = None
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -73,6 +82,10 @@ class EncoderConfig:
             raise MaxWhisperError(f"unknown bug classes {sorted(unknown)}; known: {', '.join(BUGS)}")
         if self.conv_as_matmul is None:
             object.__setattr__(self, "conv_as_matmul", self.device == "gpu")
+        if self.attention_kernel is None:
+            object.__setattr__(self, "attention_kernel", self.device == "cpu" and not self.weight_parts)
+        if self.attention_kernel and self.device != "cpu":
+            raise MaxWhisperError("the encoder's attention kernel runs on CPU only; use attention_kernel=False on GPU")
 
     @property
     def key(self) -> tuple:
@@ -82,7 +95,7 @@ class EncoderConfig:
     def graph_name(self) -> str:
         bugs = "_".join("+".join(sorted(v)) or "clean" for v in self.variants) if self.variants != (frozenset(),) else ""
         return (f"whisper_encoder_{self.dtype}" + (f"_exact{self.weight_parts}" if self.weight_parts else "")
-                + ("_im2col" if self.conv_as_matmul else "")
+                + ("_im2col" if self.conv_as_matmul else "") + ("_attnk" if self.attention_kernel else "")
                 + ("_taps" if self.taps else "") + (f"_{bugs}" if bugs else ""))
 
     @property
@@ -134,6 +147,17 @@ def conv1d_as_matmul(x, w, b, stride: int = 1, weight_parts: int = 0):
     return (exact.linear(cols, w, n_out, weight_parts) if weight_parts else cols @ w) + b
 
 
+def kernel_attention(qkv, heads: int):
+    """softmax(q k^T / sqrt(64)) v per head for the fused projection qkv (batch, time, 3d): the custom op
+    `encoder_attention`, which also hands back its scratch (each head's keys and values as it reads them)."""
+    from max.dtype import DType
+    from max.graph import TensorType, ops
+    b, t, d = qkv.shape[0], qkv.shape[1], int(qkv.shape[2]) // 3
+    types = [TensorType(DType.float32, [b, t, d], device=qkv.device),
+             TensorType(DType.float32, [b, heads, ATTENTION_HEAD_CAP], device=qkv.device)]
+    return ops.custom("encoder_attention", qkv.device, [qkv], types)[0].tensor
+
+
 def build_graph(cfg: EncoderConfig):
     """Build (not compile) the encoder graph for `cfg`: one encoder per variant, sharing weights."""
     from max.dtype import DType
@@ -150,7 +174,10 @@ def build_graph(cfg: EncoderConfig):
         return nodes[name]
 
     mel_type = TensorType(DType.float32, ["batch", cfg.dims.n_mels, cfg.n_frames], device=dev)
-    with Graph(cfg.graph_name, input_types=[mel_type]) as graph:
+    if cfg.attention_kernel:
+        from maxwhisper.gemv import KERNELS_PATH
+    extensions = [KERNELS_PATH] if cfg.attention_kernel else []
+    with Graph(cfg.graph_name, input_types=[mel_type], custom_extensions=extensions) as graph:
         mel = graph.inputs[0].tensor
         outputs = []
         for bugs in cfg.variants:
@@ -207,6 +234,8 @@ def encoder_forward(cfg: EncoderConfig, mel, weight, bugs: frozenset[str] = froz
 
     def attention(x, p: str):
         b, t = x.shape[0], x.shape[1]
+        if cfg.attention_kernel:
+            return linear(kernel_attention(linear(x, p + "qkv"), h), p + "out")
         q, k, v = ops.split(linear(x, p + "qkv"), [d, d, d], axis=-1)
         q, k, v = (ops.permute(ops.reshape(ops.cast(z, adt), [b, t, h, d // h]), [0, 2, 1, 3]) for z in (q, k, v))
         scale = 1.0 / math.sqrt(d // h)
@@ -365,10 +394,12 @@ def _describe(cfg: EncoderConfig) -> str:
 
 def get_encoder(loaded, device: str = "cpu", dtype: str = "float32", taps: bool = False,
                 variants=(frozenset(),), progress: Callable[[str], None] | None = None,
-                exact_products: bool | None = None, conv_as_matmul: bool | None = None) -> MaxEncoder:
+                exact_products: bool | None = None, conv_as_matmul: bool | None = None,
+                attention_kernel: bool | None = None) -> MaxEncoder:
     """The process-wide compiled encoder for these weights and settings (compiled on first use).
     `exact_products` None: on GPU in float32 (exact.py; True also runs them on CPU, for the suite).
-    `conv_as_matmul` None: on GPU (EncoderConfig; True also on CPU, for the suite)."""
+    `conv_as_matmul` None: on GPU (EncoderConfig; True also on CPU, for the suite).
+    `attention_kernel` None: on CPU without exact products (EncoderConfig; False: the graph's attention)."""
     parts = 0
     if exact.wanted(exact_products, device, dtype):
         if dtype != "float32":
@@ -376,7 +407,8 @@ def get_encoder(loaded, device: str = "cpu", dtype: str = "float32", taps: bool 
         parts = exact.parts_for(
             loaded.sha256, lambda: encoder_weights_to_max(loaded.encoder_weights(), loaded.dims.n_audio_layer),
             PRODUCT_WEIGHTS)
-    cfg = EncoderConfig(loaded.dims, device, dtype, taps, tuple(frozenset(v) for v in variants), parts, conv_as_matmul)
+    cfg = EncoderConfig(loaded.dims, device, dtype, taps, tuple(frozenset(v) for v in variants), parts, conv_as_matmul,
+                        attention_kernel)
     key = (cfg.key, loaded.sha256)
     if key not in _MODELS:
         _MODELS[key] = MaxEncoder(cfg, loaded.encoder_weights(), progress)

@@ -1,0 +1,72 @@
+"""The custom Mojo kernel encoder_attention (the encoder's self-attention on CPU) against numpy in float64.
+
+One graph with batch and time symbolic (one compile). Hypothesis draws the time axis over 1..1504 (items of 8
+query rows in register tiles of 4, keys in tiles of 24, values in blocks of 64, the softmax's vector tails),
+the batch (items must not mix), and dense values from a drawn seed at a drawn scale: at the largest the
+scores spread over hundreds, so the softmax's shift by the row maximum and its exponent's range are tested.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.unit
+D, HEADS = 384, 6  # tiny's width: 6 heads of 64
+
+
+@pytest.fixture(scope="session")
+def attention_model():
+    from max.dtype import DType
+    from max.graph import DeviceRef, Graph, TensorType
+    from maxwhisper.encoder import _session, kernel_attention
+    from maxwhisper.gemv import KERNELS_PATH
+    qkv_type = TensorType(DType.float32, ["batch", "time", 3 * D], DeviceRef.CPU())
+    with Graph("encoder_attention_probe", input_types=[qkv_type], custom_extensions=[KERNELS_PATH]) as graph:
+        graph.output(kernel_attention(graph.inputs[0].tensor, HEADS))
+    return _session("cpu").load(graph)
+
+
+def attention_f64(qkv: np.ndarray) -> np.ndarray:
+    b, t, _ = qkv.shape
+    q, k, v = (z.astype(np.float64).reshape(b, t, HEADS, -1).transpose(0, 2, 1, 3) for z in np.split(qkv, 3, -1))
+    s = q @ k.transpose(0, 1, 3, 2) / 8.0
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return ((p / p.sum(-1, keepdims=True)) @ v).transpose(0, 2, 1, 3).reshape(b, t, D)
+
+
+@settings(max_examples=25)
+@given(batch=st.integers(1, 3), time=st.integers(1, 1504), seed=st.integers(0, 2**32 - 1),
+       scale=st.sampled_from([0.1, 1.0, 3.0, 12.0, 30.0]))
+def test_encoder_attention_equals_numpy(attention_model, batch, time, seed, scale):
+    from max.driver import Buffer
+    qkv = (np.random.default_rng(seed).standard_normal((batch, time, 3 * D)) * scale).astype(np.float32)
+    got = attention_model.execute(Buffer.from_numpy(qkv))[0].to_numpy()
+    want = attention_f64(qkv)
+    assert got.shape == (batch, time, D) and got.dtype == np.float32
+    # each output mixes its head's values by weights whose error follows the scores' float32 rounding: bounded
+    # by |v|max (1 + max sum |q||k| / 8) per head; measured worst 6.3e-8 of that over 60 draws of these shapes
+    # and scales (one float32 ulp). 4e-7 leaves room and still fails a wrong row, head, key, value or scale.
+    q, k, v = (z.astype(np.float64).reshape(batch, time, HEADS, -1).transpose(0, 2, 1, 3) for z in np.split(qkv, 3, -1))
+    magnitude = (np.abs(q) @ np.abs(k).transpose(0, 1, 3, 2) / 8).max(axis=(2, 3))  # (batch, heads)
+    bound = 4e-7 * np.repeat(np.abs(v).max(axis=(2, 3)) * (1 + magnitude), D // HEADS, axis=1)[:, None, :]
+    excess = np.abs(got - want) / bound
+    assert (excess <= 1).all(), f"max excess {excess.max():.3g} at {np.unravel_index(excess.argmax(), excess.shape)}"
+
+
+def test_softmax_weights_are_float32_accurate(attention_model):
+    """Scores that are exact in float32 (0 against every key but one, x against key 1; value 1 at key 1 only) make
+    each output row e^x / (T - 1 + e^x) for its own x, so the kernel's exponential is checked to a few ulps over
+    its whole range, where the random draws above cannot see an approximation that moves weights by 1e-6."""
+    from max.driver import Buffer
+    t = 1504
+    x = np.linspace(-80, 0, t).astype(np.float32)  # e^-80 / 1503: still a normal float32
+    qkv = np.zeros((1, t, 3 * D), np.float32)
+    qkv[0, :, 0:D:64] = 8 * x[:, None]  # every head's query: 8x in its first dimension (scaled by 1/8: x, exactly)
+    qkv[0, 1, D:2 * D:64] = 1.0  # key 1 of every head: 1 there; every other key 0
+    qkv[0, 1, 2 * D::64] = 1.0  # value 1 at key 1 only
+    got = attention_model.execute(Buffer.from_numpy(qkv))[0].to_numpy()[0, :, ::64]
+    e = np.exp(x.astype(np.float64))
+    want = np.repeat((e / (t - 1 + e))[:, None], HEADS, axis=1)
+    # measured worst 1.36e-7 (about 2 ulps: the exponential and the sum of 1503 ones each round); 4e-7 leaves room
+    rel = np.abs(got - want) / want
+    assert rel.max() <= 4e-7, f"worst relative error {rel.max():.3g} at x = {x[rel.max(axis=1).argmax()]}"
