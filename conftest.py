@@ -162,6 +162,29 @@ def max_bf16_encoder(bundled):
 
 
 @pytest.fixture(scope="session")
+def kernel_probe():
+    """One compiled graph for the custom Mojo ops' unit tests, every dimension symbolic (a graph's fixed cold
+    compile, about 25 s here, paid once: two graphs took 30 s each). Call it with max.driver Buffers:
+        x (m, k), w and w_half packed by gemv.panels, a vector of length n, qkv (batch, time, 3 * 384)
+        -> gemv_nt(x, w, n), gemv_nt(x, w_half, n), the encoder's attention of qkv (6 heads)
+    A test of one op feeds the other op the smallest inputs (tests/helpers.py: `kernel_probe_run`)."""
+    from max.dtype import DType
+    from max.graph import DeviceRef, Graph, TensorType
+    from maxwhisper.encoder import _session, kernel_attention
+    from maxwhisper.gemv import KERNELS_PATH, gemv_nt
+    from tests.helpers import ATTENTION_HEADS, ATTENTION_WIDTH
+    cpu = DeviceRef.CPU()
+    types = [TensorType(DType.float32, ["m", "k"], cpu), TensorType(DType.float32, ["packed"], cpu),
+             TensorType(DType.float16, ["packed"], cpu), TensorType(DType.float32, ["n"], cpu),
+             TensorType(DType.float32, ["batch", "time", 3 * ATTENTION_WIDTH], cpu)]
+    with Graph("kernel_probe", input_types=types, custom_extensions=[KERNELS_PATH]) as graph:
+        x, w, w_half, n, qkv = (v.tensor for v in graph.inputs)
+        graph.output(gemv_nt(x, w, n.shape[0]), gemv_nt(x, w_half, n.shape[0]),
+                     kernel_attention(qkv, ATTENTION_HEADS))
+    return _session("cpu").load(graph)
+
+
+@pytest.fixture(scope="session")
 def pipelines():
     """The cpu and max transcription paths on the bundled model, by name."""
     from maxwhisper.pipelines import Pipeline

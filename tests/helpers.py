@@ -21,6 +21,23 @@ def native_bf16_or_slow() -> list:
     return [] if cpu_has_native_bf16() else [pytest.mark.slow]
 
 
+ATTENTION_WIDTH, ATTENTION_HEADS = 384, 6  # the attention kernel's probe (conftest's kernel_probe): tiny's
+
+
+def kernel_probe_run(probe, gemv: list[np.ndarray] | None = None,
+                     attention: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Run conftest's `kernel_probe` on one op's inputs, the other op given its smallest; returns that op's
+    outputs (gemv_nt: float32 and float16 weights; attention: its output)."""
+    from max.driver import Buffer
+    from maxwhisper.gemv import panels
+    one = np.ones((1, 1), np.float32)
+    idle_gemv = [one, panels(one), panels(one.astype(np.float16)), np.zeros(1, np.float32)]
+    idle_attention = [np.zeros((1, 1, 3 * ATTENTION_WIDTH), np.float32)]
+    inputs = (gemv or idle_gemv) + (attention or idle_attention)
+    outputs = [o.to_numpy() for o in probe.execute(*map(Buffer.from_numpy, inputs))]
+    return outputs[:2] if gemv else outputs[2:]
+
+
 def as_taps(outputs: list[np.ndarray]) -> dict[str, np.ndarray]:
     """A taps graph's outputs by stage name."""
     return dict(zip(tap_names(len(outputs) - 4), outputs))

@@ -1,7 +1,7 @@
 """The custom Mojo kernel gemv_nt (out = x @ w.T, w packed in panels) against numpy, over shapes that
 exercise its tiles.
 
-One graph with every dimension symbolic (one compile); Hypothesis draws M (x's rows go in tiles of 1 to 6,
+One graph with every dimension symbolic (conftest's `kernel_probe`, shared with the attention kernel's test); Hypothesis draws M (x's rows go in tiles of 1 to 6,
 so 1..14 covers every tile and remainder), N (4-row panels, a last partial panel, cache blocks) and K
 (8-value steps and the scalar remainder), with dense values from a drawn seed at a drawn scale.
 The same graph also runs the float16-weight instantiation on the same (half-representable) weights: it
@@ -14,36 +14,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import kernel_probe_run
+
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture(scope="session")
-def gemv_model():
-    from max.dtype import DType
-    from max.graph import DeviceRef, Graph, TensorType
-    from maxwhisper.encoder import _session
-    from maxwhisper.gemv import KERNELS_PATH, gemv_nt
-    cpu = DeviceRef.CPU()  # the last input only carries N, the outputs' width
-    types = [TensorType(DType.float32, ["m", "k"], cpu), TensorType(DType.float32, ["packed"], cpu),
-             TensorType(DType.float16, ["packed"], cpu), TensorType(DType.float32, ["n"], cpu)]
-    with Graph("gemv_nt_probe", input_types=types, custom_extensions=[KERNELS_PATH]) as graph:
-        x, w, w_half, n = (v.tensor for v in graph.inputs)
-        graph.output(gemv_nt(x, w, n.shape[0]), gemv_nt(x, w_half, n.shape[0]))
-    return _session("cpu").load(graph)
 
 
 @settings(max_examples=30)
 @given(m=st.integers(1, 14), n=st.integers(1, 700), k=st.integers(1, 400), seed=st.integers(0, 2**32 - 1),
        scale=st.sampled_from([1e-3, 1.0, 30.0]))
-def test_gemv_nt_equals_numpy(gemv_model, m, n, k, seed, scale):
-    from max.driver import Buffer
+def test_gemv_nt_equals_numpy(kernel_probe, m, n, k, seed, scale):
     from maxwhisper.gemv import panels
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((m, k)) * scale).astype(np.float32)
     w_half = rng.standard_normal((n, k)).astype(np.float16)
     w = w_half.astype(np.float32)
     inputs = (x, panels(w), panels(w_half), np.zeros(n, np.float32))
-    got, got_half = (o.to_numpy() for o in gemv_model.execute(*map(Buffer.from_numpy, inputs)))
+    got, got_half = kernel_probe_run(kernel_probe, gemv=list(inputs))
     want = x.astype(np.float64) @ w.astype(np.float64).T
     assert got.shape == (m, n) and got.dtype == np.float32
     # float32 sums of k products: each output within a few ulps of sum |x||w| (measured worst 9.1e-8 of it
