@@ -418,14 +418,30 @@ def get_encoder(loaded, device: str = "cpu", dtype: str = "float32", taps: bool 
 class MaxAudioEncoder(torch.nn.Module):
     """Drop-in replacement for `whisper.model.AudioEncoder` that runs the MAX encoder."""
 
-    def __init__(self, encoder: MaxEncoder):
+    def __init__(self, encoder: MaxEncoder, reuse_last: bool = True):
         super().__init__()
         self.encoder = encoder
         self.seconds = 0.0  # time spent encoding, for the pipelines' timings
+        # reuse_last: the same log-mel as the last call returns its features again. openai-whisper encodes a
+        # window again for every fallback temperature it tries and for word alignment (DecodingTask and
+        # find_alignment each ask for the features); a benchmark of the encoder itself turns it off
+        self.reuse_last = reuse_last
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def forget_last(self) -> None:
+        """Drop the last window's features (a new transcription starts)."""
+        self._last = None
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
-        out = torch.from_numpy(self.encoder(mel)).to(mel.device)
+        last = self._last
+        if (self.reuse_last and last is not None and last[0].shape == mel.shape and last[0].device == mel.device
+                and torch.equal(last[0], mel)):
+            out = last[1].clone()
+        else:
+            out = torch.from_numpy(self.encoder(mel)).to(mel.device)
+            if self.reuse_last:
+                self._last = (mel.detach().clone(), out.clone())
         self.seconds += time.perf_counter() - start
         return out.to(mel.dtype) if mel.dtype in (torch.float16, torch.bfloat16) else out
 

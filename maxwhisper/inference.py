@@ -41,7 +41,8 @@ class MaxInference(Inference):
         start = time.perf_counter()
         if self.state is None:
             n_audio = audio_features.shape[0]
-            self.state = self.decoder.new_state(audio_features, tokens.shape[0] // max(n_audio, 1))
+            # a fallback temperature decodes the last window again: its cross keys/values are reused
+            self.state = self.decoder.new_state(audio_features, tokens.shape[0] // max(n_audio, 1), reuse_cross=True)
         if tokens.shape[-1] > self.initial_token_length:
             tokens = tokens[:, -1:]  # only the newest token after the first call, as PyTorchInference
         new = tokens.shape[-1]

@@ -103,6 +103,7 @@ class Pipeline:
             if self.impl == "max":
                 decoder = get_decoder(self.loaded, self.device, progress=self.progress)
                 self.timings["compile"] += decoder.compile_s
+                self._max_decoder = decoder
                 self.decode_timer = DecodeTimer()
                 use_max_decoder(self.whisper, decoder, self.decode_timer)
         else:
@@ -145,6 +146,10 @@ class Pipeline:
         """openai-whisper's transcribe() on this path; `audio` is a path or 16 kHz samples."""
         samples = audio_mod.load_audio(audio) if not isinstance(audio, np.ndarray) else audio
         encode_before = self.encode_seconds
+        if self.impl.startswith("max"):  # windows are reused within a transcription only (fallback, word alignment)
+            self._max_encoder.forget_last()
+            if self.impl == "max":
+                self._max_decoder.forget_last()
         start = time.perf_counter()
         options.setdefault("temperature", 0.0)
         if self.impl == "faster-whisper":

@@ -82,7 +82,7 @@ def make_runner(impl: str, device: str, dtype: str, batch: int, loaded: weights.
             return out
         return run
     if impl == "max-module":  # whisper's own call: a torch tensor in, a torch tensor on the same device out
-        module = MaxAudioEncoder(get_encoder(loaded, device, dtype))
+        module = MaxAudioEncoder(get_encoder(loaded, device, dtype), reuse_last=False)  # every call encodes
         x = torch.from_numpy(mel).to("cuda" if device == "gpu" and torch_cuda() else "cpu")
     else:
         torch_device = "cuda" if device == "gpu" else "cpu"

@@ -49,6 +49,32 @@ def test_fallback_really_sampled_in_groups(transcribe):
     assert {s["temperature"] for s in result["segments"]} == {0.4}
 
 
+def test_fallback_encodes_each_window_once(transcribe, monkeypatch):
+    """openai-whisper decodes a window again at each temperature it tries, and aligns its words after, asking
+    the encoder for the window's features each time: the MAX path encodes the window and computes its cross
+    keys/values once, and still gives openai-whisper's tokens."""
+    import torch
+    from maxwhisper.decoder import get_decoder
+    from maxwhisper.pipelines import Pipeline
+    pipe = Pipeline("max", "bundled")  # the process's compiled graphs, a fresh encoder module
+    decoder = get_decoder(pipe.loaded, "cpu")
+    calls = {"encoder": 0, "cross": 0}
+
+    def counted(name, fn):
+        def call(*args):
+            calls[name] += 1
+            return fn(*args)
+        return call
+    monkeypatch.setattr(pipe._max_encoder, "encoder", counted("encoder", pipe._max_encoder.encoder))
+    cross_model = decoder.cross_model
+    monkeypatch.setattr(decoder, "cross_model", type("Counted", (), {"execute": staticmethod(counted("cross", cross_model.execute))})())
+    torch.manual_seed(0)
+    got = pipe.transcribe(next(c for c in CLIPS if c.stem == "short"), word_timestamps=True, **STRATEGIES["fallback"])
+    assert {s["temperature"] for s in got["segments"]} == {0.4}  # two decodes of the one window
+    assert calls == {"encoder": 1, "cross": 1}
+    assert tokens(got) == tokens(run(transcribe, "cpu", "short", "fallback"))
+
+
 def test_long_clip_conditions_on_previous_text(transcribe):
     """With previous text, later windows start from a prompt: the long clip's windows after the first
     prefill the earlier segments' tokens (a multi-token prefill) and decode to its end."""
