@@ -82,10 +82,12 @@ class EncoderConfig:
             raise MaxWhisperError(f"unknown bug classes {sorted(unknown)}; known: {', '.join(BUGS)}")
         if self.conv_as_matmul is None:
             object.__setattr__(self, "conv_as_matmul", self.device == "gpu")
+        heads_of_64 = self.dims.n_audio_state == 64 * self.dims.n_audio_head  # every official size
         if self.attention_kernel is None:
-            object.__setattr__(self, "attention_kernel", self.device == "cpu" and not self.weight_parts)
-        if self.attention_kernel and self.device != "cpu":
-            raise MaxWhisperError("the encoder's attention kernel runs on CPU only; use attention_kernel=False on GPU")
+            object.__setattr__(self, "attention_kernel", self.device == "cpu" and not self.weight_parts and heads_of_64)
+        if self.attention_kernel and (self.device != "cpu" or not heads_of_64):
+            raise MaxWhisperError("the encoder's attention kernel takes heads 64 wide, on CPU; "
+                                  "use attention_kernel=False here")
 
     @property
     def key(self) -> tuple:
@@ -174,9 +176,10 @@ def build_graph(cfg: EncoderConfig):
         return nodes[name]
 
     mel_type = TensorType(DType.float32, ["batch", cfg.dims.n_mels, cfg.n_frames], device=dev)
+    extensions = []
     if cfg.attention_kernel:
         from maxwhisper.gemv import KERNELS_PATH
-    extensions = [KERNELS_PATH] if cfg.attention_kernel else []
+        extensions = [KERNELS_PATH]
     with Graph(cfg.graph_name, input_types=[mel_type], custom_extensions=extensions) as graph:
         mel = graph.inputs[0].tensor
         outputs = []

@@ -88,3 +88,17 @@ def test_cli_encode_max_and_torch_agree(capsys, tmp_path, max_encoder):
     a, b = np.load(tmp_path / "max.npy"), np.load(tmp_path / "torch.npy")
     assert a.shape == b.shape == (1, 1500, 384) and a.dtype == np.float32
     assert np.abs(a - b).max() < 1e-3
+
+
+def test_attention_kernel_only_where_heads_are_64_wide_on_cpu():
+    """The encoder's attention kernel reads heads of 64 (every official size): other widths take the graph's
+    attention by default, and asking for the kernel there (or on GPU) is one clear error, not a wrong answer."""
+    from whisper.model import ModelDimensions
+    from maxwhisper.encoder import EncoderConfig
+    tiny = ModelDimensions(80, 1500, 384, 6, 4, 51864, 448, 384, 6, 4)
+    wide_heads = ModelDimensions(80, 1500, 384, 4, 4, 51864, 448, 384, 6, 4)  # heads 96 wide
+    assert EncoderConfig(tiny).attention_kernel and not EncoderConfig(tiny, device="gpu").attention_kernel
+    assert not EncoderConfig(wide_heads).attention_kernel
+    for cfg in ({"dims": wide_heads}, {"dims": tiny, "device": "gpu"}):
+        with pytest.raises(MaxWhisperError, match="heads 64 wide, on CPU"):
+            EncoderConfig(**cfg, attention_kernel=True)
