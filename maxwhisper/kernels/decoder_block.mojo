@@ -105,6 +105,17 @@ def _share[F: def(Int) -> None](body: F, ctr: IPtr, phase: Int, n: Int):
 
 
 @always_inline
+def _on_workers[F: def(Int) -> None](worker: F):
+    """worker(0), worker(1), ... on up to MAX_WORKERS of the CPU's cores at once (one parallel region), each
+    taking its share of every phase through `_share`; on one core, worker(0) does it all."""
+    var workers = min(num_physical_cores(), MAX_WORKERS)
+    if workers <= 1:
+        worker(0)
+    else:
+        parallelize(worker, workers)
+
+
+@always_inline
 def _chunk_rows[WT: DType](K: Int) -> Int:
     """Rows of W per work item of a matrix product: about CHUNK_BYTES of weights, whole vectors of outputs."""
     return max(VW, (CHUNK_BYTES // (K * size_of[WT]())) // VW * VW)
@@ -487,11 +498,7 @@ def decoder_block_cpu[WT: DType](
             gemv_range[WT](scratch, lw, logits, B * K, V, D, i * chunk, min(V, i * chunk + chunk))
         _share(product, ctr, L * PHASES + 2, (V + chunk - 1) // chunk)
 
-    var workers = min(num_physical_cores(), MAX_WORKERS)
-    if workers <= 1:
-        worker(0)
-    else:
-        parallelize(worker, workers)
+    _on_workers(worker)
 
 
 @extensibility.register("decoder_block")

@@ -16,13 +16,11 @@ second product: 50 ms a layer at tiny's width) this took 35-38 against 50 ms in 
 import extensibility
 from extensibility import InputTensor, OutputTensor
 from max.gpu.host import DeviceContext
-from max.algorithm import parallelize
 from std.math import exp, sqrt
 from std.memory import bitcast, stack_allocation
-from std.sys import num_physical_cores
 
 from .decoder_block import (
-    CROSS_ROWS, DH, FPtr, MAX_CROSS, MAX_WORKERS, VW, Vec, F32, _share
+    CROSS_ROWS, DH, FPtr, MAX_CROSS, VW, Vec, F32, _on_workers, _share
 )
 
 comptime MAX_FRAMES = MAX_CROSS
@@ -234,8 +232,4 @@ struct EncoderAttention:
                 _attend_frames(qp, pp, op, i, T, H, D)
             _share(item, ctr, 1, items)
 
-        var workers = min(num_physical_cores(), MAX_WORKERS)
-        if workers <= 1:
-            worker(0)
-        else:
-            parallelize(worker, workers)
+        _on_workers(worker)
