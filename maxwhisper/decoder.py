@@ -572,12 +572,13 @@ class DecoderState:
             raise MaxWhisperError(f"source indices {list(idx)} must be {self.batch} row numbers in [0, {self.batch})")
         if (idx // self.group != np.arange(self.batch) // self.group).any():
             raise MaxWhisperError("source indices must stay within each audio window's group of rows")
-        if (idx == np.arange(self.batch)).all():
+        moved = np.flatnonzero(idx != np.arange(self.batch))  # beams that stay put keep their rows
+        if not len(moved):
             return
-        filled = self.filled
+        filled, sources = self.filled, idx[moved]
 
         def gather(a: np.ndarray) -> None:  # the right side is a copy: rows may come from rows rewritten here
-            a[:, :, :filled] = a[idx, :, :filled]
+            a[moved, :, :filled] = a[sources, :, :filled]
         self._rewrite_caches(gather)
 
 

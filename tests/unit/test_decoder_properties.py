@@ -148,6 +148,28 @@ def test_logit_rows_are_those_rows_of_the_full_logits(max_decoder, tokens, data,
     np.testing.assert_allclose(got, run(max_decoder, feats, tokens, [])[:, rows], atol=ATOL, rtol=0)
 
 
+@settings(max_examples=4)
+@given(prompts=st.lists(st.tuples(st.sampled_from([1, 5]), st.integers(3, 24), seeds), min_size=2, max_size=4))
+def test_prompt_logits_hold_the_two_read_rows_and_nan_elsewhere(max_decoder, prompts):
+    """MaxInference computes a prompt's logits only at the rows openai-whisper reads (start of transcript and
+    last), in one buffer reused by later prompts: whatever earlier prompts of other lengths and batches wrote,
+    and openai-whisper's filters then edited in place, every other row reads NaN."""
+    import torch
+
+    from maxwhisper.inference import MaxInference
+    feats = features(3)
+    for batch, length, seed in prompts:
+        tokens = np.random.default_rng(seed).integers(0, N_VOCAB, (batch, length))
+        sot = int(np.random.default_rng(seed).integers(0, length - 1))
+        inference = MaxInference(max_decoder, length, sot_index=sot)
+        out = inference.logits(torch.from_numpy(tokens), torch.from_numpy(feats))
+        logits, read = out.numpy().copy(), [sot, length - 1]
+        assert logits.shape == (batch, length, N_VOCAB)
+        np.testing.assert_allclose(logits[:, read], run(max_decoder, feats, tokens, [])[:, read], atol=ATOL, rtol=0)
+        assert np.isnan(np.delete(logits, read, axis=1)).all(), "a row openai-whisper does not read holds numbers"
+        out[:, -1, :8] = -np.inf  # openai-whisper's logit filters edit the last row in place
+
+
 def test_group_and_window_broadcast_equals_repeated_windows(max_decoder):
     """3 rows over 1 window (as openai-whisper's beam groups) equal 3 rows over 3 copies of it."""
     rng = np.random.default_rng(7)
