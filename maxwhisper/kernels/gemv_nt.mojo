@@ -21,13 +21,15 @@ import extensibility
 from extensibility import InputTensor, OutputTensor
 from max.gpu.host import DeviceContext
 from max.algorithm import parallelize
-from std.sys import size_of
+from std.sys import simd_width_of, size_of
 from std.sys.intrinsics import prefetch, PrefetchOptions
 
 comptime F32 = DType.float32
 comptime PANEL = 4  # rows of W per packed panel
 comptime PK = 8  # values of each row per step through a panel
 comptime PV = SIMD[F32, PK]
+comptime PV2 = SIMD[F32, 2 * PK]
+comptime WIDE = simd_width_of[F32]() >= 2 * PK  # AVX-512: two panel rows per vector (_micro_pairs)
 comptime FPtr = Pointer[Float32, MutAnyOrigin]
 comptime WPtr[WT: DType] = Pointer[Scalar[WT], MutAnyOrigin]  # weights: float32 or float16
 # Bytes of W kept in L2 per cache block (per core).
@@ -78,11 +80,50 @@ def _micro[MR: Int, WT: DType, J0: Int = 0, NJ: Int = PANEL](
 
 
 @always_inline
+def _micro_pairs[MR: Int, WT: DType](xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N: Int, m0: Int, n0: Int):
+    """_micro over a whole panel in vectors of 2 * PK lanes (AVX-512): each holds two of the panel's rows at
+    one step, and x's PK values go to both halves. Every lane sums the same products in the same order as
+    _micro's, and each row's PK lanes are added as _micro adds them: the same bits, in half the instructions
+    (32 registers hold MR * 2 sums for MR up to 6, so no half panels)."""
+    comptime LINES = PANEL * PK * size_of[WT]() // 64
+    comptime AHEAD = PREFETCH_BYTES // size_of[WT]()
+    comptime PAIRS = PANEL // 2
+    var KP = padded_k(K)
+    var steps = K // PK
+    var panel = wp.unsafe_offset(n0 * KP)
+    var xrow = xp.unsafe_offset(m0 * K)
+    var acc = Array[PV2, MR * PAIRS](fill=PV2(0))
+    for s in range(steps):
+        var at = s * PANEL * PK
+        comptime for l in range(LINES):
+            prefetch[PrefetchOptions().for_read().high_locality()](panel.unsafe_offset(at + AHEAD + l * 64 // size_of[WT]()))
+        var wv = Array[PV2, PAIRS](fill=PV2(0))
+        comptime for j in range(PAIRS):
+            wv[j] = panel.unsafe_load[width=2 * PK](at + j * 2 * PK).cast[F32]()
+        comptime for i in range(MR):
+            var x8 = xrow.unsafe_load[width=PK](i * K + s * PK)
+            var xv = x8.join(x8)
+            comptime for j in range(PAIRS):
+                acc[i * PAIRS + j] = xv.fma(wv[j], acc[i * PAIRS + j])
+    comptime for i in range(MR):
+        comptime for j in range(PANEL):
+            if n0 + j < N:
+                var total = acc[i * PAIRS + j // 2].slice[PK, offset=(j % 2) * PK]().reduce_add()
+                for k in range(steps * PK, K):
+                    var w = panel.unsafe_load((steps * PANEL + j) * PK + k - steps * PK).cast[F32]()
+                    total += xrow.unsafe_load(i * K + k) * w
+                op.unsafe_store((m0 + i) * N + n0 + j, total)
+
+
+@always_inline
 def _tile[MR: Int, WT: DType](xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N: Int, m0: Int, n_lo: Int, n_hi: Int):
-    """MR rows of x against the panels n_lo .. n_hi: whole panels up to 2 rows, half panels beyond."""
+    """MR rows of x against the panels n_lo .. n_hi: in pairs of rows where vectors hold 2 * PK floats;
+    elsewhere whole panels up to 2 rows, half panels beyond."""
     var n = n_lo
     while n < n_hi:
-        comptime if MR <= 2:
+        comptime if WIDE:
+            _micro_pairs[MR, WT](xp, wp, op, K, N, m0, n)
+        elif MR <= 2:
             _micro[MR, WT](xp, wp, op, K, N, m0, n)
         else:
             _micro[MR, WT, 0, PANEL // 2](xp, wp, op, K, N, m0, n)
