@@ -166,7 +166,8 @@ def kernel_probe():
     """One compiled graph for the custom Mojo ops' unit tests, every dimension symbolic (a graph's fixed cold
     compile, about 25 s here, paid once: two graphs took 30 s each). Call it with max.driver Buffers:
         x (m, k), w and w_half packed by gemv.panels, a vector of length n, qkv (batch, time, 3 * 384)
-        -> gemv_nt(x, w, n), gemv_nt(x, w_half, n), the encoder's attention of qkv (6 heads)
+        -> gemv_nt(x, w, n), gemv_nt(x, w_half, n), the same with the pairs micro kernel forced off and on,
+           the encoder's attention of qkv (6 heads)
     A test of one op feeds the other op the smallest inputs (tests/helpers.py: `kernel_probe_run`)."""
     from max.dtype import DType
     from max.graph import DeviceRef, Graph, TensorType
@@ -180,6 +181,7 @@ def kernel_probe():
     with Graph("kernel_probe", input_types=types, custom_extensions=[KERNELS_PATH]) as graph:
         x, w, w_half, n, qkv = (v.tensor for v in graph.inputs)
         graph.output(gemv_nt(x, w, n.shape[0]), gemv_nt(x, w_half, n.shape[0]),
+                     gemv_nt(x, w, n.shape[0], pairs=False), gemv_nt(x, w, n.shape[0], pairs=True),
                      kernel_attention(qkv, ATTENTION_HEADS))
     return _session("cpu").load(graph)
 

@@ -108,10 +108,11 @@ def panels_size(n: int, k: int) -> int:
     return -(-n // PANEL) * PANEL * -(-k // PK) * PK
 
 
-def gemv_nt(x: TensorValue, w: TensorValue, n, *, items_per_worker: int = 1) -> TensorValue:
+def gemv_nt(x: TensorValue, w: TensorValue, n, *, items_per_worker: int = 1, pairs: bool | None = None) -> TensorValue:
     """Return ``x @ W.T`` (M, n) for float32 x (M, K) and W (n, K) packed by ``panels`` (float32 or
     float16, rank 1), on CPU. ``n`` is an int or a symbolic dimension; ``items_per_worker`` splits the n
-    outputs into ``2 * items_per_worker`` contiguous chunks.
+    outputs into ``2 * items_per_worker`` contiguous chunks; ``pairs`` forces the two-rows-per-vector micro
+    kernel on or off (None: on where vectors hold 16 floats; both give the same bits).
     """
     if x.rank != 2 or w.rank != 1:
         raise ValueError(f"gemv_nt wants a rank-2 x and packed (rank-1) w, got {x.shape} and {w.shape}")
@@ -123,5 +124,6 @@ def gemv_nt(x: TensorValue, w: TensorValue, n, *, items_per_worker: int = 1) -> 
         x.device,
         [x, w],
         [out_type],
-        parameters={"wdt": w.dtype, "items_per_worker": int(items_per_worker)},
+        parameters={"wdt": w.dtype, "items_per_worker": int(items_per_worker),
+                    "pairs": -1 if pairs is None else int(pairs)},
     )[0].tensor

@@ -27,7 +27,8 @@ ATTENTION_WIDTH, ATTENTION_HEADS = 384, 6  # the attention kernel's probe (conft
 def kernel_probe_run(probe, gemv: list[np.ndarray] | None = None,
                      attention: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Run conftest's `kernel_probe` on one op's inputs, the other op given its smallest; returns that op's
-    outputs (gemv_nt: float32 and float16 weights; attention: its output)."""
+    outputs (gemv_nt: float32 weights, float16 weights, and float32 with the pairs micro kernel forced off
+    and on; attention: its output)."""
     from max.driver import Buffer
     from maxwhisper.gemv import panels
     one = np.ones((1, 1), np.float32)
@@ -35,7 +36,7 @@ def kernel_probe_run(probe, gemv: list[np.ndarray] | None = None,
     idle_attention = [np.zeros((1, 1, 3 * ATTENTION_WIDTH), np.float32)]
     inputs = (gemv or idle_gemv) + (attention or idle_attention)
     outputs = [o.to_numpy() for o in probe.execute(*map(Buffer.from_numpy, inputs))]
-    return outputs[:2] if gemv else outputs[2:]
+    return outputs[:4] if gemv else outputs[4:]
 
 
 def as_taps(outputs: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -116,12 +116,14 @@ def _micro_pairs[MR: Int, WT: DType](xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N
 
 
 @always_inline
-def _tile[MR: Int, WT: DType](xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N: Int, m0: Int, n_lo: Int, n_hi: Int):
-    """MR rows of x against the panels n_lo .. n_hi: in pairs of rows where vectors hold 2 * PK floats;
-    elsewhere whole panels up to 2 rows, half panels beyond."""
+def _tile[MR: Int, WT: DType, PAIRS: Bool](
+    xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N: Int, m0: Int, n_lo: Int, n_hi: Int
+):
+    """MR rows of x against the panels n_lo .. n_hi: in pairs of rows (PAIRS, where vectors hold 2 * PK
+    floats); else whole panels up to 2 rows, half panels beyond. Both give the same bits."""
     var n = n_lo
     while n < n_hi:
-        comptime if WIDE:
+        comptime if PAIRS:
             _micro_pairs[MR, WT](xp, wp, op, K, N, m0, n)
         elif MR <= 2:
             _micro[MR, WT](xp, wp, op, K, N, m0, n)
@@ -132,7 +134,7 @@ def _tile[MR: Int, WT: DType](xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N: Int, 
 
 
 @always_inline
-def gemv_range[WT: DType](
+def gemv_range[WT: DType, PAIRS: Bool = WIDE](
     xp: FPtr, wp: WPtr[WT], op: FPtr, M: Int, N: Int, K: Int, n_lo: Int, n_hi: Int
 ):
     """Columns n_lo..n_hi of out (M, N) = x @ W^T for packed W, n_lo a panel start (K > 0): W's panels in
@@ -145,22 +147,22 @@ def gemv_range[WT: DType](
         while m0 < M:
             var mr = min(6, M - m0)
             if mr == 1:
-                _tile[1, WT](xp, wp, op, K, N, m0, b, b_end)
+                _tile[1, WT, PAIRS](xp, wp, op, K, N, m0, b, b_end)
             elif mr == 2:
-                _tile[2, WT](xp, wp, op, K, N, m0, b, b_end)
+                _tile[2, WT, PAIRS](xp, wp, op, K, N, m0, b, b_end)
             elif mr == 3:
-                _tile[3, WT](xp, wp, op, K, N, m0, b, b_end)
+                _tile[3, WT, PAIRS](xp, wp, op, K, N, m0, b, b_end)
             elif mr == 4:
-                _tile[4, WT](xp, wp, op, K, N, m0, b, b_end)
+                _tile[4, WT, PAIRS](xp, wp, op, K, N, m0, b, b_end)
             elif mr == 5:
-                _tile[5, WT](xp, wp, op, K, N, m0, b, b_end)
+                _tile[5, WT, PAIRS](xp, wp, op, K, N, m0, b, b_end)
             else:
-                _tile[6, WT](xp, wp, op, K, N, m0, b, b_end)
+                _tile[6, WT, PAIRS](xp, wp, op, K, N, m0, b, b_end)
             m0 += mr
         b = b_end
 
 
-def gemv_nt_cpu[WT: DType](
+def gemv_nt_cpu[WT: DType, PAIRS: Bool](
     xp: FPtr, wp: WPtr[WT], op: FPtr, M: Int, N: Int, K: Int, items_per_worker: Int
 ):
     if M <= 0 or N <= 0:
@@ -177,7 +179,7 @@ def gemv_nt_cpu[WT: DType](
     items = (N + chunk - 1) // chunk
 
     def work(t: Int) {var xp, var wp, var op, var M, var N, var K, var chunk}:
-        gemv_range[WT](xp, wp, op, M, N, K, t * chunk, min(N, t * chunk + chunk))
+        gemv_range[WT, PAIRS](xp, wp, op, M, N, K, t * chunk, min(N, t * chunk + chunk))
 
     if items == 1:
         work(0)
@@ -188,7 +190,7 @@ def gemv_nt_cpu[WT: DType](
 @extensibility.register("gemv_nt")
 struct GemvNT:
     @staticmethod
-    def execute[target: StaticString, wdt: DType, items_per_worker: Int = 1](
+    def execute[target: StaticString, wdt: DType, items_per_worker: Int = 1, pairs: Int = -1](
         output: OutputTensor[dtype=DType.float32, rank=2, ...],
         x: InputTensor[dtype=DType.float32, rank=2, ...],
         w: InputTensor[dtype=wdt, rank=1, ...],
@@ -207,6 +209,7 @@ struct GemvNT:
         var os = output.strides()
         if (K > 1 and xs[1] != 1) or (M > 1 and xs[0] != K) or (N > 1 and os[1] != 1) or (M > 1 and os[0] != N):
             raise Error("gemv_nt: x and the output must be contiguous row-major")
-        gemv_nt_cpu(
+        # pairs: 1 or 0 forces _micro_pairs or _micro (the suite checks they agree bit for bit); -1: WIDE
+        gemv_nt_cpu[wdt, WIDE if pairs < 0 else pairs == 1](
             x.unsafe_ptr(), w.unsafe_ptr(), output.unsafe_ptr(), M, N, K, items_per_worker
         )

@@ -5,7 +5,9 @@ One graph with every dimension symbolic (conftest's `kernel_probe`, shared with 
 so 1..14 covers every tile and remainder), N (4-row panels, a last partial panel, cache blocks) and K
 (8-value steps and the scalar remainder), with dense values from a drawn seed at a drawn scale.
 The same graph also runs the float16-weight instantiation on the same (half-representable) weights: it
-must give the float32 product bit for bit, since it only widens each weight as it loads it.
+must give the float32 product bit for bit, since it only widens each weight as it loads it. And it runs
+both micro kernels, whichever this CPU picks by default: two panel rows per 16-float vector (AVX-512) and
+one row per 8-float vector; they sum the same products in the same order, so they too agree bit for bit.
 """
 import shutil
 
@@ -29,7 +31,7 @@ def test_gemv_nt_equals_numpy(kernel_probe, m, n, k, seed, scale):
     w_half = rng.standard_normal((n, k)).astype(np.float16)
     w = w_half.astype(np.float32)
     inputs = (x, panels(w), panels(w_half), np.zeros(n, np.float32))
-    got, got_half = kernel_probe_run(kernel_probe, gemv=list(inputs))
+    got, got_half, got_rows, got_pairs = kernel_probe_run(kernel_probe, gemv=list(inputs))
     want = x.astype(np.float64) @ w.astype(np.float64).T
     assert got.shape == (m, n) and got.dtype == np.float32
     # float32 sums of k products: each output within a few ulps of sum |x||w| (measured worst 9.1e-8 of it
@@ -37,6 +39,8 @@ def test_gemv_nt_equals_numpy(kernel_probe, m, n, k, seed, scale):
     bound = 1e-6 * (np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64).T) + 1e-30
     assert (np.abs(got - want) <= bound).all(), f"max excess {np.max(np.abs(got - want) / bound):.3g}"
     assert np.array_equal(got_half, got), f"float16 weights differ by up to {np.abs(got_half - got).max():.3g}"
+    for name, other in (("one row per vector", got_rows), ("two rows per vector", got_pairs)):
+        assert np.array_equal(other, got), f"{name} differs by up to {np.abs(other - got).max():.3g}"
 
 
 def test_kernels_load_from_a_folder_named_by_their_content(tmp_path, monkeypatch):
