@@ -14,7 +14,8 @@ order, then the lanes added, then the K % PK remaining products: the same sums w
 
 W is streamed exactly once: N is split into contiguous chunks of whole panels across worker threads,
 each chunk into cache blocks of panels, and within a block the rows of x are taken up to six at a time
-(against half panels beyond two, for the registers) while the block stays in L2.
+while the block stays in L2: with 8-float vectors (AVX2) against half panels beyond two rows, for the
+registers; with 16-float vectors (AVX-512) against whole panels, two of a panel's rows per vector.
 """
 
 import extensibility

@@ -182,7 +182,8 @@ def decoder_summary(tr, config) -> None:
         # "of best" reads every case against the fastest probe of the run: the stricter roofline.
         best = {}
         for (impl, device, *_), b in steps.items():
-            best[device] = max(best.get(device, 0.0), b.extra_info["read_probe_gbps"])
+            if b.extra_info["read_probe_gbps"] > 0:  # NaN where no probe ran (a GPU box with a CPU torch)
+                best[device] = max(best.get(device, 0.0), b.extra_info["read_probe_gbps"])
         for (impl, device, batch, cache), b in sorted(steps.items()):
             torch_b = steps.get(("torch", device, batch, cache))
             if impl != "max":
@@ -192,7 +193,7 @@ def decoder_summary(tr, config) -> None:
             x = b.extra_info
             tr.write_line(f"{device:6} {batch:>5} {cache:>5} {b.stats.median * 1e3:8.2f} {t_ms} {ratio} "
                           f"{x['achieved_gbps']:6.1f} {x['floor_ms']:8.2f} {x['roofline_fraction']:8.2f} "
-                          f"{x['achieved_gbps'] / best[device]:8.2f}")
+                          f"{x['achieved_gbps'] / best.get(device, float('nan')):8.2f}")
     runs = {b.extra_info["impl"]: b for b in benches if b.group == "transcribe"}
     if "max" in runs:
         tr.section(f"transcription end to end: {runs['max'].extra_info['clip']} (medians, this run)")
