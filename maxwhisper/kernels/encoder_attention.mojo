@@ -5,12 +5,13 @@
 
 First each head's keys and values are packed as the loops below read them (one work item per head). Then one
 work item is CROSS_ROWS query rows of one head: their scores against all T keys, a tile of KTILE keys at a time
-(4 rows x 24 keys summed in registers, the tile kept in L1 for every row); the softmax's exponentials and sums
-(the division left to the output); the output, 4 rows x a cache line of the head at a time, over blocks of
-VBLOCK values kept in L1. A head's keys and values (768 KB at T = 1500) stay in the core's L2 while its items
+(4 rows x 24 keys summed in registers with AVX2, 8 rows x 48 keys with AVX-512; the tile kept in L1 for every
+row); the softmax's exponentials and sums (the division left to the output); the output, 4 rows x a cache line
+of the head (AVX-512: 8 rows x two cache lines) at a time, over blocks of VBLOCK values kept in L1. A head's keys and values (768 KB at T = 1500) stay in the core's L2 while its items
 run. Against the graph's attention (a batched product, a softmax of the whole (H, T, T) scores in memory, a
 second product: 50 ms a layer at tiny's width) this took 35-38 against 50 ms in one run, and tiny's encoder
-0.83-0.92 of its time per window (AMD EPYC, AVX2, one process, interleaved).
+0.83-0.92 of its time per window (AMD EPYC, AVX2, one process, interleaved). The 8-row tiles on AVX-512 took
+tiny's encoder from 115-117 to 105-109 ms a window, the same bits (AMD EPYC Zen 5, three alternating runs).
 """
 
 import extensibility
@@ -25,7 +26,10 @@ from .decoder_block import (
 
 comptime MAX_FRAMES = MAX_CROSS
 comptime KTILE = 3 * VW  # keys per packed tile: the columns of one register tile of scores (24 with AVX2)
-comptime MIX_PARTS = 4  # the head's width in parts of 16 values (a cache line) for the output's register tiles
+# Rows per register tile of the scores and of the output, and the head's width in parts for the output's tiles:
+# 4 rows by a cache line of the head with AVX2's 16 registers; 8 rows by two cache lines with AVX-512's 32.
+comptime TILE_ROWS = 8 if VW >= 16 else 4
+comptime MIX_PARTS = 2 if VW >= 16 else 4
 comptime VBLOCK = 64  # keys per block of the values (16 KB) that every row's output sums take in turn
 comptime SP = (MAX_FRAMES + KTILE - 1) // KTILE * KTILE  # row stride of an item's scores
 # scratch per head: its keys in tiles, then its values; sized for tiles of up to 48 keys (AVX-512), so that the
@@ -139,21 +143,21 @@ def _attend_frames(qkv: FPtr, packed: FPtr, dst: FPtr, item: Int, T: Int, H: Int
     for tile in range(NT):  # a tile of keys serves every row while it is in L1
         var kt = kb.unsafe_offset(tile * DH * KTILE)
         var i = 0
-        while i + 4 <= n:
-            _scores[4](qs, kt, sp, i, tile)
-            i += 4
-        comptime for rt in range(1, 4):
+        while i + TILE_ROWS <= n:
+            _scores[TILE_ROWS](qs, kt, sp, i, tile)
+            i += TILE_ROWS
+        comptime for rt in range(1, TILE_ROWS):
             if n - i == rt:
                 _scores[rt](qs, kt, sp, i, tile)
     _softmax_rows(sp, sums, n, T)
     for c0 in range(0, T, VBLOCK):  # a block of values serves every row while it is in L1
         var c1 = min(T, c0 + VBLOCK)
         var i = 0
-        while i + 4 <= n:
+        while i + TILE_ROWS <= n:
             comptime for part in range(MIX_PARTS):
-                _mix[4, part](vb, sp, ab, i, c0, c1)
-            i += 4
-        comptime for rt in range(1, 4):
+                _mix[TILE_ROWS, part](vb, sp, ab, i, c0, c1)
+            i += TILE_ROWS
+        comptime for rt in range(1, TILE_ROWS):
             if n - i == rt:
                 comptime for part in range(MIX_PARTS):
                     _mix[rt, part](vb, sp, ab, i, c0, c1)
