@@ -438,8 +438,8 @@ class MaxAudioEncoder(torch.nn.Module):
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
         last = self._last
-        if (self.reuse_last and last is not None and last[0].shape == mel.shape and last[0].device == mel.device
-                and torch.equal(last[0], mel)):
+        # torch.equal is False on another shape; another device would raise, so that is checked first
+        if self.reuse_last and last is not None and last[0].device == mel.device and torch.equal(last[0], mel):
             out = last[1].clone()
         else:
             out = torch.from_numpy(self.encoder(mel)).to(mel.device)
