@@ -55,9 +55,10 @@ comptime CROSS_ROWS = 8  # rows of one audio window per pass over its cross-atte
 # against 2.80 / 2.62 / 2.87 ms streamed, batch 1 1.53-1.56 against 1.57-1.67 ms; the same bits.
 comptime STREAM_ROWS = 0 if VW >= 16 else 5
 comptime TILE_VECS = 3  # vectors of columns per register tile of the scores (4 rows x 3 + 3 + 1 registers)
-# Rows per register tile of the scores and of the output (2 rows x half a head with AVX2's 16 registers; 8 rows
-# with AVX-512's 32)
-comptime SCORE_TILE_ROWS = 8 if VW >= 16 else 4
+# Rows per register tile of the scores (TILE_ROWS x TILE_VECS sums: 12 of AVX2's 16 registers, 24 of AVX-512's
+# 32; encoder_attention tiles its scores the same way) and of the output (2 rows x half a head with AVX2, 8 rows
+# with AVX-512)
+comptime TILE_ROWS = 8 if VW >= 16 else 4
 comptime MIX_TILE_ROWS = 8 if VW >= 16 else 2
 comptime CHUNK_BYTES = 48 * 1024  # weights per work item of a matrix product
 # The phases of one block, in order: LayerNorm, q/k/v, self-attention, out, LayerNorm, cross q,
@@ -267,10 +268,10 @@ def _attend_cross(q: FPtr, ck: FPtr, cv: FPtr, dst: FPtr, item: Int, G: Int, T: 
         _scores_streamed(qb, kb, sp, n, D, C, scale)
     else:  # a prompt: K is reused by many rows, so the rows' sums stay in registers, a tile at a time
         var i = 0
-        while i + SCORE_TILE_ROWS <= n:
-            _scores_tiled[SCORE_TILE_ROWS](qb, kb, sp, i, D, C, scale)
-            i += SCORE_TILE_ROWS
-        comptime for rt in range(1, SCORE_TILE_ROWS):
+        while i + TILE_ROWS <= n:
+            _scores_tiled[TILE_ROWS](qb, kb, sp, i, D, C, scale)
+            i += TILE_ROWS
+        comptime for rt in range(1, TILE_ROWS):
             if n - i == rt:
                 _scores_tiled[rt](qb, kb, sp, i, D, C, scale)
     for i in range(n):

@@ -21,14 +21,13 @@ from std.math import exp, sqrt
 from std.memory import bitcast, stack_allocation
 
 from .decoder_block import (
-    CROSS_ROWS, DH, FPtr, MAX_CROSS, VW, Vec, F32, _on_workers, _share
+    CROSS_ROWS, DH, FPtr, MAX_CROSS, TILE_ROWS, TILE_VECS, VW, Vec, F32, _on_workers, _share
 )
 
 comptime MAX_FRAMES = MAX_CROSS
-comptime KTILE = 3 * VW  # keys per packed tile: the columns of one register tile of scores (24 with AVX2)
-# Rows per register tile of the scores and of the output, and the head's width in parts for the output's tiles:
-# 4 rows by a cache line of the head with AVX2's 16 registers; 8 rows by two cache lines with AVX-512's 32.
-comptime TILE_ROWS = 8 if VW >= 16 else 4
+comptime KTILE = TILE_VECS * VW  # keys per packed tile: the columns of one register tile of scores (24 with AVX2)
+# The output's register tiles take TILE_ROWS rows (as the scores' do) by a part of the head's width: a cache line
+# with AVX2's 16 registers, two with AVX-512's 32.
 comptime MIX_PARTS = 2 if VW >= 16 else 4
 comptime VBLOCK = 64  # keys per block of the values (16 KB) that every row's output sums take in turn
 comptime SP = (MAX_FRAMES + KTILE - 1) // KTILE * KTILE  # row stride of an item's scores
@@ -42,15 +41,15 @@ comptime SPtr = Pointer[Float32, MutUntrackedOrigin]  # an item's own buffer, on
 def _scores[RT: Int](qs: SPtr, kb: FPtr, sp: SPtr, i0: Int, tile: Int):
     """sp[i0:i0+RT, tile's KTILE columns] = qs[i0:i0+RT] . K for the scaled queries qs (rows of DH) and one tile
     kb (DH, KTILE) of the packed keys: RT x KTILE sums in registers, the tile read as one stream."""
-    var acc = Array[Vec, RT * 3](fill=Vec(0))
+    var acc = Array[Vec, RT * TILE_VECS](fill=Vec(0))
     for j in range(DH):
         comptime for i in range(RT):
             var qv = Vec(qs.unsafe_load((i0 + i) * DH + j))
-            comptime for v in range(3):
-                acc[i * 3 + v] = kb.unsafe_load[width=VW](j * KTILE + v * VW).fma(qv, acc[i * 3 + v])
+            comptime for v in range(TILE_VECS):
+                acc[i * TILE_VECS + v] = kb.unsafe_load[width=VW](j * KTILE + v * VW).fma(qv, acc[i * TILE_VECS + v])
     comptime for i in range(RT):
-        comptime for v in range(3):
-            sp.unsafe_store((i0 + i) * SP + tile * KTILE + v * VW, acc[i * 3 + v])
+        comptime for v in range(TILE_VECS):
+            sp.unsafe_store((i0 + i) * SP + tile * KTILE + v * VW, acc[i * TILE_VECS + v])
 
 
 @always_inline

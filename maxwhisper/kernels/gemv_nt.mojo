@@ -46,14 +46,37 @@ def padded_k(K: Int) -> Int:
 
 
 @always_inline
+def _prefetch_step[WT: DType](panel: WPtr[WT], at: Int):
+    """Prefetch the cache lines of W a step at `at` will read PREFETCH_BYTES from now."""
+    comptime LINES = PANEL * PK * size_of[WT]() // 64  # cache lines per step
+    comptime AHEAD = PREFETCH_BYTES // size_of[WT]()
+    comptime for l in range(LINES):
+        prefetch[PrefetchOptions().for_read().high_locality()](panel.unsafe_offset(at + AHEAD + l * 64 // size_of[WT]()))
+
+
+@always_inline
+def _store_output[WT: DType](
+    lanes: PV, panel: WPtr[WT], xrow: FPtr, op: FPtr, K: Int, N: Int, m0: Int, n0: Int, i: Int, j: Int
+):
+    """out[m0 + i, n0 + j] = its PK lanes added, then the K % PK remaining products of x row i and panel row j
+    (the rows below N only)."""
+    if n0 + j >= N:
+        return
+    var steps = K // PK
+    var total = lanes.reduce_add()
+    for k in range(steps * PK, K):
+        var w = panel.unsafe_load((steps * PANEL + j) * PK + k - steps * PK).cast[F32]()
+        total += xrow.unsafe_load(i * K + k) * w
+    op.unsafe_store((m0 + i) * N + n0 + j, total)
+
+
+@always_inline
 def _micro[MR: Int, WT: DType, J0: Int = 0, NJ: Int = PANEL](
     xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N: Int, m0: Int, n0: Int
 ):
     """out[m0:m0+MR, n0+J0:n0+J0+NJ] = x[m0:m0+MR, :] . W[n0+J0:n0+J0+NJ, :]^T (the rows below N), n0 a
     panel start: rows J0 .. J0+NJ-1 of the panel (all PANEL, or half of it where MR rows of x leave too
     few registers for all)."""
-    comptime LINES = PANEL * PK * size_of[WT]() // 64  # cache lines per step
-    comptime AHEAD = PREFETCH_BYTES // size_of[WT]()
     var KP = padded_k(K)
     var steps = K // PK
     var panel = wp.unsafe_offset(n0 * KP)
@@ -61,8 +84,7 @@ def _micro[MR: Int, WT: DType, J0: Int = 0, NJ: Int = PANEL](
     var acc = Array[PV, MR * NJ](fill=PV(0))
     for s in range(steps):
         var at = s * PANEL * PK
-        comptime for l in range(LINES):
-            prefetch[PrefetchOptions().for_read().high_locality()](panel.unsafe_offset(at + AHEAD + l * 64 // size_of[WT]()))
+        _prefetch_step[WT](panel, at)
         var wv = Array[PV, NJ](fill=PV(0))
         comptime for j in range(NJ):
             wv[j] = panel.unsafe_load[width=PK](at + (J0 + j) * PK).cast[F32]()
@@ -72,12 +94,7 @@ def _micro[MR: Int, WT: DType, J0: Int = 0, NJ: Int = PANEL](
                 acc[i * NJ + j] = xv.fma(wv[j], acc[i * NJ + j])
     comptime for i in range(MR):
         comptime for j in range(NJ):
-            if n0 + J0 + j < N:
-                var total = acc[i * NJ + j].reduce_add()
-                for k in range(steps * PK, K):
-                    var w = panel.unsafe_load((steps * PANEL + J0 + j) * PK + k - steps * PK).cast[F32]()
-                    total += xrow.unsafe_load(i * K + k) * w
-                op.unsafe_store((m0 + i) * N + n0 + J0 + j, total)
+            _store_output[WT](acc[i * NJ + j], panel, xrow, op, K, N, m0, n0, i, J0 + j)
 
 
 @always_inline
@@ -86,8 +103,6 @@ def _micro_pairs[MR: Int, WT: DType](xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N
     one step, and x's PK values go to both halves. Every lane sums the same products in the same order as
     _micro's, and each row's PK lanes are added as _micro adds them: the same bits, in half the instructions
     (32 registers hold MR * 2 sums for MR up to 6, so no half panels)."""
-    comptime LINES = PANEL * PK * size_of[WT]() // 64
-    comptime AHEAD = PREFETCH_BYTES // size_of[WT]()
     comptime PAIRS = PANEL // 2
     var KP = padded_k(K)
     var steps = K // PK
@@ -96,8 +111,7 @@ def _micro_pairs[MR: Int, WT: DType](xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N
     var acc = Array[PV2, MR * PAIRS](fill=PV2(0))
     for s in range(steps):
         var at = s * PANEL * PK
-        comptime for l in range(LINES):
-            prefetch[PrefetchOptions().for_read().high_locality()](panel.unsafe_offset(at + AHEAD + l * 64 // size_of[WT]()))
+        _prefetch_step[WT](panel, at)
         var wv = Array[PV2, PAIRS](fill=PV2(0))
         comptime for j in range(PAIRS):
             wv[j] = panel.unsafe_load[width=2 * PK](at + j * 2 * PK).cast[F32]()
@@ -108,12 +122,7 @@ def _micro_pairs[MR: Int, WT: DType](xp: FPtr, wp: WPtr[WT], op: FPtr, K: Int, N
                 acc[i * PAIRS + j] = xv.fma(wv[j], acc[i * PAIRS + j])
     comptime for i in range(MR):
         comptime for j in range(PANEL):
-            if n0 + j < N:
-                var total = acc[i * PAIRS + j // 2].slice[PK, offset=(j % 2) * PK]().reduce_add()
-                for k in range(steps * PK, K):
-                    var w = panel.unsafe_load((steps * PANEL + j) * PK + k - steps * PK).cast[F32]()
-                    total += xrow.unsafe_load(i * K + k) * w
-                op.unsafe_store((m0 + i) * N + n0 + j, total)
+            _store_output[WT](acc[i * PAIRS + j // 2].slice[PK, offset=(j % 2) * PK](), panel, xrow, op, K, N, m0, n0, i, j)
 
 
 @always_inline
