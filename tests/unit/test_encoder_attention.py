@@ -1,7 +1,8 @@
 """The custom Mojo kernel encoder_attention (the encoder's self-attention on CPU) against numpy in float64.
 
-One graph with batch and time symbolic (conftest's `kernel_probe`, shared with gemv_nt's test). Hypothesis draws the time axis over 1..1504 (items of 8
-query rows in register tiles of 4, keys in tiles of 24, values in blocks of 64, the softmax's vector tails),
+One graph with batch and time symbolic (conftest's `kernel_probe`, shared with gemv_nt's test). Hypothesis draws
+the time axis over 1..1504 (items of 8 query rows in register tiles of 4 with AVX2 or 8 with AVX-512, keys in
+tiles of 24 or 48, values in blocks of 64, the softmax's vector tails),
 the batch (items must not mix), and dense values from a drawn seed at a drawn scale: at the largest the
 scores spread over hundreds, so the softmax's shift by the row maximum and its exponent's range are tested.
 """
