@@ -76,6 +76,7 @@ class Pipeline:
     dtype: str = "float32"  # the encoder's (max and cpu paths), or faster-whisper's compute type (float32, int8)
     device: str = "cpu"  # where the max paths' graphs run
     threads: int = 0  # faster-whisper's cpu_threads (0: all cores, as torch and MAX use)
+    capture: bool | None = None  # GPU decoder steps replay a captured device graph (None: MAXWHISPER_CAPTURE)
     progress: Callable[[str], None] | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -104,6 +105,8 @@ class Pipeline:
                 decoder = get_decoder(self.loaded, self.device, progress=self.progress)
                 self.timings["compile"] += decoder.compile_s
                 self._max_decoder = decoder
+                if self.capture is not None:  # new decode states follow it (the decoder is shared process-wide)
+                    decoder.captures = self.capture and self.device == "gpu"
                 self.decode_timer = DecodeTimer()
                 use_max_decoder(self.whisper, decoder, self.decode_timer)
         else:
