@@ -51,6 +51,17 @@ def assert_parity(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]
     assert all(r.ok for r in results), f"{label}: " * bool(label) + parity_report(results)
 
 
+def assert_parity_each(cases, dtype: str = "float32") -> None:
+    """assert_parity over (label, actual, expected) cases, every case compared before failing: a run on a
+    borrowed GPU then reports each window's table, not only the first failing one's."""
+    reports = []
+    for label, actual, expected in cases:
+        results = compare_taps(actual, expected, dtype)
+        if not all(r.ok for r in results):
+            reports.append(f"{label}: {parity_report(results)}")
+    assert not reports, f"{len(reports)} case(s) outside the {dtype} tolerances\n" + "\n".join(reports)
+
+
 def item(taps: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
     """One batch item of every tap."""
     return {name: t[i] for name, t in taps.items()}
