@@ -2,16 +2,17 @@
 # The GPU suite on a GPU box with no network, from a carried environment:
 #   PARTS    folder holding part00, part01, ... of a zstd tar of a Python 3.12 site-packages folder (max,
 #            openai-whisper, the bundled model, ...), made on a networked machine (README, "GPU box offline")
-#   OUT      where the logs (run.log, warm.log) and the benchmark JSON go
+#   OUT      where the logs (run.log, warm.log, step-profile.log, diag.log) and the benchmark JSON go
 #   TOTAL_S  seconds for everything after unpacking (default 540); each stage gets what is left
 # The box's own python3 must hold a CUDA torch, pytest, pytest-benchmark, hypothesis and nvidia-ml-py.
 # Stages, decoder first (a device lease is short): every GPU graph compiles in parallel in the background
-# (scripts/gpu_warm.py); as soon as the decoder's is in MAX's cache, its gpu tests and its step benchmark
-# run; then, once the rest are compiled, every other gpu test and the GPU benchmarks. Each stage's log is
-# kept; a failing stage does not stop the next. Measured on an H100 box (16 cores, 2026-11-27): unpacking
-# 20 s; the graphs compiled side by side in 103-249 s, the exact-product decoder's in 348 s; then the
-# decoder's tests 21 s, its full step benchmark 32 s, the other gpu tests 68 s, the end-to-end benchmark
-# 55 s, the encoder benchmark 39 s in quick mode (full mode outran the 540 s, so it runs quick here).
+# (scripts/gpu_warm.py); as soon as the decoder's is in MAX's cache, its gpu tests, its step benchmark and,
+# where Nsight Compute is installed, a per-kernel profile of one step (scripts/gpu_step_profile.py) run;
+# then, once the rest are compiled, every other gpu test and the GPU benchmarks. Each stage's log is kept;
+# a failing stage does not stop the next. Measured on an H100 box (16 cores, 2026-11-27): unpacking 20 s;
+# the graphs compiled side by side in 103-249 s, the exact-product decoder's in 348 s; then the decoder's
+# tests 21 s, its full step benchmark 32 s, the other gpu tests 68 s, the end-to-end benchmark 55 s, the
+# encoder benchmark 39 s in quick mode (full mode outran the 540 s, so it runs quick here).
 set -u
 PARTS=${PARTS:-/tmp/parts}
 OUT=${OUT:-/tmp/gpu-out}
@@ -57,6 +58,11 @@ stage() {  # stage NAME PYTEST-ARGS...: one pytest run, its output appended to r
 stage "decoder tests" -m "gpu and not bench" -k "decoder or captured"
 MAXWHISPER_BENCH=full stage "decoder step benchmark" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
   --benchmark-json="$OUT/bench-decoder.json"
+if command -v ncu >/dev/null; then  # each kernel of one eager step, timed (scripts/gpu_step_profile.py)
+  timeout "$(left)" ncu --profile-from-start off --metrics gpu__time_duration.sum --print-summary per-kernel \
+    python3 scripts/gpu_step_profile.py > "$OUT/step-profile.log" 2>&1
+  stamp "step profile (exit $?)" | tee -a "$LOG"
+fi
 wait $warm; stamp "every graph compiled" | tee -a "$LOG"; cat "$OUT/warm.log"
 stage "other gpu tests" -m "gpu and not bench" -k "not decoder and not captured"
 if [ -f .gpu/diag.py ]; then timeout "$(left)" python3 .gpu/diag.py > "$OUT/diag.log" 2>&1; stamp diagnostics; fi

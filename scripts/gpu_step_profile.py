@@ -1,0 +1,54 @@
+"""Where a GPU decoder step's time goes: run it under Nsight Compute, which then times each kernel of one step.
+
+    ncu --profile-from-start off --metrics gpu__time_duration.sum --print-summary per-kernel \
+        python3 scripts/gpu_step_profile.py [gpu|cpu]
+
+The step is tiny.en's single-token step at batch 1 on a cache of 100 tokens, the benchmark's case, run
+eagerly: every kernel of the graph launches on its own, so the summary lists them all with their counts (a
+count of 2 is one kernel launched twice per step) and device times. A captured replay runs the same kernels.
+The H100 run of 2026-11-27 measured 2.66 ms eager and 1.88 ms replayed for a step whose reads take 0.05 ms,
+and the exact-product step graph holds 1581 graph ops (363 without the exact products; 228 casts, 171
+slices, 57 concats), so the question is how many kernels those become and which of them take the time.
+Without ncu (or on the CPU) it prints the step's wall time only.
+"""
+import sys
+import time
+
+import numpy as np
+
+
+def main(device: str = "gpu") -> None:
+    from maxwhisper import weights
+    from maxwhisper.decoder import get_decoder
+    loaded = weights.load("bundled")
+    decoder = get_decoder(loaded, device, fused=False if device == "cpu" else None,
+                          exact_products=True, progress=lambda _: None)
+    features = np.random.default_rng(0).standard_normal((1, loaded.dims.n_audio_ctx, loaded.dims.n_audio_state))
+    state = decoder.new_state(features.astype(np.float32))
+    state.capture = False
+    state.step(np.random.default_rng(1).integers(0, 50000, (1, 100)))
+    token = np.full((1, 1), 440, np.int64)
+    saved = (state.length, state.filled)
+    times = []
+    for _ in range(20):  # warm: allocations, first launches
+        state.length, state.filled = saved
+        start = time.perf_counter()
+        state.step(token)
+        times.append(time.perf_counter() - start)
+    profiler = None
+    if device == "gpu":
+        import torch
+        if torch.cuda.is_available():
+            profiler = torch.cuda.profiler
+    state.length, state.filled = saved
+    if profiler:
+        profiler.start()
+    state.step(token)  # the profiled step
+    if profiler:
+        profiler.stop()
+    print(f"{device} step, batch 1, cache 100, eager: median {np.median(times[5:]) * 1e3:.2f} ms of 15 "
+          f"(ncu times the kernels of the one step after them)", flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
