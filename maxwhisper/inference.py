@@ -34,9 +34,10 @@ class MaxInference(Inference):
     """openai-whisper's Inference interface on the MAX decoder's key/value cache."""
 
     def __init__(self, decoder: MaxDecoder, initial_token_length: int, timer: "DecodeTimer | None" = None,
-                 sot_index: int | None = None):
+                 sot_index: int | None = None, capture: bool | None = None):
         self.decoder, self.initial_token_length, self.timer = decoder, initial_token_length, timer
         self.sot_index = sot_index  # given: the prompt's logits are computed only where the loop reads them
+        self.capture = capture  # GPU single-token steps replay a captured graph (None: the decoder's default)
         self.state: DecoderState | None = None
 
     def logits(self, tokens: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
@@ -45,6 +46,8 @@ class MaxInference(Inference):
             n_audio = audio_features.shape[0]
             # a fallback temperature decodes the last window again: its cross keys/values are reused
             self.state = self.decoder.new_state(audio_features, tokens.shape[0] // max(n_audio, 1), reuse_cross=True)
+            if self.capture is not None:
+                self.state.capture = self.capture
         if tokens.shape[-1] > self.initial_token_length:
             tokens = tokens[:, -1:]  # only the newest token after the first call, as PyTorchInference
         new = tokens.shape[-1]
@@ -100,15 +103,17 @@ class DecodeTimer:
 class MaxDecodingTask(DecodingTask):
     """openai-whisper's DecodingTask with its inference on the MAX decoder."""
 
-    def __init__(self, model, options: DecodingOptions, decoder: MaxDecoder, timer: DecodeTimer | None = None):
+    def __init__(self, model, options: DecodingOptions, decoder: MaxDecoder, timer: DecodeTimer | None = None,
+                 capture: bool | None = None):
         super().__init__(model, options)
-        self.inference = MaxInference(decoder, len(self.initial_tokens), timer, self.sot_index)
+        self.inference = MaxInference(decoder, len(self.initial_tokens), timer, self.sot_index, capture)
         if hasattr(self.decoder, "inference"):  # beam search reorders the cache through its own reference
             self.decoder.inference = self.inference
 
 
-def use_max_decoder(model, decoder: MaxDecoder, timer: DecodeTimer | None = None):
-    """Make `model.decode` (and so `whisper.transcribe(model, ...)`) decode on MAX; returns `model`."""
+def use_max_decoder(model, decoder: MaxDecoder, timer: DecodeTimer | None = None, capture: bool | None = None):
+    """Make `model.decode` (and so `whisper.transcribe(model, ...)`) decode on MAX; returns `model`.
+    `capture`: whether GPU single-token steps replay a captured graph (None: MAXWHISPER_CAPTURE's choice)."""
 
     @torch.no_grad()
     def decode(mel: torch.Tensor, options: DecodingOptions = DecodingOptions(), **kwargs):
@@ -118,7 +123,7 @@ def use_max_decoder(model, decoder: MaxDecoder, timer: DecodeTimer | None = None
             mel = mel.unsqueeze(0)
         if kwargs:
             options = replace(options, **kwargs)
-        result = MaxDecodingTask(model, options, decoder, timer).run(mel)
+        result = MaxDecodingTask(model, options, decoder, timer, capture).run(mel)
         return result[0] if single else result
 
     model.decode = decode

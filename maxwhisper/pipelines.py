@@ -105,10 +105,8 @@ class Pipeline:
                 decoder = get_decoder(self.loaded, self.device, progress=self.progress)
                 self.timings["compile"] += decoder.compile_s
                 self._max_decoder = decoder
-                if self.capture is not None:  # new decode states follow it (the decoder is shared process-wide)
-                    decoder.captures = self.capture and self.device == "gpu"
                 self.decode_timer = DecodeTimer()
-                use_max_decoder(self.whisper, decoder, self.decode_timer)
+                use_max_decoder(self.whisper, decoder, self.decode_timer, self.capture)
         else:
             if self.impl == "cpu" and self.dtype != "float32":  # a reduced-precision PyTorch reference
                 self.whisper.encoder = _CastEncoder(torch_encoder(self.loaded, "cpu", getattr(torch, self.dtype)))

@@ -170,6 +170,20 @@ def test_prompt_logits_hold_the_two_read_rows_and_nan_elsewhere(max_decoder, pro
         out[:, -1, :8] = -np.inf  # openai-whisper's logit filters edit the last row in place
 
 
+@pytest.mark.parametrize("capture", [None, False, True])
+def test_inference_hands_its_capture_choice_to_its_state(max_decoder, capture):
+    """Pipeline(capture=...) reaches each decode's state through MaxInference (None: the decoder's default,
+    MAXWHISPER_CAPTURE), without changing the decoder other pipelines share; steps replay only on GPU."""
+    import torch
+
+    from maxwhisper.inference import MaxInference
+    default = max_decoder.captures
+    inference = MaxInference(max_decoder, 3, capture=capture)
+    inference.logits(torch.zeros((1, 3), dtype=torch.int64), torch.from_numpy(features(2)))
+    assert inference.state.capture == (default if capture is None else capture)
+    assert max_decoder.captures == default
+
+
 def test_group_and_window_broadcast_equals_repeated_windows(max_decoder):
     """3 rows over 1 window (as openai-whisper's beam groups) equal 3 rows over 3 copies of it."""
     rng = np.random.default_rng(7)
