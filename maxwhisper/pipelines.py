@@ -86,12 +86,16 @@ class Pipeline:
         self.decode_timer = None
         if self.impl == "faster-whisper":
             return self._init_faster_whisper()
-        if (self.impl == "gpu" or (self.impl.startswith("max") and self.device == "gpu")) and not cuda_available():
+        # PyTorch computes on CUDA on the `gpu` path and as the decoder under a GPU `max-encoder`. The `max` path
+        # keeps openai-whisper's loop on the CPU whatever device its graphs use: it needs no CUDA torch (the
+        # `make` install on a GPU box has a CPU one), and each step's logits stay on the host.
+        torch_cuda = self.impl == "gpu" or (self.impl == "max-encoder" and self.device == "gpu")
+        if torch_cuda and not cuda_available():
             raise MaxWhisperError(f"--impl {self.impl} --device {self.device} needs a CUDA GPU for PyTorch and none "
-                                  "is visible; use --device cpu")
+                                  "is visible; use --device cpu" + (" or --impl max" if self.impl == "max-encoder" else ""))
         start = time.perf_counter()
         self.loaded = weights.load(self.model)
-        torch_device = "cuda" if self.impl == "gpu" or self.device == "gpu" else "cpu"
+        torch_device = "cuda" if torch_cuda else "cpu"
         # float32 weights on every path: openai-whisper's fp16 casts activations and each Linear's weight
         # itself (its LayerNorm needs float32 weights: a .half() model fails with "found Half", seen on an H200)
         self.whisper = self.loaded.whisper_model(torch_device)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CLIPS
+from conftest import CLIPS, gpu_status
 from maxwhisper import cli
 from maxwhisper.errors import MaxWhisperError
 
@@ -58,9 +58,13 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     (["encode", str(CLIPS[0]), "--model", "/no/such/model.pt", "--out", "x.npy"], "model file not found"),
     (["transcribe", str(CLIPS[0]), "--impl", "gpu"], "needs a CUDA GPU"),
     (["encode", str(CLIPS[0]), "--impl", "torch", "--device", "gpu", "--out", "x.npy"], "needs a CUDA GPU"),
+    (["transcribe", str(CLIPS[0]), "--impl", "max-encoder", "--device", "gpu"], "needs a CUDA GPU for PyTorch"),
+    # the max path needs only MAX to see a GPU: openai-whisper's loop stays on the CPU
+    (["transcribe", str(CLIPS[0]), "--impl", "max", "--device", "gpu"], "MAX sees no accelerator"),
 ])
 def test_cli_errors_are_one_line(capsys, argv, message):
-    if torch.cuda.is_available() and "gpu" in argv:
+    status = gpu_status()
+    if "gpu" in argv and (status.max_gpu if "max" in argv else status.torch_cuda):
         pytest.skip("a GPU is present, so the GPU path is valid here")
     code, _, err = run_cli(capsys, *argv)
     assert code == 2
