@@ -161,7 +161,7 @@ TOLERANCES: dict[str, dict[str, Tolerance]] = {
 
 
 def on_device(dtype: str, device: str) -> str:
-    """The tolerance table for `dtype` computed on `device`: a GPU's own where it has one (float32)."""
+    """The tolerance table for `dtype` computed on `device`: the GPU's own where there is one."""
     return f"{dtype}-gpu" if device == "gpu" and f"{dtype}-gpu" in TOLERANCES else dtype
 
 

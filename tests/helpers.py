@@ -62,6 +62,11 @@ def assert_parity_each(cases, dtype: str = "float32") -> None:
     assert not reports, f"{len(reports)} case(s) outside the {dtype} tolerances\n" + "\n".join(reports)
 
 
+def segment_tokens(result: dict) -> list[list[int]]:
+    """The tokens of each segment of a transcribe() result."""
+    return [s["tokens"] for s in result["segments"]]
+
+
 def item(taps: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
     """One batch item of every tap."""
     return {name: t[i] for name, t in taps.items()}

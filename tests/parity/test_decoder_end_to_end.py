@@ -3,6 +3,7 @@ under every decoding strategy transcribe() offers, on every fixture clip."""
 import pytest
 
 from conftest import CLIPS
+from tests.helpers import segment_tokens as tokens
 
 pytestmark = pytest.mark.parity
 CLIP_NAMES = [c.stem for c in CLIPS]
@@ -26,10 +27,6 @@ CASES = [(c, s) for c in CLIP_NAMES for s in STRATEGIES if c != "long"] + [
 
 def run(transcribe, impl: str, clip: str, strategy: str) -> dict:
     return transcribe(impl, clip, tuple(STRATEGIES[strategy].items()))
-
-
-def tokens(result: dict) -> list[list[int]]:
-    return [s["tokens"] for s in result["segments"]]
 
 
 @pytest.mark.parametrize("clip, strategy", CASES)

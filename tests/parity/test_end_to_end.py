@@ -3,14 +3,10 @@ import pytest
 
 from conftest import CLIPS
 from maxwhisper.metrics import word_error_rate
-from tests.helpers import native_bf16_or_slow
+from tests.helpers import native_bf16_or_slow, segment_tokens as tokens
 
 pytestmark = pytest.mark.parity
 CLIP_NAMES = [c.stem for c in CLIPS]
-
-
-def tokens(result: dict) -> list[list[int]]:
-    return [s["tokens"] for s in result["segments"]]
 
 
 @pytest.mark.parametrize("clip", CLIP_NAMES)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from maxwhisper.metrics import on_device
-from tests.helpers import as_taps, assert_parity_each, item
+from tests.helpers import as_taps, assert_parity_each, item, segment_tokens as tokens
 
 pytestmark = [pytest.mark.parity, pytest.mark.gpu]
 
@@ -51,10 +51,6 @@ def cpu_tokens(bundled):
     model = bundled.whisper_model("cpu")
     return {clip.stem: tokens(whisper.transcribe(model, audio.load_audio(clip), temperature=0.0, fp16=False))
             for clip in CLIPS}
-
-
-def tokens(result: dict) -> list[list[int]]:
-    return [s["tokens"] for s in result["segments"]]
 
 
 def test_gpu_encoder_gives_the_reference_tokens(bundled, cpu_tokens):
