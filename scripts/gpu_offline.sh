@@ -2,7 +2,7 @@
 # The GPU suite on a GPU box with no network, from a carried environment:
 #   PARTS    folder holding part00, part01, ... of a zstd tar of a Python 3.12 site-packages folder (max,
 #            openai-whisper, the bundled model, ...), made on a networked machine (README, "GPU box offline")
-#   OUT      where the logs (run.log, warm.log, step-profile.log, diag.log) and the benchmark JSON go
+#   OUT      where the logs (run.log, warm.log, step-profile.log) and the benchmark JSON go
 #   TOTAL_S  seconds for everything after unpacking (default 540); each stage gets what is left
 # The box's own python3 must hold a CUDA torch, pytest, pytest-benchmark, hypothesis and nvidia-ml-py.
 # Stages, decoder first (a device lease is short): every GPU graph compiles in parallel in the background
@@ -32,9 +32,10 @@ with zstandard.ZstdDecompressor().stream_reader(sys.stdin.buffer) as r, tarfile.
   fi
 fi
 export PYTHONPATH="$SITE:$PWD"
-END=$(( $(date +%s) + ${TOTAL_S:-540} ))
+START=$(date +%s)
+END=$(( START + ${TOTAL_S:-540} ))
 left() { echo $(( END - $(date +%s) > 5 ? END - $(date +%s) : 5 )); }
-stamp() { echo "== $1 at +$(( $(date +%s) - END + ${TOTAL_S:-540} )) s"; }
+stamp() { echo "== $1 at +$(( $(date +%s) - START )) s"; }
 LOG="$OUT/run.log"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import max, torch, whisper; from max.driver import accelerator_count; \
@@ -65,7 +66,6 @@ if command -v ncu >/dev/null; then  # each kernel of one eager step, timed (scri
 fi
 wait $warm; stamp "every graph compiled" | tee -a "$LOG"; cat "$OUT/warm.log"
 stage "other gpu tests" -m "gpu and not bench" -k "not decoder and not captured"
-if [ -f .gpu/diag.py ]; then timeout "$(left)" python3 .gpu/diag.py > "$OUT/diag.log" 2>&1; stamp diagnostics; fi
 MAXWHISPER_BENCH=full stage "end-to-end benchmark" tests/bench/test_compile_and_transcribe_bench.py "${BENCH[@]}" \
   --benchmark-json="$OUT/bench-e2e.json"
 stage "encoder benchmark" tests/bench/test_encoder_bench.py "${BENCH[@]}" \

@@ -21,8 +21,7 @@ def main(device: str = "gpu") -> None:
     from maxwhisper import weights
     from maxwhisper.decoder import get_decoder
     loaded = weights.load("bundled")
-    decoder = get_decoder(loaded, device, fused=False if device == "cpu" else None,
-                          exact_products=True, progress=lambda _: None)
+    decoder = get_decoder(loaded, device, exact_products=True, progress=lambda _: None)  # graph ops, as on GPU
     features = np.random.default_rng(0).standard_normal((1, loaded.dims.n_audio_ctx, loaded.dims.n_audio_state))
     state = decoder.new_state(features.astype(np.float32))
     state.capture = False

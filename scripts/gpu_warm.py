@@ -7,6 +7,7 @@ compile uses about 1.4 cores (142% of 2 on the CPU); the others run niced, so th
 Usage: python scripts/gpu_warm.py [jobs...]   (default: all; prints each job's seconds or its error)
 """
 import multiprocessing as mp
+import os
 import sys
 import time
 import traceback
@@ -16,7 +17,6 @@ JOBS = ["encoder-float32", "encoder-float32-taps", "encoder-bfloat16", "encoder-
 
 
 def compile_one(job: str) -> str:
-    import os
     if not job.startswith("decoder-"):  # the decoder's compile is the longest (348 s on an H100 box): it goes first
         os.nice(19)
     start = time.perf_counter()
