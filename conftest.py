@@ -204,7 +204,9 @@ def transcribe(pipelines):
 
     @functools.cache
     def cached(impl: str, clip: str, options: tuple) -> dict:
-        if impl not in paths:  # "max-bfloat16": the MAX path with a bf16 encoder
+        if impl == "max-warps":  # the MAX path with the warp kernels' decoder (on CPU their emulation)
+            paths[impl] = Pipeline("max", "bundled", warps=True)
+        elif impl not in paths:  # "max-bfloat16": the MAX path with a bf16 encoder
             paths[impl] = Pipeline(impl.split("-")[0], "bundled", dtype=impl.split("-")[1])
         torch.manual_seed(0)
         path = next(c for c in CLIPS if c.stem == clip)

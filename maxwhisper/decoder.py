@@ -24,6 +24,9 @@ of ~100 small ops spent most of its time dispatching them. Elsewhere the blocks 
 the logits product reads the embedding stored pre-transposed, (d, n_vocab). On GPU the float32 products
 are exact.py's (parts that TF32 holds exactly), and a single-token step can replay a captured device graph
 (`CapturedStep`, MAXWHISPER_CAPTURE=1): its shapes never change, since the caches span the whole context.
+`fused=True` on GPU is the same op as `decoder_warps` (kernels/decoder_warps.mojo): 42 warp kernels a step
+for tiny.en, float32 on CUDA cores, so no exact products; `warps=True` on CPU runs their lane-by-lane
+emulation, which the suite checks against PyTorch.
 
 The fused kernels read their weights in half (`storage="float16"`) when every decoder weight is
 half-representable, as in Whisper's own checkpoints: the kernels widen each value as they load it, so the
@@ -68,6 +71,8 @@ class DecoderConfig:
     dtype: str = "float32"  # of the logits weights; everything else computes in float32
     bugs: frozenset[str] = frozenset()  # only the suite's self-check injects any
     fused: bool | None = None  # the step as one decoder_block op; None: on CPU (CPU-only kernels)
+    # the fused step as decoder_warps's GPU kernels: on GPU whenever fused, on CPU their emulation (the suite's)
+    warps: bool = False
     storage: str = "float32"  # of the fused kernels' weights: float16 only for half-representable weights
     # float32 products from bfloat16-exact parts (maxwhisper/exact.py), the weights in this many parts:
     # 0 = plain products. get_decoder sets it on GPU, whose float32 products round like TF32.
@@ -76,10 +81,15 @@ class DecoderConfig:
     def __post_init__(self):
         if self.fused is None:
             object.__setattr__(self, "fused", self.device == "cpu" and self.dtype == "float32")
-        if self.fused and (self.device != "cpu" or self.dtype != "float32"):
-            raise MaxWhisperError("the fused decoder kernels run float32 on CPU only; use fused=False")
+        if self.fused and self.device == "gpu":
+            object.__setattr__(self, "warps", True)
+        if self.fused and self.dtype != "float32":
+            raise MaxWhisperError("the fused decoder kernels compute in float32; use fused=False for "
+                                  f"{self.dtype}")
+        if self.warps and not self.fused:
+            raise MaxWhisperError("the warp kernels are the fused step's; pass fused=True with warps")
         if self.storage not in ("float32", "float16") or (self.storage == "float16" and not self.fused):
-            raise MaxWhisperError(f"weight storage {self.storage!r}: float32, or float16 with the fused CPU kernels")
+            raise MaxWhisperError(f"weight storage {self.storage!r}: float32, or float16 with the fused kernels")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise MaxWhisperError(f"unknown decoder dtype {self.dtype!r}; choose float32, bfloat16 or float16")
         if unknown := set(self.bugs) - set(BUGS):
@@ -210,7 +220,8 @@ def build_step_graph(cfg: DecoderConfig):
         types += [TensorType(DType.float32, ["batch", h, dh, ctx], device=dev),
                   TensorType(DType.float32, ["batch", h, ctx, dh], device=dev)] * n_layer
     from maxwhisper.fused import KERNELS_PATH, decoder_block
-    name = f"whisper_decoder_step_{cfg.dtype}" + (f"_fused_{cfg.storage}" if cfg.fused else "_static") + _exact_suffix(cfg)
+    name = (f"whisper_decoder_step_{cfg.dtype}" + (f"_fused_{cfg.storage}" if cfg.fused else "_static")
+            + ("_warps" if cfg.warps else "") + _exact_suffix(cfg))
     with Graph(name, input_types=types, custom_extensions=[KERNELS_PATH] if cfg.fused else []) as graph:
         tokens, positions, causal, rows, past = (v.tensor for v in graph.inputs[:5])
         n_caches = 2 if cfg.fused else 2 * n_layer
@@ -274,7 +285,7 @@ def build_step_graph(cfg: DecoderConfig):
         if cfg.fused:  # the whole step in one custom op, over (batch * new) rows: blocks, LayerNorm, logits
             ys, logits, x = decoder_block(ops.reshape(x, [b * t, d]), causal, past, *caches, *cross,
                                           weight("blocks.packed"), rows, weight("ln.w"), weight("ln.b"),
-                                          weight("logits.w"), dims.n_vocab, b)
+                                          weight("logits.w"), dims.n_vocab, b, warps=cfg.warps)
             ys = ops.reshape(ys, [n_layer, b, t, d])
             taps += [ys[i] for i in range(n_layer)] + [ops.reshape(x, [b, t, d])]
             graph.output(ops.reshape(logits, [b, rows.shape[0], dims.n_vocab]), *taps)
@@ -335,6 +346,9 @@ class MaxDecoder:
                  progress: Callable[[str], None] | None = None):
         self.cfg = cfg
         self.device = max_device(cfg.device)
+        if cfg.warps and cfg.device == "gpu" and self.device.api != "cuda":
+            raise MaxWhisperError(f"the warp kernels assume NVIDIA's 32-lane warps and this GPU's API is "
+                                  f"{self.device.api}; use fused=False (graph ops)")
         try:
             registry = _registry(cfg, decoder_weights)
         except KeyError as exc:
@@ -437,10 +451,10 @@ class DecoderState:
         self.filled = 0  # tokens the self-attention cache holds (fewer only under the cache_off_by_one bug)
         dims, dh = decoder.cfg.dims, decoder.cfg.head_dim
         shape = (self.batch, dims.n_text_head, dims.n_text_ctx, dh)
-        if decoder.cfg.fused:  # host buffers viewing numpy arrays: keys and values, every layer's stacked
-            # (unwritten rows are never read by the fused kernel); _arrays views them layer by layer
-            n, stacks = self.batch, [np.empty((dims.n_text_layer * self.batch, *shape[1:]), np.float32) for _ in "kv"]
-            self._arrays = [stacks[kv][i * n:(i + 1) * n] for i in range(dims.n_text_layer) for kv in (0, 1)]
+        if decoder.cfg.fused and decoder.cfg.device == "cpu":  # host buffers viewing numpy arrays: keys and
+            # values, every layer's stacked (unwritten rows are never read by the fused kernels)
+            stacks = [np.empty((dims.n_text_layer * self.batch, *shape[1:]), np.float32) for _ in "kv"]
+            self._arrays = self._layers(stacks)
             self.caches = [decoder._to_device(a) for a in stacks]
         elif decoder.cfg.device == "cpu":  # host buffers viewing numpy arrays
             # the graph-op step multiplies unwritten rows by a zero attention weight, so they must be finite
@@ -450,7 +464,9 @@ class DecoderState:
             from max.driver import Buffer
             from max.dtype import DType
             self._arrays = None
-            self.caches = [Buffer.zeros(shape, DType.float32, decoder.device) for _ in range(2 * dims.n_text_layer)]
+            stacked = (dims.n_text_layer * self.batch, *shape[1:])  # fused: keys and values, layers stacked
+            self.caches = ([Buffer.zeros(stacked, DType.float32, decoder.device) for _ in "kv"] if decoder.cfg.fused
+                           else [Buffer.zeros(shape, DType.float32, decoder.device) for _ in range(2 * dims.n_text_layer)])
         self.taps: list = []
         self._taps_repeat = 1  # taps of one row stand for each row of its group (_prefill_group_once)
         self._graph: CapturedStep | None = None
@@ -467,6 +483,11 @@ class DecoderState:
     @property
     def batch(self) -> int:
         return self.n_audio * self.group
+
+    def _layers(self, stacks: list[np.ndarray]) -> list[np.ndarray]:
+        """The fused step's two stacks (keys, values; layers * batch rows) as views, keys and values per layer."""
+        n = self.batch
+        return [stacks[kv][i * n:(i + 1) * n] for i in range(self.decoder.cfg.dims.n_text_layer) for kv in (0, 1)]
 
     def step(self, tokens, rows=None) -> np.ndarray:
         """Logits (batch, len(rows), n_vocab) for `tokens` (batch, new) following the cached ones, at the
@@ -534,9 +555,10 @@ class DecoderState:
                 edit(a)
             return
         from max.driver import Buffer
-        for buf in self.caches:
-            a = self.decoder._to_numpy(buf)
+        arrays = [self.decoder._to_numpy(buf) for buf in self.caches]
+        for a in self._layers(arrays) if self.decoder.cfg.fused else arrays:
             edit(a)
+        for buf, a in zip(self.caches, arrays):
             buf.inplace_copy_from(Buffer.from_numpy(a))
 
     def _prefill_group_once(self, tokens: np.ndarray, rows) -> np.ndarray:
@@ -563,7 +585,10 @@ class DecoderState:
     def cache_arrays(self) -> list[np.ndarray]:
         """The caches as numpy arrays, keys and values per layer, each (batch, h, n_text_ctx, dh): rows
         0 .. filled - 1 hold tokens, the rest are not yet written. Views on CPU, copies on GPU."""
-        return self._arrays if self._arrays is not None else [self.decoder._to_numpy(b) for b in self.caches]
+        if self._arrays is not None:
+            return self._arrays
+        arrays = [self.decoder._to_numpy(b) for b in self.caches]
+        return self._layers(arrays) if self.decoder.cfg.fused else arrays
 
     def reorder(self, source_indices) -> None:
         """Beam search: row r of the cache becomes row source_indices[r] (indices within each audio window)."""
@@ -618,12 +643,16 @@ _HALF_EXACT: dict[str, bool] = {}
 
 def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozenset(), fused: bool | None = None,
                 storage: str | None = None, progress: Callable[[str], None] | None = None,
-                exact_products: bool | None = None) -> MaxDecoder:
+                exact_products: bool | None = None, warps: bool = False) -> MaxDecoder:
     """The process-wide compiled decoder for these weights and settings (compiled on first use).
+    `fused` on GPU: the warp kernels (decoder_warps.mojo), float32 on CUDA cores, so no exact products;
+    `warps` on CPU: their emulation (the suite checks it as it checks the CPU kernel).
     `storage` None: float16 for the fused kernels when every decoder weight is half-representable.
-    `exact_products` None: on GPU in float32 (exact.py; True also runs them on CPU, for the suite)."""
-    exact_products = exact.wanted(exact_products, device, dtype)
-    cfg = DecoderConfig(loaded.dims, device, dtype, frozenset(bugs), False if exact_products and fused is None else fused)
+    `exact_products` None: on GPU in float32 off the fused path (exact.py; True also runs them on CPU)."""
+    fused = True if warps else fused
+    exact_products = exact.wanted(exact_products, device, dtype) and not fused
+    cfg = DecoderConfig(loaded.dims, device, dtype, frozenset(bugs), False if exact_products and fused is None else fused,
+                        warps=warps)
     if storage is None and cfg.fused:
         if loaded.decoder_sha256 not in _HALF_EXACT:
             _HALF_EXACT[loaded.decoder_sha256] = half_exact(loaded.decoder_weights())
@@ -640,7 +669,7 @@ def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozen
     if key not in _MODELS:
         if bugs:
             base = get_decoder(loaded, device, dtype, fused=fused, storage=cfg.storage, progress=progress,
-                               exact_products=bool(parts))
+                               exact_products=bool(parts), warps=cfg.warps)
             _MODELS[key] = base.mutant(cfg.bugs, loaded.decoder_weights())
         else:
             _MODELS[key] = MaxDecoder(cfg, loaded.decoder_weights(), progress)

@@ -6,8 +6,9 @@ asked for, in one kernel, float32 on CPU (the packed weights float32 or float16,
 returns each block's output, the logits and the LayerNorm; the new tokens' keys and values go into the
 cache buffers in place. Caches, cross keys/values and
 packed weights are each one tensor, layer after layer. ``pack_block`` lays one block's weights out as the
-kernel reads them. A graph that uses it must be built with
-``custom_extensions=[KERNELS_PATH]``.
+kernel reads them. ``decoder_warps`` (maxwhisper/kernels/decoder_warps.mojo) is the same op for a GPU: one
+warp per output, float32 on CUDA cores, the same inputs and packed weights. A graph that uses either must be
+built with ``custom_extensions=[KERNELS_PATH]``.
 """
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ PACKED = ("attn_ln.w", "attn_ln.b", "qkv.w", "qkv.b", "out.w", "out.b", "cross_l
 SCRATCH_WIDTH = 7  # the kernel's working rows per token, in multiples of d
 
 
+def warps_scratch_width(d: int, h: int, n_ctx: int, n_audio_ctx: int) -> int:
+    """decoder_warps's working values per row: q, attention output, MLP hidden (6d), then h rows of scores
+    as long as the longer attention (cache capacity or audio frames), rounded up to whole steps of 8."""
+    return -(-(6 * d + h * max(n_ctx, n_audio_ctx)) // 8) * 8
+
+
 def packed_size(d: int) -> int:
     return 14 * d * d + 17 * d
 
@@ -33,22 +40,27 @@ def pack_block(weights: dict[str, np.ndarray], prefix: str) -> np.ndarray:
     return np.concatenate([panels(p.T) if p.ndim == 2 else p.ravel() for p in parts])
 
 
-def decoder_block(x, mask, past, k_cache, v_cache, cross_k, cross_v, packed, rows, ln_w, ln_b, logits_w, n_vocab, batch):
+def decoder_block(x, mask, past, k_cache, v_cache, cross_k, cross_v, packed, rows, ln_w, ln_b, logits_w, n_vocab, batch,
+                  warps: bool = False):
     """Every block's output stacked (layers * rows, d), the logits (batch * len(rows), n_vocab) and the final
     LayerNorm (rows, d), for x (rows = batch * new, d) through the blocks in turn, then the LayerNorm, then
     the product of its rows `rows` (of each sequence's new tokens) with logits_w (the embedding in
     `gemv.panels`). Each layer's new keys and values are written into its part of the stacked buffers
     k_cache and v_cache (layers * batch, h, capacity, dh) in place, after the `past[0]` tokens they hold;
     cross_k and cross_v stack each layer's per window, packed each layer's `pack_block` vector; `batch` is the
-    graph's batch dimension (x's rows are batch * new)."""
+    graph's batch dimension (x's rows are batch * new). `warps`: the same step as decoder_warps's GPU kernels
+    (on CPU their emulation, lane by lane), which read the same packed weights and caches."""
     from max.dtype import DType
     from max.graph import TensorType, ops
     n, d = x.shape
     layers = int(packed.shape[0]) // packed_size(int(d))
+    h, capacity, frames = int(k_cache.shape[1]), int(k_cache.shape[2]), int(cross_k.shape[3])
+    width = warps_scratch_width(int(d), h, capacity, frames) if warps else SCRATCH_WIDTH * int(d)
     ys, _, logits, ln = ops.inplace_custom(
-        "decoder_block", x.device, [x, mask, past, k_cache, v_cache, cross_k, cross_v, packed, rows, ln_w, ln_b, logits_w],
+        "decoder_warps" if warps else "decoder_block", x.device,
+        [x, mask, past, k_cache, v_cache, cross_k, cross_v, packed, rows, ln_w, ln_b, logits_w],
         [TensorType(DType.float32, [layers * n, d], device=x.device),
-         TensorType(DType.float32, [n, SCRATCH_WIDTH * int(d)], device=x.device),
+         TensorType(DType.float32, [n, width], device=x.device),
          TensorType(DType.float32, [batch * rows.shape[0], n_vocab], device=x.device),
          TensorType(DType.float32, [n, d], device=x.device)],
         parameters={"wdt": packed.dtype})

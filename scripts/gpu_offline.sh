@@ -5,9 +5,10 @@
 #   OUT      where the logs (run.log, warm.log, step-profile.log) and the benchmark JSON go
 #   TOTAL_S  seconds for everything after unpacking (default 540); each stage gets what is left
 # The box's own python3 must hold a CUDA torch, pytest, pytest-benchmark, hypothesis and nvidia-ml-py.
-# Stages, decoder first (a device lease is short): every GPU graph compiles in parallel in the background
-# (scripts/gpu_warm.py); as soon as the decoder's is in MAX's cache, its gpu tests, its step benchmark and,
-# where Nsight Compute is installed, a per-kernel profile of one step (scripts/gpu_step_profile.py) run;
+# Stages, decoders first (a device lease is short): every GPU graph compiles in parallel in the background
+# (scripts/gpu_warm.py); as soon as a decoder's is in MAX's cache (the warp kernels' first, then the graph
+# ops'), its gpu tests, its step benchmark and, where Nsight Compute is installed, a per-kernel profile of one
+# step (scripts/gpu_step_profile.py) run;
 # then, once the rest are compiled, every other gpu test and the GPU benchmarks. Each stage's log is kept;
 # a failing stage does not stop the next. Measured on an H100 box (16 cores, 2026-11-27): unpacking 20 s;
 # the graphs compiled side by side in 103-249 s, the exact-product decoder's in 348 s; then the decoder's
@@ -45,8 +46,10 @@ print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'MAX accele
 # the encoders compile niced (gpu_warm.py): the step benchmark below times host-side launches while they run
 timeout "$(left)" python3 scripts/gpu_warm.py > "$OUT/warm.log" 2>&1 &
 warm=$!
-for _ in $(seq "$(left)"); do grep -q "^decoder-float32" "$OUT/warm.log" && break; sleep 1; done
-stamp "decoder compiled" | tee -a "$LOG"
+compiled() {  # compiled JOB: wait until gpu_warm.py reports JOB (done or failed)
+  for _ in $(seq "$(left)"); do grep -q "^$1" "$OUT/warm.log" && break; sleep 1; done
+  stamp "$1 compiled" | tee -a "$LOG"
+}
 
 GPU_PYTEST=(python3 -m pytest -p no:cacheprovider -q -rfEs)
 BENCH=(-m gpu --benchmark-storage=file:///tmp/benchmarks --benchmark-columns=min,median,rounds)
@@ -56,16 +59,25 @@ stage() {  # stage NAME PYTEST-ARGS...: one pytest run, its output appended to r
   timeout "$(left)" "${GPU_PYTEST[@]}" "$@" >> "$LOG" 2>&1
   stamp "$name (exit $?)" | tee -a "$LOG"
 }
-stage "decoder tests" -m "gpu and not bench" -k "decoder or captured"
-MAXWHISPER_BENCH=full stage "decoder step benchmark" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
-  --benchmark-json="$OUT/bench-decoder.json"
-if command -v ncu >/dev/null; then  # each kernel of one eager step, timed (scripts/gpu_step_profile.py)
+profile() {  # profile KERNEL: each kernel of one eager step, timed (scripts/gpu_step_profile.py), where ncu is
+  command -v ncu >/dev/null || return 0
   timeout "$(left)" ncu --profile-from-start off --metrics gpu__time_duration.sum --print-summary per-kernel \
-    python3 scripts/gpu_step_profile.py > "$OUT/step-profile.log" 2>&1
-  stamp "step profile (exit $?)" | tee -a "$LOG"
-fi
+    python3 scripts/gpu_step_profile.py gpu "$1" > "$OUT/step-profile-$1.log" 2>&1
+  stamp "$1 step profile (exit $?)" | tee -a "$LOG"
+}
+# the warp kernels' decoder first: a small graph, the step the 0.3 ms target is for
+compiled decoder-warps
+stage "warps tests" -m "gpu and not bench" -k "warps and not max_path"  # the max path needs an encoder too
+MAXWHISPER_BENCH=full stage "warps step benchmark" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
+  -k "torch or warps" --benchmark-json="$OUT/bench-decoder-warps.json"
+profile warps
+compiled decoder-float32
+stage "decoder tests" -m "gpu and not bench" -k "(decoder or captured) and not warps and not max_path"
+MAXWHISPER_BENCH=full stage "decoder step benchmark" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
+  -k "not warps" --benchmark-json="$OUT/bench-decoder.json"
+profile graph
 wait $warm; stamp "every graph compiled" | tee -a "$LOG"; cat "$OUT/warm.log"
-stage "other gpu tests" -m "gpu and not bench" -k "not decoder and not captured"
+stage "other gpu tests" -m "gpu and not bench" -k "max_path or not (decoder or captured or warps)"
 MAXWHISPER_BENCH=full stage "end-to-end benchmark" tests/bench/test_compile_and_transcribe_bench.py "${BENCH[@]}" \
   --benchmark-json="$OUT/bench-e2e.json"
 stage "encoder benchmark" tests/bench/test_encoder_bench.py "${BENCH[@]}" \

@@ -1,7 +1,7 @@
 """Where a GPU decoder step's time goes: run it under Nsight Compute, which then times each kernel of one step.
 
     ncu --profile-from-start off --metrics gpu__time_duration.sum --print-summary per-kernel \
-        python3 scripts/gpu_step_profile.py [gpu|cpu]
+        python3 scripts/gpu_step_profile.py [gpu|cpu] [graph|warps]
 
 The step is tiny.en's single-token step at batch 1 on a cache of 100 tokens, the benchmark's case, run
 eagerly: every kernel of the graph launches on its own, so the summary lists them all with their counts (a
@@ -9,7 +9,8 @@ count of 2 is one kernel launched twice per step) and device times. A captured r
 The H100 run of 2026-11-27 measured 2.66 ms eager and 1.88 ms replayed for a step whose reads take 0.05 ms,
 and the exact-product step graph holds 1581 graph ops (363 without the exact products; 228 casts, 171
 slices, 57 concats), so the question is how many kernels those become and which of them take the time.
-Without ncu (or on the CPU) it prints the step's wall time only.
+`warps`: the step as decoder_warps's kernels (12 stages, 42 launches for tiny.en's 4 blocks; on the CPU,
+their emulation). Without ncu (or on the CPU) it prints the step's wall time only.
 """
 import sys
 import time
@@ -17,11 +18,14 @@ import time
 import numpy as np
 
 
-def main(device: str = "gpu") -> None:
+def main(device: str = "gpu", kernel: str = "graph") -> None:
     from maxwhisper import weights
     from maxwhisper.decoder import get_decoder
     loaded = weights.load("bundled")
-    decoder = get_decoder(loaded, device, exact_products=True, progress=lambda _: None)  # graph ops, as on GPU
+    if kernel == "warps":
+        decoder = get_decoder(loaded, device, warps=True, progress=lambda _: None)
+    else:  # graph ops, as on GPU
+        decoder = get_decoder(loaded, device, exact_products=True, progress=lambda _: None)
     features = np.random.default_rng(0).standard_normal((1, loaded.dims.n_audio_ctx, loaded.dims.n_audio_state))
     state = decoder.new_state(features.astype(np.float32))
     state.capture = False
@@ -45,7 +49,7 @@ def main(device: str = "gpu") -> None:
     state.step(token)  # the profiled step
     if profiler:
         profiler.stop()
-    print(f"{device} step, batch 1, cache 100, eager: median {np.median(times[5:]) * 1e3:.2f} ms of 15 "
+    print(f"{device} {kernel} step, batch 1, cache 100, eager: median {np.median(times[5:]) * 1e3:.2f} ms of 15 "
           f"(ncu times the kernels of the one step after them)", flush=True)
 
 

@@ -21,6 +21,19 @@ def native_bf16_or_slow() -> list:
     return [] if cpu_has_native_bf16() else [pytest.mark.slow]
 
 
+# The decoder's step kernels by name: (where it runs, get_decoder's keywords). "warps" is decoder_warps's GPU
+# kernels emulated lane by lane on the CPU, so the suite checks their arithmetic where no GPU is.
+DECODERS = {"cpu": ("cpu", {}), "warps": ("cpu", {"warps": True}), "gpu": ("gpu", {}), "gpu-warps": ("gpu", {"fused": True})}
+DECODER_PARAMS = ["cpu", "warps", *(pytest.param(n, marks=pytest.mark.gpu) for n in ("gpu", "gpu-warps"))]
+
+
+def decoder_named(bundled, name: str):
+    """The process-wide compiled decoder of that name (DECODERS), tiny.en float32."""
+    from maxwhisper.decoder import get_decoder
+    device, keywords = DECODERS[name]
+    return get_decoder(bundled, device, "float32", **keywords)
+
+
 ATTENTION_WIDTH, ATTENTION_HEADS = 384, 6  # the attention kernel's probe (conftest's kernel_probe): tiny's
 
 

@@ -85,17 +85,19 @@ def test_compile_time_cold(benchmark, tmp_path_factory):
 # Every way to transcribe the clip, in one run: PyTorch, the MAX encoder with PyTorch's decoder, all MAX,
 # and the peer faster-whisper (CTranslate2, same bundled model files, same greedy decoding, all cores).
 # On a GPU: openai-whisper fp16 on CUDA (a CUDA torch), and the MAX graphs on the GPU under openai-whisper's
-# loop on the CPU (MAX alone needs the GPU), stepping eagerly or replaying a captured device graph.
+# loop on the CPU (MAX alone needs the GPU), stepping eagerly or replaying a captured device graph, the
+# decoder step as graph ops (exact float32 products) or as the warp kernels (decoder_warps.mojo).
+GPU_MAX = ("max-gpu", "max-gpu-captured", "max-gpu-warps", "max-gpu-warps-captured")
 IMPLS = ["cpu", "max-encoder", "max", "faster-whisper-float32", "faster-whisper-int8",
          pytest.param("gpu", marks=[pytest.mark.gpu, pytest.mark.torch_cuda]),
-         *(pytest.param(impl, marks=pytest.mark.gpu) for impl in ("max-gpu", "max-gpu-captured"))]
+         *(pytest.param(impl, marks=pytest.mark.gpu) for impl in GPU_MAX)]
 
 
 def make_pipeline(impl: str) -> Pipeline:
     if impl.startswith("faster-whisper"):
         return Pipeline("faster-whisper", "bundled", dtype=impl.rsplit("-", 1)[1])
     if impl.startswith("max-gpu"):
-        return Pipeline("max", "bundled", device="gpu", capture=impl == "max-gpu-captured")
+        return Pipeline("max", "bundled", device="gpu", capture=impl.endswith("-captured"), warps="-warps" in impl)
     return Pipeline(impl, "bundled")
 
 

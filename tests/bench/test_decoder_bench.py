@@ -105,9 +105,10 @@ class MaxStepper:
 
 
 def make_stepper(impl, device, batch, cache, bundled, torch_model, features):
-    if impl in ("max", "max-captured"):  # on GPU, max-captured replays a captured device graph (CapturedStep)
-        from maxwhisper.decoder import get_decoder
-        return MaxStepper(get_decoder(bundled, device), features, batch, cache, capture=impl == "max-captured")
+    if impl.startswith("max"):  # on GPU: -captured replays a captured device graph (CapturedStep); -warps is the
+        from maxwhisper.decoder import get_decoder  # step as decoder_warps's kernels, else graph ops
+        decoder = get_decoder(bundled, device, fused=True) if "-warps" in impl else get_decoder(bundled, device)
+        return MaxStepper(decoder, features, batch, cache, capture=impl.endswith("-captured"))
     # on GPU, openai-whisper's fp16 path: float32 weights (each Linear casts its own), float16 activations
     model = torch_model if device == "cpu" else copy.deepcopy(torch_model).to("cuda")
     feats = features if device == "cpu" else features.half()
@@ -122,7 +123,8 @@ def features(clip_features):
 def step_cases():
     for device in ("cpu", "gpu"):
         for batch, cache in STEP_CASES:
-            for impl in ("torch", "max") + (("max-captured",) if device == "gpu" else ()):  # torch first: ratios
+            gpu_only = ("max-captured", "max-warps", "max-warps-captured") if device == "gpu" else ()
+            for impl in ("torch", "max", *gpu_only):  # torch first: ratios
                 marks = [pytest.mark.gpu] if device == "gpu" else []
                 if impl == "torch" and device == "gpu":
                     marks.append(pytest.mark.torch_cuda)
@@ -161,7 +163,7 @@ def test_decoder_step(benchmark, impl, device, batch, cache, bundled, torch_mode
     _MEDIANS[(impl, device, batch, cache)] = median
     if impl.startswith("max") and ("torch", device, batch, cache) in _MEDIANS:
         benchmark.extra_info["max_over_torch"] = round(median / _MEDIANS[("torch", device, batch, cache)], 3)
-    if impl == "max-captured":  # whether the steps replayed a captured graph, or why not
+    if impl.endswith("-captured"):  # whether the steps replayed a captured graph, or why not
         benchmark.extra_info.update(captured=stepper.captured, capture_error=stepper.capture_error)
     # The timed calls decoded: the same logits from the same restored cache every round.
     assert out.shape == (batch, 1, bundled.dims.n_vocab) and np.isfinite(out).all()

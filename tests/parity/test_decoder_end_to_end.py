@@ -29,9 +29,11 @@ def run(transcribe, impl: str, clip: str, strategy: str) -> dict:
     return transcribe(impl, clip, tuple(STRATEGIES[strategy].items()))
 
 
+# "max-warps": the decoder step as decoder_warps's GPU kernels, emulated on the CPU
+@pytest.mark.parametrize("impl", ["max", "max-warps"])
 @pytest.mark.parametrize("clip, strategy", CASES)
-def test_max_decoder_tokens_equal_openai_whisper(clip, strategy, transcribe):
-    want, got = run(transcribe, "cpu", clip, strategy), run(transcribe, "max", clip, strategy)
+def test_max_decoder_tokens_equal_openai_whisper(clip, strategy, impl, transcribe):
+    want, got = run(transcribe, "cpu", clip, strategy), run(transcribe, impl, clip, strategy)
     assert tokens(got) == tokens(want)
     assert got["text"] == want["text"]
     for a, b in zip(got["segments"], want["segments"]):  # the fallback's decisions hang on these

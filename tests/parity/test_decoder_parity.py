@@ -11,18 +11,19 @@ from maxwhisper.decoder import BUGS
 from maxwhisper.golden import STAT_NAMES, decoder_tokens, stats
 from maxwhisper.metrics import compare_taps, on_device
 from maxwhisper.reference import torch_decoder_taps
-from tests.helpers import assert_parity, decoder_taps, load_golden
+from tests.helpers import DECODER_PARAMS, DECODERS, assert_parity, decoder_named, decoder_taps, load_golden
 
 pytestmark = pytest.mark.parity
 CLIP_NAMES = [c.stem for c in CLIPS]
 PREFILL = 3  # the protocol: a prefill of 3 tokens (start-of-transcript and 2 more), then single steps
 
 
+@pytest.mark.parametrize("kernel", ["cpu", "warps"])
 @pytest.mark.parametrize("clip", CLIP_NAMES)
-def test_decoder_taps_match_golden(clip, max_decoder, clip_features, bundled):
+def test_decoder_taps_match_golden(clip, kernel, clip_features, bundled):
     golden, meta = load_golden(f"tiny.en-decoder-{clip}")
     assert meta["weights_sha256"] == bundled.decoder_sha256, "bundled weights changed: run `make golden`"
-    taps = decoder_taps(max_decoder, clip_features[clip], golden["tokens"], PREFILL)
+    taps = decoder_taps(decoder_named(bundled, kernel), clip_features[clip], golden["tokens"], PREFILL)
     assert list(taps) == json.loads(meta["taps"])
     cols = golden["logits.columns"]
     actual = {n: t[0, :, :golden[f"{n}.slice"].shape[1]] for n, t in taps.items() if n != "logits"}
@@ -36,15 +37,15 @@ def test_decoder_taps_match_golden(clip, max_decoder, clip_features, bundled):
                                    err_msg=f"stage {name}: stats {STAT_NAMES} differ")
 
 
-# On GPU too, against the same CPU reference, within the GPU's float32 limits (maxwhisper/metrics.py).
-@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+# Every step kernel, on GPU too, against the same CPU reference, within the device's float32 limits
+# (maxwhisper/metrics.py).
+@pytest.mark.parametrize("kernel", DECODER_PARAMS)
 @pytest.mark.parametrize("clip", CLIP_NAMES)
-def test_decoder_taps_match_pytorch_live(clip, device, bundled, clip_features, torch_model, expected_transcripts):
-    from maxwhisper.decoder import get_decoder
+def test_decoder_taps_match_pytorch_live(clip, kernel, bundled, clip_features, torch_model, expected_transcripts):
     tokens = decoder_tokens(expected_transcripts[clip]["tokens"])
-    taps = decoder_taps(get_decoder(bundled, device), clip_features[clip], tokens, PREFILL)
+    taps = decoder_taps(decoder_named(bundled, kernel), clip_features[clip], tokens, PREFILL)
     assert_parity(taps, torch_decoder_taps(torch_model.decoder, tokens, clip_features[clip]),
-                  on_device("decoder-float32", device), label=f"{device} {clip}")
+                  on_device("decoder-float32", DECODERS[kernel][0]), label=f"{kernel} {clip}")
 
 
 class SideBySide:
@@ -68,13 +69,14 @@ class SideBySide:
         self.max.cleanup_caching()
 
 
+@pytest.mark.parametrize("kernel", ["cpu", "warps"])
 @pytest.mark.parametrize("clip, beam_size", [(c, 1) for c in CLIP_NAMES] + [("numbers", 5)])
-def test_logits_match_at_every_step_of_a_real_decode(clip, beam_size, max_decoder, torch_model, clip_mels):
+def test_logits_match_at_every_step_of_a_real_decode(clip, beam_size, kernel, bundled, torch_model, clip_mels):
     from whisper.decoding import DecodingOptions, DecodingTask
     from maxwhisper.inference import MaxInference
     task = DecodingTask(torch_model, DecodingOptions(language="en", beam_size=beam_size if beam_size > 1 else None,
                                                      fp16=False))
-    side = SideBySide(task.inference, MaxInference(max_decoder, len(task.initial_tokens)))
+    side = SideBySide(task.inference, MaxInference(decoder_named(bundled, kernel), len(task.initial_tokens)))
     task.inference = side
     if hasattr(task.decoder, "inference"):  # beam search reorders the caches through its own reference
         task.decoder.inference = side

@@ -79,23 +79,26 @@ def test_gpu_pytorch_path_transcribes(expected_transcripts):
         assert word_error_rate(expected_transcripts[clip.stem]["text"], pipe.transcribe(clip)["text"]) < 0.1
 
 
+@pytest.mark.parametrize("warps", [False, True], ids=["graph", "warps"])
 @pytest.mark.parametrize("capture", [False, True], ids=["eager", "captured"])
-def test_gpu_max_path_gives_the_reference_tokens(capture, cpu_tokens):
+def test_gpu_max_path_gives_the_reference_tokens(capture, warps, cpu_tokens):
     """The max path with encoder and decoder on GPU (openai-whisper's loop on the CPU: MAX alone needs the
-    GPU), steps run eagerly or replayed from a captured device graph: openai-whisper's float32 CPU tokens on
-    every clip."""
+    GPU), the step as graph ops or as the warp kernels, run eagerly or replayed from a captured device graph:
+    openai-whisper's float32 CPU tokens on every clip."""
     from conftest import CLIPS
     from maxwhisper.pipelines import Pipeline
-    pipe = Pipeline("max", "bundled", device="gpu", capture=capture)
+    pipe = Pipeline("max", "bundled", device="gpu", capture=capture, warps=warps)
     for clip in CLIPS:
         assert tokens(pipe.transcribe(clip)) == cpu_tokens[clip.stem], clip.stem
 
 
-def test_gpu_captured_steps_replay_the_eager_steps(bundled, clip_features, expected_transcripts):
+@pytest.mark.parametrize("kernel", ["gpu", "gpu-warps"])
+def test_gpu_captured_steps_replay_the_eager_steps(kernel, bundled, clip_features, expected_transcripts):
     """Single-token steps on GPU replaying a captured device graph (opt-in: MAXWHISPER_CAPTURE=1) give the
-    same logits as running the graph's ops step by step, and the capture really ran (no silent fallback)."""
-    from maxwhisper.decoder import get_decoder
-    decoder = get_decoder(bundled, "gpu")
+    same logits as running the graph's ops (or the warp kernels) step by step, and the capture really ran
+    (no silent fallback)."""
+    from tests.helpers import decoder_named
+    decoder = decoder_named(bundled, kernel)
     tokens = np.concatenate(expected_transcripts["long"]["tokens"])[None, :24]
     runs = []
     for capture in (True, False):

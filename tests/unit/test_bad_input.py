@@ -61,6 +61,8 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     (["transcribe", str(CLIPS[0]), "--impl", "max-encoder", "--device", "gpu"], "needs a CUDA GPU for PyTorch"),
     # the max path needs only MAX to see a GPU: openai-whisper's loop stays on the CPU
     (["transcribe", str(CLIPS[0]), "--impl", "max", "--device", "gpu"], "MAX sees no accelerator"),
+    (["transcribe", str(CLIPS[0]), "--impl", "max", "--device", "gpu", "--warps"], "MAX sees no accelerator"),
+    (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--warps"], "--impl cpu has none; use --impl max"),
 ])
 def test_cli_errors_are_one_line(capsys, argv, message):
     status = gpu_status()

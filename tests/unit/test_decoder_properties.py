@@ -20,6 +20,13 @@ seeds = st.integers(0, 2**32 - 1)
 ATOL = 1e-3
 
 
+@pytest.fixture(scope="module", params=["cpu", "warps"])
+def max_decoder(request, bundled):
+    """Every property on both CPU step kernels: decoder_block, and decoder_warps's GPU kernels emulated."""
+    from tests.helpers import decoder_named
+    return decoder_named(bundled, request.param)
+
+
 def features(seed: int, n_audio: int = 1) -> np.ndarray:
     """Encoder-like features: dense N(0, 1) from a drawn seed (tiny.en's real features have std ~1)."""
     return np.random.default_rng(seed).standard_normal((n_audio, 1500, D)).astype(np.float32)
@@ -242,3 +249,15 @@ def test_weights_are_stored_in_half_only_where_no_value_rounds(max_decoder, bund
     cfg = DecoderConfig(bundled.dims, storage="float16")
     with pytest.raises(MaxWhisperError, match="not all half-representable.*storage='float32'"):
         MaxDecoder(cfg, perturbed)  # refused while binding the weights, before any compile
+
+
+def test_the_fused_step_on_gpu_is_the_warp_kernels_in_float32(bundled):
+    """No GPU needed: the config alone. fused on GPU means decoder_warps; warps without fused, or a fused
+    step in half precision, is refused with the fix."""
+    from maxwhisper.decoder import DecoderConfig
+    assert DecoderConfig(bundled.dims, "gpu", fused=True).warps
+    assert not DecoderConfig(bundled.dims, "gpu").fused and not DecoderConfig(bundled.dims, "cpu").warps
+    with pytest.raises(MaxWhisperError, match="pass fused=True with warps"):
+        DecoderConfig(bundled.dims, "cpu", fused=False, warps=True)
+    with pytest.raises(MaxWhisperError, match="compute in float32; use fused=False for float16"):
+        DecoderConfig(bundled.dims, "gpu", "float16", fused=True)

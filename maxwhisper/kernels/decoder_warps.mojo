@@ -1,0 +1,473 @@
+"""Custom op decoder_warps: the decoder_block op (same inputs, outputs and packed weights) as GPU kernels
+in which one warp of 32 lanes computes one output, float32 on CUDA cores (no TF32 anywhere).
+
+A step is 10 kernels per block plus 2 (the final LayerNorm, the logits): 42 for tiny.en, against about
+100 graph kernels of the graph-op step, and each warp reads its weight row once, in gemv_nt's panels
+(lane l takes the row's steps of PK values l, l + 32, ...: one 32-byte sector each). The stages:
+
+    qkv          warp (row, output) of LayerNorm(y) @ qkv^T: q to scratch, k and v into the caches at P + t
+    self scores  warp (row, head, 32 keys), a key per lane: q . k * 0.125, plus the causal mask for new keys
+    self mix     warp (row, head, channel), keys over the lanes: softmax(scores) . values
+    out          warp (row, output): y = y_in + att @ out^T + b
+    cross q, cross scores, cross mix, cross out: the same over the window's cross keys/values
+    fc1, fc2     LayerNorm(y) @ fc1^T + b, GELU; then y += hidden @ fc2^T + b
+    final ln     warp (row); logits: warp (vocabulary row, logits row) against the panels of the embedding
+
+A LayerNorm is recomputed by every warp that reads its row (two lane-strided passes, mean then centred
+variance), so it costs no kernel of its own. The cache count P is read on the device, so a captured graph
+replays the op unchanged.
+
+The same item functions run on the CPU as the op's emulation (target "cpu"): each reduction over lanes
+(`_sum`, `_max`) and each per-lane body (`_each`) is a loop over the 32 lanes there and a warp shuffle on
+the GPU, and nothing else differs. The suite checks the emulation against PyTorch exactly as it checks the
+CPU kernel, so only the kernel launch and the shuffles are GPU-only code; `mojo build --target-accelerator`
+compiles it for sm_90 in the unit tests (tests/unit/test_warps.py).
+"""
+
+import extensibility
+from extensibility import InputTensor, OutputTensor
+from extensibility import _MutableInputTensor as MutableInputTensor
+from max.gpu import global_idx, lane_id
+from max.gpu.primitives import warp
+from max.gpu.host import DeviceContext
+from max.algorithm import parallelize
+from std.math import exp, erf, sqrt
+from std.sys import num_physical_cores
+
+from .gemv_nt import PANEL, PK, WPtr
+
+comptime F32 = DType.float32
+comptime FPtr = Pointer[Float32, MutAnyOrigin]
+comptime LPtr = Pointer[Int64, MutAnyOrigin]
+comptime LANES = 32  # an NVIDIA warp (maxwhisper.decoder refuses the op on other GPUs)
+comptime DH = 64  # head width of every Whisper size
+comptime SCALE: Float32 = 0.125  # 1 / sqrt(DH): a power of two, so q . k * SCALE rounds as (q k^T) / 8
+comptime LN_EPS: Float32 = 1e-5
+comptime BLOCK_THREADS = 256  # 8 warps per thread block
+# Every PK-value load starts at a multiple of PK values: at least 16 bytes apart from the buffer's start, which
+# numpy-backed buffers (the CPU's caches) align to 16. Declared, it makes each load one or two vector loads
+# (ld.global.v4) on the GPU instead of PK scalar ones.
+comptime ALIGN = 16
+comptime MAX_SELF = 448
+comptime MAX_CROSS = 1504
+comptime MAX_LAYERS = 32
+# The stages, in the order a block runs them; FINAL_LN and LOGITS follow the last block.
+comptime QKV = 0
+comptime SELF_SCORES = 1
+comptime SELF_MIX = 2
+comptime OUT = 3
+comptime CROSS_Q = 4
+comptime CROSS_SCORES = 5
+comptime CROSS_MIX = 6
+comptime CROSS_OUT = 7
+comptime FC1 = 8
+comptime FC2 = 9
+comptime FINAL_LN = 10
+comptime LOGITS = 11
+# Scratch per row (its width SW, a multiple of PK): q [0, D), the attention output [D, 2D), the MLP's
+# hidden layer [2D, 6D), then H rows of attention scores, (SW - 6D) / H wide: max(capacity, frames).
+comptime ATT = 1  # offsets in multiples of D
+comptime HIDDEN = 2
+comptime SCORES = 6
+
+
+@always_inline
+def _sum[gpu: Bool, F: def(Int) -> Float32](part: F) -> Float32:
+    """The sum over the 32 lanes of part(lane): a warp shuffle on the GPU, a loop in the emulation."""
+    comptime if gpu:
+        return warp.sum(part(Int(lane_id())))
+    else:
+        var total: Float32 = 0
+        for l in range(LANES):
+            total += part(l)
+        return total
+
+
+@always_inline
+def _max[gpu: Bool, F: def(Int) -> Float32](part: F) -> Float32:
+    comptime if gpu:
+        return warp.max(part(Int(lane_id())))
+    else:
+        var best = part(0)
+        for l in range(1, LANES):
+            best = max(best, part(l))
+        return best
+
+
+@always_inline
+def _each[gpu: Bool, F: def(Int) -> None](body: F):
+    """body(lane) for every lane: each lane its own on the GPU, all in turn in the emulation."""
+    comptime if gpu:
+        body(Int(lane_id()))
+    else:
+        for l in range(LANES):
+            body(l)
+
+
+@always_inline
+def _lead[gpu: Bool]() -> Bool:
+    """Whether this lane writes a warp's result: lane 0 on the GPU; the emulation's one pass."""
+    comptime if gpu:
+        return lane_id() == 0
+    else:
+        return True
+
+
+@always_inline
+def _packed_len(D: Int) -> Int:
+    return 14 * D * D + 17 * D
+
+
+@always_inline
+def _at(D: Int, index: Int) -> Int:
+    """Offset of the index-th weight of a block's packed vector (maxwhisper.fused.PACKED order: the matrices
+    qkv.w 3D x D, out.w, cross_q.w, cross_out.w D x D, fc1.w and fc2.w 4D x D; qkv.b 3D, fc1.b 4D; the rest D)."""
+    var o = 0
+    for i in range(index):
+        if i == 2:
+            o += 3 * D * D
+        elif i == 4 or i == 8 or i == 10:
+            o += D * D
+        elif i == 14 or i == 16:
+            o += 4 * D * D
+        else:
+            o += (3 if i == 3 else (4 if i == 15 else 1)) * D
+    return o
+
+
+@always_inline
+def _ln_stats[gpu: Bool](xr: FPtr, D: Int) -> Tuple[Float32, Float32]:
+    """Mean and 1 / standard deviation of the row xr (D values): lane-strided sums, the variance centred."""
+    def s1(l: Int) {var xr, var D} -> Float32:
+        var t: Float32 = 0
+        for k in range(l, D, LANES):
+            t += xr.unsafe_load(k)
+        return t
+    var mean = _sum[gpu](s1) / Float32(D)
+
+    def s2(l: Int) {var xr, var D, var mean} -> Float32:
+        var t: Float32 = 0
+        for k in range(l, D, LANES):
+            var c = xr.unsafe_load(k) - mean
+            t += c * c
+        return t
+    var variance = _sum[gpu](s2) / Float32(D)
+    return (mean, 1 / sqrt(variance + LN_EPS))
+
+
+@always_inline
+def _dot_lane[WT: DType, LN: Bool](
+    xr: FPtr, wp: WPtr[WT], n: Int, K: Int, l: Int, mean: Float32, rstd: Float32, g: WPtr[WT], b: WPtr[WT]
+) -> Float32:
+    """Lane l's part of row xr (K values; LN: LayerNorm'd with mean, rstd, g, b) . row n of W (N, K) in
+    gemv_nt's panels: its steps of PK values l, l + LANES, ... (W[n, k] at (n // PANEL) * PANEL * K +
+    (k // PK) * PANEL * PK + (n % PANEL) * PK + k % PK)."""
+    var row = wp.unsafe_offset((n // PANEL) * PANEL * K + (n % PANEL) * PK)
+    var acc = SIMD[F32, PK](0)
+    for s in range(l, K // PK, LANES):
+        var xv = xr.unsafe_load[width=PK, alignment=ALIGN](s * PK)
+        comptime if LN:
+            xv = (xv - mean) * rstd * g.unsafe_load[width=PK, alignment=ALIGN](s * PK).cast[F32]() + b.unsafe_load[width=PK, alignment=ALIGN](
+                s * PK
+            ).cast[F32]()
+        acc += xv * row.unsafe_load[width=PK, alignment=ALIGN](s * PANEL * PK).cast[F32]()
+    return acc.reduce_add()
+
+
+@always_inline
+def _linear_total[gpu: Bool, WT: DType, LN: Bool](
+    xr: FPtr, wp: WPtr[WT], n: Int, K: Int, g: WPtr[WT], b: WPtr[WT]
+) -> Float32:
+    """Row xr (LayerNorm'd with g, b if LN) . row n of W: the warp's total."""
+    var mean: Float32 = 0
+    var rstd: Float32 = 1
+    comptime if LN:
+        mean, rstd = _ln_stats[gpu](xr, K)
+
+    def part(l: Int) {var xr, var wp, var n, var K, var mean, var rstd, var g, var b} -> Float32:
+        return _dot_lane[WT, LN](xr, wp, n, K, l, mean, rstd, g, b)
+    return _sum[gpu](part)
+
+
+@always_inline
+def _attend[gpu: Bool](s: FPtr, v: FPtr, n: Int) -> Float32:
+    """softmax(s[0:n]) . v[j * DH] over keys j (a column of values (n, DH)), keys strided over the lanes: the
+    scores' max, then the sum of their exponentials, then the exponentials times the values over that sum.
+    Each of a head's DH warps recomputes the max and sum (its scores are in cache), so the softmax is no
+    kernel of its own."""
+    def lane_max(l: Int) {var s, var n} -> Float32:
+        var m = -Float32.MAX
+        for j in range(l, n, LANES):
+            m = max(m, s.unsafe_load(j))
+        return m
+    var m = _max[gpu](lane_max)
+
+    def lane_sum(l: Int) {var s, var n, var m} -> Float32:
+        var t: Float32 = 0
+        for j in range(l, n, LANES):
+            t += exp(s.unsafe_load(j) - m)
+        return t
+    var total = _sum[gpu](lane_sum)
+
+    def lane_mix(l: Int) {var s, var v, var n, var m} -> Float32:
+        var t: Float32 = 0
+        for j in range(l, n, LANES):
+            t += exp(s.unsafe_load(j) - m) * v.unsafe_load(j * DH)
+        return t
+    return _sum[gpu](lane_mix) / total
+
+
+@always_inline
+def _item[gpu: Bool, WT: DType, stage: Int](
+    i: Int, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT], ys: FPtr,
+    sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
+    layer: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int,
+):
+    """Work item i of `stage` (of block `layer`): one warp's output(s); see the module docstring."""
+    var R = B * T
+    var P = Int(past.unsafe_load(0))
+    var wl = w.unsafe_offset(layer * _packed_len(D))
+    var y_in = x if layer == 0 else ys.unsafe_offset((layer - 1) * R * D)
+    var y = ys.unsafe_offset(layer * R * D)
+    var smax = (SW - SCORES * D) // H  # scores per head and row
+    var self_len = B * H * CAP * DH  # one layer's cache
+    var cross_len = A * H * DH * C  # one layer's cross keys (or values)
+    comptime if stage == QKV:
+        var r = i // (3 * D)
+        var n = i % (3 * D)
+        var total = _linear_total[gpu, WT, True](y_in.unsafe_offset(r * D), wl.unsafe_offset(_at(D, 2)), n, D,
+                                                 wl.unsafe_offset(_at(D, 0)), wl.unsafe_offset(_at(D, 1)))
+        if _lead[gpu]():
+            var value = total + wl.unsafe_load(_at(D, 3) + n).cast[F32]()
+            if n < D:
+                sc.unsafe_store(r * SW + n, value)
+            else:
+                var c = (n - D) % D
+                var at = layer * self_len + ((r // T) * H + c // DH) * CAP * DH + (P + r % T) * DH + c % DH
+                (kc if n < 2 * D else vc).unsafe_store(at, value)
+    elif stage == SELF_SCORES or stage == CROSS_SCORES:
+        comptime cross = stage == CROSS_SCORES
+        var keys = C if cross else P + T
+        var blocks = ((C if cross else CAP) + LANES - 1) // LANES
+        var r = i // (H * blocks)
+        var h = (i // blocks) % H
+        var j0 = (i % blocks) * LANES
+        if j0 >= keys:
+            return
+        var q = sc.unsafe_offset(r * SW + h * DH)
+        var s = sc.unsafe_offset(r * SW + SCORES * D + h * smax)
+        var t = r % T
+
+        def score(l: Int) {var q, var s, var j0, var keys, var kc, var ck, var mask, var layer, var self_len,
+                           var cross_len, var r, var h, var t, var T, var P, var B, var A, var H, var CAP, var C}:
+            var j = j0 + l
+            if j >= keys:
+                return
+            var dot: Float32 = 0
+            comptime if cross:  # keys (window, h, DH, C): channel c of key j at c * C + j
+                var k = ck.unsafe_offset(layer * cross_len + ((r // T) // (B // A) * H + h) * DH * C + j)
+                for c in range(DH):
+                    dot += q.unsafe_load(c) * k.unsafe_load(c * C)
+                s.unsafe_store(j, dot * SCALE)
+            else:  # the cache (row, h, CAP, DH): key j's DH channels in a row
+                var k = kc.unsafe_offset(layer * self_len + ((r // T) * H + h) * CAP * DH + j * DH)
+                for c in range(0, DH, PK):
+                    dot += (q.unsafe_load[width=PK, alignment=ALIGN](c) * k.unsafe_load[width=PK, alignment=ALIGN](c)).reduce_add()
+                var add: Float32 = 0
+                if j >= P:  # a new token's key: the causal mask among the new tokens
+                    add = mask.unsafe_load(t * T + j - P)
+                s.unsafe_store(j, dot * SCALE + add)
+        _each[gpu](score)
+    elif stage == SELF_MIX or stage == CROSS_MIX:
+        var r = i // (H * DH)
+        var h = (i // DH) % H
+        var c = i % DH
+        var p = sc.unsafe_offset(r * SW + SCORES * D + h * smax)
+        var total: Float32
+        if stage == CROSS_MIX:  # values (window, h, C, DH)
+            total = _attend[gpu](p, cv.unsafe_offset(layer * cross_len + ((r // T) // (B // A) * H + h) * C * DH + c), C)
+        else:
+            total = _attend[gpu](p, vc.unsafe_offset(layer * self_len + ((r // T) * H + h) * CAP * DH + c), P + T)
+        if _lead[gpu]():
+            sc.unsafe_store(r * SW + ATT * D + h * DH + c, total)
+    elif stage == OUT or stage == CROSS_OUT or stage == FC2:
+        var r = i // D
+        var n = i % D
+        var wi = 4 if stage == OUT else (10 if stage == CROSS_OUT else 16)  # the matrix's index in PACKED
+        var xr = sc.unsafe_offset(r * SW + (HIDDEN if stage == FC2 else ATT) * D)
+        var total = _linear_total[gpu, WT, False](xr, wl.unsafe_offset(_at(D, wi)), n, 4 * D if stage == FC2 else D,
+                                                  wl, wl)
+        if _lead[gpu]():
+            var base = y_in if stage == OUT else y
+            y.unsafe_store(r * D + n, base.unsafe_load(r * D + n) + (total + wl.unsafe_load(_at(D, wi + 1) + n).cast[F32]()))
+    elif stage == CROSS_Q or stage == FC1:
+        var width = D if stage == CROSS_Q else 4 * D
+        var r = i // width
+        var n = i % width
+        var wi = 8 if stage == CROSS_Q else 14
+        var lni = 6 if stage == CROSS_Q else 12
+        var total = _linear_total[gpu, WT, True](y.unsafe_offset(r * D), wl.unsafe_offset(_at(D, wi)), n, D,
+                                                 wl.unsafe_offset(_at(D, lni)), wl.unsafe_offset(_at(D, lni + 1)))
+        if _lead[gpu]():
+            var value = total + wl.unsafe_load(_at(D, wi + 1) + n).cast[F32]()
+            if stage == FC1:
+                value = 0.5 * value * (1 + erf(value * Float32(0.7071067811865476)))
+                sc.unsafe_store(r * SW + HIDDEN * D + n, value)
+            else:
+                sc.unsafe_store(r * SW + n, value)
+    elif stage == FINAL_LN:
+        var xr = ys.unsafe_offset((layer * R + i) * D)  # layer: the last block's
+        var mean: Float32
+        var rstd: Float32
+        mean, rstd = _ln_stats[gpu](xr, D)
+        var o = ln.unsafe_offset(i * D)
+
+        def write(l: Int) {var xr, var o, var mean, var rstd, var ln_w, var ln_b, var D}:
+            for k in range(l, D, LANES):
+                o.unsafe_store(k, (xr.unsafe_load(k) - mean) * rstd * ln_w.unsafe_load(k) + ln_b.unsafe_load(k))
+        _each[gpu](write)
+    else:  # LOGITS: item i = vocabulary row n, then logits row q (sequence q // K, its new token rows[q % K])
+        var BK = B * K
+        var n = i // BK
+        var q = i % BK
+        var row = (q // K) * T + Int(rows.unsafe_load(q % K))
+        var total = _linear_total[gpu, WT, False](ln.unsafe_offset(row * D), lw, n, D, lw, lw)
+        if _lead[gpu]():
+            logits.unsafe_store(q * V + n, total)
+
+
+def _kernel[WT: DType, stage: Int](
+    items: Int64, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
+    ys: FPtr, sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
+    layer: Int64, A: Int64, B: Int64, T: Int64, CAP: Int64, H: Int64, D: Int64, C: Int64, K: Int64, V: Int64,
+    SW: Int64,
+):
+    """One warp per work item: item = the warp's index in the grid (whole warps return together)."""
+    var i = Int(global_idx.x) // LANES
+    if i >= Int(items):
+        return
+    _item[True, WT, stage](i, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
+                           Int(layer), Int(A), Int(B), Int(T), Int(CAP), Int(H), Int(D), Int(C), Int(K), Int(V),
+                           Int(SW))
+
+
+@always_inline
+def _items(stage: Int, R: Int, B: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int) -> Int:
+    """Work items (warps) of a stage."""
+    if stage == QKV:
+        return R * 3 * D
+    if stage == SELF_SCORES:
+        return R * H * ((CAP + LANES - 1) // LANES)
+    if stage == CROSS_SCORES:
+        return R * H * ((C + LANES - 1) // LANES)
+    if stage == SELF_MIX or stage == CROSS_MIX:
+        return R * H * DH
+    if stage == FC1:
+        return R * 4 * D
+    if stage == FINAL_LN:
+        return R
+    if stage == LOGITS:
+        return V * B * K
+    return R * D  # OUT, CROSS_Q, CROSS_OUT, FC2
+
+
+def run_stage[gpu: Bool, WT: DType, stage: Int](
+    ctx: DeviceContext, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
+    ys: FPtr, sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
+    layer: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int,
+) raises:
+    """Every work item of one stage: a kernel launch on the GPU, a loop over the items in the emulation."""
+    var items = _items(stage, B * T, B, CAP, H, D, C, K, V)
+    comptime if gpu:
+        ctx.enqueue_function[_kernel[WT, stage]](
+            Int64(items), x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
+            Int64(layer), Int64(A), Int64(B), Int64(T), Int64(CAP), Int64(H), Int64(D), Int64(C), Int64(K),
+            Int64(V), Int64(SW),
+            grid_dim=(items * LANES + BLOCK_THREADS - 1) // BLOCK_THREADS, block_dim=BLOCK_THREADS,
+        )
+    else:  # the items split in contiguous shares over the CPU's cores (at most 4)
+        var workers = min(num_physical_cores(), 4)
+        var share = (items + workers - 1) // workers
+
+        def work(wid: Int) {var x, var mask, var past, var kc, var vc, var ck, var cv, var w, var ys, var sc, var rows,
+                            var ln_w, var ln_b, var lw, var logits, var ln, var layer, var A, var B, var T, var CAP,
+                            var H, var D, var C, var K, var V, var SW, var items, var share}:
+            for i in range(wid * share, min(items, wid * share + share)):
+                _item[False, WT, stage](i, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits,
+                                        ln, layer, A, B, T, CAP, H, D, C, K, V, SW)
+        parallelize(work, workers)
+
+
+def decoder_warps[gpu: Bool, WT: DType](
+    ctx: DeviceContext, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
+    ys: FPtr, sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
+    L: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int,
+) raises:
+    """Every block's stages in turn, then the final LayerNorm and the logits (see the module docstring)."""
+    for l in range(L):
+        comptime for stage in range(FINAL_LN):
+            run_stage[gpu, WT, stage](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits,
+                                      ln, l, A, B, T, CAP, H, D, C, K, V, SW)
+    run_stage[gpu, WT, FINAL_LN](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
+                                 L - 1, A, B, T, CAP, H, D, C, K, V, SW)
+    run_stage[gpu, WT, LOGITS](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
+                               L - 1, A, B, T, CAP, H, D, C, K, V, SW)
+
+
+@extensibility.register("decoder_warps")
+struct DecoderWarps:
+    @staticmethod
+    def execute[target: StaticString, wdt: DType](
+        ys: OutputTensor[dtype=DType.float32, rank=2, ...],
+        scratch: OutputTensor[dtype=DType.float32, rank=2, ...],
+        logits: OutputTensor[dtype=DType.float32, rank=2, ...],
+        ln: OutputTensor[dtype=DType.float32, rank=2, ...],
+        x: InputTensor[dtype=DType.float32, rank=2, ...],
+        mask: InputTensor[dtype=DType.float32, rank=2, ...],
+        past: InputTensor[dtype=DType.int64, rank=1, ...],
+        k_cache: MutableInputTensor[dtype=DType.float32, rank=4, ...],
+        v_cache: MutableInputTensor[dtype=DType.float32, rank=4, ...],
+        cross_k: InputTensor[dtype=DType.float32, rank=4, ...],
+        cross_v: InputTensor[dtype=DType.float32, rank=4, ...],
+        weights: InputTensor[dtype=wdt, rank=1, ...],
+        rows: InputTensor[dtype=DType.int64, rank=1, ...],
+        ln_w: InputTensor[dtype=DType.float32, rank=1, ...],
+        ln_b: InputTensor[dtype=DType.float32, rank=1, ...],
+        logits_w: InputTensor[dtype=wdt, rank=1, ...],
+        ctx: DeviceContext,
+    ) raises:
+        comptime if wdt != DType.float32 and wdt != DType.float16:
+            raise Error("decoder_warps: the packed weights must be float32 or float16")
+        # shapes only: the cache count and the logits rows live on the device and are read there
+        var R = x.dim_size(0)
+        var D = x.dim_size(1)
+        var L = weights.dim_size(0) // _packed_len(D)
+        if L < 1 or L > MAX_LAYERS or weights.dim_size(0) != L * _packed_len(D) or D % PK != 0:
+            raise Error("decoder_warps: the packed weights are not 1 to 32 blocks of this width")
+        if k_cache.dim_size(0) % L != 0 or cross_k.dim_size(0) % L != 0 or ys.dim_size(0) != L * R:
+            raise Error("decoder_warps: the caches, cross keys/values and outputs must hold every block's")
+        var B = k_cache.dim_size(0) // L
+        var H = k_cache.dim_size(1)
+        var CAP = k_cache.dim_size(2)
+        var T = mask.dim_size(0)
+        var C = cross_k.dim_size(3)
+        var A = cross_k.dim_size(0) // L
+        var K = rows.dim_size(0)
+        var V = logits.dim_size(1)
+        var SW = scratch.dim_size(1)
+        if A < 1 or B % A != 0:
+            raise Error("decoder_warps: the rows must be whole groups of the audio windows' count")
+        if B * T != R or H * DH != D or k_cache.dim_size(3) != DH or mask.dim_size(1) != T:
+            raise Error("decoder_warps: x, mask and the cache disagree on batch, tokens or width")
+        if CAP > MAX_SELF or C > MAX_CROSS or SW < 6 * D + H * max(CAP, C) or SW % PK != 0:
+            raise Error("decoder_warps: the cache holds at most 448 tokens, the audio window 1504 frames")
+        if K < 1 or K > T or logits.dim_size(0) != B * K or ln.dim_size(0) != R or ln.dim_size(1) != D:
+            raise Error("decoder_warps: the logits must be (batch * rows, vocabulary), the LayerNorm (rows, width)")
+        if logits_w.dim_size(0) != (V + PANEL - 1) // PANEL * PANEL * D or ln_w.dim_size(0) != D:
+            raise Error("decoder_warps: the logits' weights are not the vocabulary's panels of this width")
+        decoder_warps[target != "cpu", wdt](
+            ctx, x.unsafe_ptr(), mask.unsafe_ptr(), past.unsafe_ptr(), k_cache.unsafe_ptr(), v_cache.unsafe_ptr(),
+            cross_k.unsafe_ptr(), cross_v.unsafe_ptr(), weights.unsafe_ptr(), ys.unsafe_ptr(), scratch.unsafe_ptr(),
+            rows.unsafe_ptr(), ln_w.unsafe_ptr(), ln_b.unsafe_ptr(), logits_w.unsafe_ptr(), logits.unsafe_ptr(),
+            ln.unsafe_ptr(), L, A, B, T, CAP, H, D, C, K, V, SW,
+        )

@@ -1,0 +1,45 @@
+"""decoder_warps's GPU kernels compile for an H100 (sm_90) here, without a GPU, and use no matrix units.
+
+`mojo build --target-accelerator sm_90 --emit asm` compiles each kernel the harness launches to PTX, so a
+change that breaks the GPU side of the op (a type the device cannot take, a host-only call) fails on every
+machine, not first on a GPU box. The op's arithmetic is checked by the parity suite through its CPU
+emulation (the `warps` decoder), which runs the same item functions.
+"""
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+HERE = pathlib.Path(__file__).resolve().parent
+STAGES = 12  # decoder_warps.mojo: QKV .. LOGITS, one kernel each
+
+
+@pytest.fixture(scope="module")
+def ptx(tmp_path_factory) -> dict[str, str]:
+    """The harness's PTX kernels by file name (float32 and float16 weights: two of each stage)."""
+    from maxwhisper.gemv import SOURCES
+    mojo = pathlib.Path(sys.executable).parent / "mojo"
+    mojo = str(mojo) if mojo.is_file() else shutil.which("mojo")
+    assert mojo, "the mojo CLI ships with max in the venv"
+    out = tmp_path_factory.mktemp("ptx")
+    done = subprocess.run([mojo, "build", "-I", str(SOURCES.parent), "--target-accelerator", "sm_90", "--emit", "asm",
+                           str(HERE / "decoder_warps_harness.mojo"), "-o", str(out / "host.s")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"decoder_warps does not compile for sm_90:\n{done.stderr[-3000:]}"
+    return {p.name: p.read_text() for p in out.glob("*.ptx")}
+
+
+def test_every_stage_compiles_to_a_gpu_kernel(ptx):
+    assert len(ptx) == 2 * STAGES and all(".entry" in text and "sm_90" in text for text in ptx.values())
+
+
+def test_the_kernels_use_no_matrix_units_and_reduce_with_warp_shuffles(ptx):
+    """float32 on CUDA cores: no mma/wmma instruction (those round float32 like TF32 on an H100), and the
+    lanes' sums are shuffles (the emulation's loops stand for exactly these)."""
+    text = "".join(ptx.values())
+    assert "mma" not in text
+    assert "shfl.sync" in text
