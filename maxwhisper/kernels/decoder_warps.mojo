@@ -7,7 +7,7 @@ A step is 10 kernels per block plus 2 (the final LayerNorm, the logits): 42 for 
 
     qkv          warp (row, output) of LayerNorm(y) @ qkv^T: q to scratch, k and v into the caches at P + t
     self scores  warp (row, head, 32 keys), a key per lane: q . k * 0.125, plus the causal mask for new keys
-    self mix     warp (row, head, channel), keys over the lanes: softmax(scores) . values
+    self mix     warp (row, head, channel), keys over the lanes: softmax(scores) . values in one pass
     out          warp (row, output): y = y_in + att @ out^T + b
     cross q, cross scores, cross mix, cross out: the same over the window's cross keys/values
     fc1, fc2     LayerNorm(y) @ fc1^T + b, GELU; then y += hidden @ fc2^T + b
@@ -105,6 +105,37 @@ def _each[gpu: Bool, F: def(Int) -> None](body: F):
 
 
 @always_inline
+def _lane_values[gpu: Bool, F: def(Int) -> SIMD[F32, 4]](part: F) -> SIMD[F32, 4 * (1 if gpu else LANES)]:
+    """part(lane) (4 values) of this lane on the GPU; of every lane in turn (lane l at 4 l) in the emulation.
+    For a lane's values that feed several reductions (`_reduce_sum`, `_reduce_max`): each computed once."""
+    comptime if gpu:
+        return rebind[SIMD[F32, 4 * (1 if gpu else LANES)]](part(Int(lane_id())))
+    else:
+        var all = SIMD[F32, 4 * (1 if gpu else LANES)](0)
+        for l in range(LANES):
+            var v = part(l)
+            comptime for k in range(4):
+                all[4 * l + k] = v[k]
+        return all
+
+
+@always_inline
+def _reduce[gpu: Bool, is_max: Bool](v: SIMD[F32, _]) -> Float32:
+    """The sum (or max) over the lanes of v: a shuffle of each lane's one value on the GPU; the emulation's
+    vector holds every lane's."""
+    comptime if gpu:
+        comptime if is_max:
+            return warp.max(v[0])
+        else:
+            return warp.sum(v[0])
+    else:
+        comptime if is_max:
+            return v.reduce_max()
+        else:
+            return v.reduce_add()
+
+
+@always_inline
 def _lead[gpu: Bool]() -> Bool:
     """Whether this lane writes a warp's result: lane 0 on the GPU; the emulation's one pass."""
     comptime if gpu:
@@ -135,23 +166,37 @@ def _at(D: Int, index: Int) -> Int:
     return o
 
 
+# Loads in flight per lane: each lane loop reads U of its elements (clamped to the last, weighted 0 past the
+# end) before it uses them. A warp does little work, so a loop that waited for each load in turn (300-600
+# cycles from L2 or memory) would take the kernel's time.
+comptime U = 4
+
+
 @always_inline
 def _ln_stats[gpu: Bool](xr: FPtr, D: Int) -> Tuple[Float32, Float32]:
-    """Mean and 1 / standard deviation of the row xr (D values): lane-strided sums, the variance centred."""
-    def s1(l: Int) {var xr, var D} -> Float32:
-        var t: Float32 = 0
-        for k in range(l, D, LANES):
-            t += xr.unsafe_load(k)
-        return t
-    var mean = _sum[gpu](s1) / Float32(D)
+    """Mean and 1 / standard deviation of the row xr (D values, whole steps of PK): each lane's steps of PK,
+    summed, then centred and squared, from the same loads (U at a time)."""
+    var steps = D // PK
 
-    def s2(l: Int) {var xr, var D, var mean} -> Float32:
-        var t: Float32 = 0
-        for k in range(l, D, LANES):
-            var c = xr.unsafe_load(k) - mean
-            t += c * c
-        return t
-    var variance = _sum[gpu](s2) / Float32(D)
+    def part(l: Int) {var xr, var steps} -> Float32:
+        var t = SIMD[F32, PK](0)
+        for base in range(l, steps, LANES * U):
+            comptime for u in range(U):
+                var st = base + u * LANES
+                var xv = xr.unsafe_load[width=PK, alignment=ALIGN](min(st, steps - 1) * PK)
+                t += xv if st < steps else SIMD[F32, PK](0)
+        return t.reduce_add()
+    var mean = _sum[gpu](part) / Float32(D)
+
+    def centred(l: Int) {var xr, var steps, var mean} -> Float32:
+        var t = SIMD[F32, PK](0)
+        for base in range(l, steps, LANES * U):
+            comptime for u in range(U):
+                var st = base + u * LANES
+                var c = xr.unsafe_load[width=PK, alignment=ALIGN](min(st, steps - 1) * PK) - mean
+                t += c * c if st < steps else SIMD[F32, PK](0)
+        return t.reduce_add()
+    var variance = _sum[gpu](centred) / Float32(D)
     return (mean, 1 / sqrt(variance + LN_EPS))
 
 
@@ -160,17 +205,22 @@ def _dot_lane[WT: DType, LN: Bool](
     xr: FPtr, wp: WPtr[WT], n: Int, K: Int, l: Int, mean: Float32, rstd: Float32, g: WPtr[WT], b: WPtr[WT]
 ) -> Float32:
     """Lane l's part of row xr (K values; LN: LayerNorm'd with mean, rstd, g, b) . row n of W (N, K) in
-    gemv_nt's panels: its steps of PK values l, l + LANES, ... (W[n, k] at (n // PANEL) * PANEL * K +
-    (k // PK) * PANEL * PK + (n % PANEL) * PK + k % PK)."""
+    gemv_nt's panels: its steps of PK values l, l + LANES, ..., U at a time (W[n, k] at (n // PANEL) *
+    PANEL * K + (k // PK) * PANEL * PK + (n % PANEL) * PK + k % PK)."""
     var row = wp.unsafe_offset((n // PANEL) * PANEL * K + (n % PANEL) * PK)
+    var steps = K // PK
     var acc = SIMD[F32, PK](0)
-    for s in range(l, K // PK, LANES):
-        var xv = xr.unsafe_load[width=PK, alignment=ALIGN](s * PK)
-        comptime if LN:
-            xv = (xv - mean) * rstd * g.unsafe_load[width=PK, alignment=ALIGN](s * PK).cast[F32]() + b.unsafe_load[width=PK, alignment=ALIGN](
-                s * PK
-            ).cast[F32]()
-        acc += xv * row.unsafe_load[width=PK, alignment=ALIGN](s * PANEL * PK).cast[F32]()
+    for base in range(l, steps, LANES * U):
+        comptime for u in range(U):
+            var st = base + u * LANES
+            var at = min(st, steps - 1)
+            var xv = xr.unsafe_load[width=PK, alignment=ALIGN](at * PK)
+            comptime if LN:
+                xv = (xv - mean) * rstd * g.unsafe_load[width=PK, alignment=ALIGN](at * PK).cast[F32]() + b.unsafe_load[
+                    width=PK, alignment=ALIGN
+                ](at * PK).cast[F32]()
+            var product = xv * row.unsafe_load[width=PK, alignment=ALIGN](at * PANEL * PK).cast[F32]()
+            acc += product if st < steps else SIMD[F32, PK](0)
     return acc.reduce_add()
 
 
@@ -191,30 +241,44 @@ def _linear_total[gpu: Bool, WT: DType, LN: Bool](
 
 @always_inline
 def _attend[gpu: Bool](s: FPtr, v: FPtr, n: Int) -> Float32:
-    """softmax(s[0:n]) . v[j * DH] over keys j (a column of values (n, DH)), keys strided over the lanes: the
-    scores' max, then the sum of their exponentials, then the exponentials times the values over that sum.
-    Each of a head's DH warps recomputes the max and sum (its scores are in cache), so the softmax is no
-    kernel of its own."""
-    def lane_max(l: Int) {var s, var n} -> Float32:
+    """softmax(s[0:n]) . v[j * DH] over keys j (a column of values (n, DH)), keys strided over the lanes, in
+    one pass (online softmax): each lane keeps the max of its scores, the sum of their exponentials and the
+    exponentials times the values, rescaled as its max grows; the lanes' sums are then rescaled to the warp's
+    max and added. Masked scores (-inf) count for nothing. Each of a head's DH warps reads the head's scores
+    (in cache), so the softmax is no kernel of its own."""
+    def lane(l: Int) {var s, var v, var n} -> SIMD[F32, 4]:
         var m = -Float32.MAX
-        for j in range(l, n, LANES):
-            m = max(m, s.unsafe_load(j))
-        return m
-    var m = _max[gpu](lane_max)
-
-    def lane_sum(l: Int) {var s, var n, var m} -> Float32:
-        var t: Float32 = 0
-        for j in range(l, n, LANES):
-            t += exp(s.unsafe_load(j) - m)
-        return t
-    var total = _sum[gpu](lane_sum)
-
-    def lane_mix(l: Int) {var s, var v, var n, var m} -> Float32:
-        var t: Float32 = 0
-        for j in range(l, n, LANES):
-            t += exp(s.unsafe_load(j) - m) * v.unsafe_load(j * DH)
-        return t
-    return _sum[gpu](lane_mix) / total
+        var total: Float32 = 0
+        var mixed: Float32 = 0
+        for base in range(l, n, LANES * U):
+            var xs = SIMD[F32, U](0)
+            var vs = SIMD[F32, U](0)
+            comptime for u in range(U):  # the loads first, U of each in flight
+                var j = min(base + u * LANES, n - 1)
+                xs[u] = s.unsafe_load(j)
+                vs[u] = v.unsafe_load(j * DH)
+            comptime for u in range(U):
+                var x = xs[u]
+                if base + u * LANES < n and x > -Float32.MAX:
+                    if x > m:
+                        var f = exp(m - x)
+                        total = total * f + 1
+                        mixed = mixed * f + vs[u]
+                        m = x
+                    else:
+                        var e = exp(x - m)
+                        total += e
+                        mixed += e * vs[u]
+        return SIMD[F32, 4](m, total, mixed, 0)
+    var lanes = _lane_values[gpu](lane)
+    comptime W = 1 if gpu else LANES
+    var m = SIMD[F32, W](0)
+    var total = SIMD[F32, W](0)
+    var mixed = SIMD[F32, W](0)
+    comptime for l in range(W):
+        m[l], total[l], mixed[l] = lanes[4 * l], lanes[4 * l + 1], lanes[4 * l + 2]
+    var scale = exp(m - _reduce[gpu, True](m))  # each lane's sums at the warp's max (0 for a lane of no keys)
+    return _reduce[gpu, False](mixed * scale) / _reduce[gpu, False](total * scale)
 
 
 @always_inline
@@ -264,15 +328,19 @@ def _item[gpu: Bool, WT: DType, stage: Int](
             if j >= keys:
                 return
             var dot: Float32 = 0
-            comptime if cross:  # keys (window, h, DH, C): channel c of key j at c * C + j
+            var qv = q.unsafe_load[width=DH, alignment=ALIGN](0)
+            var kv = SIMD[F32, DH](0)
+            comptime if cross:  # keys (window, h, DH, C): channel c of key j at c * C + j, all DH loads in flight
                 var k = ck.unsafe_offset(layer * cross_len + ((r // T) // (B // A) * H + h) * DH * C + j)
-                for c in range(DH):
-                    dot += q.unsafe_load(c) * k.unsafe_load(c * C)
+                comptime for c in range(DH):
+                    kv[c] = k.unsafe_load(c * C)
+                dot = (qv * kv).reduce_add()
                 s.unsafe_store(j, dot * SCALE)
             else:  # the cache (row, h, CAP, DH): key j's DH channels in a row
-                var k = kc.unsafe_offset(layer * self_len + ((r // T) * H + h) * CAP * DH + j * DH)
-                for c in range(0, DH, PK):
-                    dot += (q.unsafe_load[width=PK, alignment=ALIGN](c) * k.unsafe_load[width=PK, alignment=ALIGN](c)).reduce_add()
+                kv = kc.unsafe_offset(layer * self_len + ((r // T) * H + h) * CAP * DH + j * DH).unsafe_load[
+                    width=DH, alignment=ALIGN
+                ](0)
+                dot = (qv * kv).reduce_add()
                 var add: Float32 = 0
                 if j >= P:  # a new token's key: the causal mask among the new tokens
                     add = mask.unsafe_load(t * T + j - P)
