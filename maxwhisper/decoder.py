@@ -70,7 +70,7 @@ class DecoderConfig:
     device: str = "cpu"
     dtype: str = "float32"  # of the logits weights; everything else computes in float32
     bugs: frozenset[str] = frozenset()  # only the suite's self-check injects any
-    fused: bool | None = None  # the step as one decoder_block op; None: on CPU (CPU-only kernels)
+    fused: bool | None = None  # the step as one custom op (CPU: decoder_block; GPU: decoder_warps); None: on CPU
     # the fused step as decoder_warps's GPU kernels: on GPU whenever fused, on CPU their emulation (the suite's)
     warps: bool = False
     storage: str = "float32"  # of the fused kernels' weights: float16 only for half-representable weights
