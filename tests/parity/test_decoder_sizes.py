@@ -3,7 +3,8 @@
 tiny.en's dimensions run by default with the random weights rounded to half, as every Whisper checkpoint
 is stored (they share the bundled model's compiled graphs: the fused kernels read them in float16); slow
 are the same float32 weights unrounded (the kernels' float32-storage build, its own compile) and the
-blocks as graph ops instead of the fused CPU op (what the GPU runs). The other sizes
+blocks as graph ops instead of the fused CPU op (what the GPU runs). The warp kernels' emulation runs on
+tiny.en by default and on every size under slow. The other sizes
 compile their own two graphs (minutes each on 2 cores; large-v3 needs several GB of RAM): marked slow.
 Features are dense N(0, 1) from a fixed seed; tokens are random ids; the protocol is the parity suite's
 (a 3-token prefill, then single steps), checked stage by stage with the decoder tolerances.
@@ -20,18 +21,22 @@ from maxwhisper.reference import torch_decoder_taps
 from tests.helpers import assert_parity, decoder_taps
 
 pytestmark = pytest.mark.parity
-SIZES = [pytest.param("tiny.en", True, True, False, id="tiny.en")]
-SIZES += [pytest.param(s, True, False, False, marks=pytest.mark.slow, id=s) for s in RANDOM_SIZES]
+SIZES = [pytest.param("tiny.en", True, True, False, False, id="tiny.en"),
+         # the warp kernels' emulation (the bundled model's compiled graph, other weights)
+         pytest.param("tiny.en", True, True, False, True, id="tiny.en-warps")]
+SIZES += [pytest.param(s, True, False, False, False, marks=pytest.mark.slow, id=s) for s in RANDOM_SIZES]
+# every size's widths and head counts through the warp kernels, float32 weights (their other build)
+SIZES += [pytest.param(s, True, False, False, True, marks=pytest.mark.slow, id=f"{s}-warps") for s in RANDOM_SIZES]
 # float32 storage, the graph-op decoder (what the GPU runs) on the CPU, and that with the GPU's exact products
 # (exact.py; float32 weights in three parts, half ones whole): their own compiles, so slow
-SIZES += [pytest.param("tiny.en", True, False, False, marks=pytest.mark.slow, id="tiny.en-float32-storage"),
-          pytest.param("tiny.en", False, False, False, marks=pytest.mark.slow, id="tiny.en-graph-ops"),
-          pytest.param("tiny.en", False, False, True, marks=pytest.mark.slow, id="tiny.en-exact-products"),
-          pytest.param("tiny.en", False, True, True, marks=pytest.mark.slow, id="tiny.en-exact-products-half")]
+SIZES += [pytest.param("tiny.en", True, False, False, False, marks=pytest.mark.slow, id="tiny.en-float32-storage"),
+          pytest.param("tiny.en", False, False, False, False, marks=pytest.mark.slow, id="tiny.en-graph-ops"),
+          pytest.param("tiny.en", False, False, True, False, marks=pytest.mark.slow, id="tiny.en-exact-products"),
+          pytest.param("tiny.en", False, True, True, False, marks=pytest.mark.slow, id="tiny.en-exact-products-half")]
 
 
-@pytest.mark.parametrize("size, fused, half, exact", SIZES)
-def test_random_weights_decoder_matches_pytorch(size, fused, half, exact):
+@pytest.mark.parametrize("size, fused, half, exact, warps", SIZES)
+def test_random_weights_decoder_matches_pytorch(size, fused, half, exact, warps):
     loaded = weights.load(f"random:{size}:{SEED}")
     if half:
         loaded = weights.LoadedModel(loaded.dims, {k: v.half().float() for k, v in loaded.state_dict.items()},
@@ -40,8 +45,8 @@ def test_random_weights_decoder_matches_pytorch(size, fused, half, exact):
     rng = np.random.default_rng(SEED)
     features = rng.standard_normal((1, dims.n_audio_ctx, dims.n_audio_state)).astype(np.float32)
     tokens = rng.integers(0, dims.n_vocab, (1, 10))
-    decoder = get_decoder(loaded, "cpu", fused=fused, exact_products=exact)
-    assert decoder.cfg.storage == ("float16" if half and fused else "float32")
+    decoder = get_decoder(loaded, "cpu", fused=fused, exact_products=exact, warps=warps)
+    assert decoder.cfg.storage == ("float16" if half and fused else "float32") and decoder.cfg.warps == warps
     assert decoder.cfg.weight_parts == ((1 if half else 3) if exact else 0)  # half values: TF32-exact, whole
     taps = decoder_taps(decoder, features, tokens, prefill=3)
     assert taps["logits"].shape == (1, 10, dims.n_vocab)
