@@ -23,10 +23,10 @@ export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 if [ ! -d "$SITE" ]; then
   (cd "$PARTS" && sha256sum -c --quiet parts.sha256) || exit 3
   if command -v zstd >/dev/null; then
-    cat "$PARTS"/part* | zstd -d -q | tar xf - -C /tmp || exit 3
+    cat "$PARTS"/part[0-9]* | zstd -d -q | tar xf - -C /tmp || exit 3
   else  # the zstandard wheel beside the parts
     python3 -m pip install -q --no-index --no-deps --target /tmp/zstd-py "$PARTS"/zstandard-*.whl || exit 3
-    cat "$PARTS"/part* | PYTHONPATH=/tmp/zstd-py python3 -c "
+    cat "$PARTS"/part[0-9]* | PYTHONPATH=/tmp/zstd-py python3 -c "
 import sys, tarfile, zstandard
 with zstandard.ZstdDecompressor().stream_reader(sys.stdin.buffer) as r, tarfile.open(fileobj=r, mode='r|') as t:
     t.extractall('/tmp')" || exit 3
