@@ -451,10 +451,11 @@ class DecoderState:
         self.filled = 0  # tokens the self-attention cache holds (fewer only under the cache_off_by_one bug)
         dims, dh = decoder.cfg.dims, decoder.cfg.head_dim
         shape = (self.batch, dims.n_text_head, dims.n_text_ctx, dh)
-        if decoder.cfg.fused and decoder.cfg.device == "cpu":  # host buffers viewing numpy arrays: keys and
-            # values, every layer's stacked (unwritten rows are never read by the fused kernels)
-            stacks = [np.empty((dims.n_text_layer * self.batch, *shape[1:]), np.float32) for _ in "kv"]
-            self._arrays = self._layers(stacks)
+        stacked = (dims.n_text_layer * self.batch, *shape[1:])  # fused: keys and values, every layer's stacked
+        if decoder.cfg.fused and decoder.cfg.device == "cpu":  # host buffers viewing numpy arrays (unwritten
+            # rows are never read by the fused kernels)
+            stacks = [np.empty(stacked, np.float32) for _ in "kv"]
+            self._arrays = self._per_layer(stacks)
             self.caches = [decoder._to_device(a) for a in stacks]
         elif decoder.cfg.device == "cpu":  # host buffers viewing numpy arrays
             # the graph-op step multiplies unwritten rows by a zero attention weight, so they must be finite
@@ -464,7 +465,6 @@ class DecoderState:
             from max.driver import Buffer
             from max.dtype import DType
             self._arrays = None
-            stacked = (dims.n_text_layer * self.batch, *shape[1:])  # fused: keys and values, layers stacked
             self.caches = ([Buffer.zeros(stacked, DType.float32, decoder.device) for _ in "kv"] if decoder.cfg.fused
                            else [Buffer.zeros(shape, DType.float32, decoder.device) for _ in range(2 * dims.n_text_layer)])
         self.taps: list = []
@@ -484,10 +484,13 @@ class DecoderState:
     def batch(self) -> int:
         return self.n_audio * self.group
 
-    def _layers(self, stacks: list[np.ndarray]) -> list[np.ndarray]:
-        """The fused step's two stacks (keys, values; layers * batch rows) as views, keys and values per layer."""
+    def _per_layer(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Arrays shaped as `caches`, as keys and values per layer: the fused step's two stacks (layers * batch
+        rows each) as views, the graph-op step's per-layer caches as they are."""
+        if not self.decoder.cfg.fused:
+            return arrays
         n = self.batch
-        return [stacks[kv][i * n:(i + 1) * n] for i in range(self.decoder.cfg.dims.n_text_layer) for kv in (0, 1)]
+        return [arrays[kv][i * n:(i + 1) * n] for i in range(self.decoder.cfg.dims.n_text_layer) for kv in (0, 1)]
 
     def step(self, tokens, rows=None) -> np.ndarray:
         """Logits (batch, len(rows), n_vocab) for `tokens` (batch, new) following the cached ones, at the
@@ -556,7 +559,7 @@ class DecoderState:
             return
         from max.driver import Buffer
         arrays = [self.decoder._to_numpy(buf) for buf in self.caches]
-        for a in self._layers(arrays) if self.decoder.cfg.fused else arrays:
+        for a in self._per_layer(arrays):
             edit(a)
         for buf, a in zip(self.caches, arrays):
             buf.inplace_copy_from(Buffer.from_numpy(a))
@@ -587,8 +590,7 @@ class DecoderState:
         0 .. filled - 1 hold tokens, the rest are not yet written. Views on CPU, copies on GPU."""
         if self._arrays is not None:
             return self._arrays
-        arrays = [self.decoder._to_numpy(b) for b in self.caches]
-        return self._layers(arrays) if self.decoder.cfg.fused else arrays
+        return self._per_layer([self.decoder._to_numpy(b) for b in self.caches])
 
     def reorder(self, source_indices) -> None:
         """Beam search: row r of the cache becomes row source_indices[r] (indices within each audio window)."""

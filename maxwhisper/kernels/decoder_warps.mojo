@@ -18,10 +18,11 @@ variance), so it costs no kernel of its own. The cache count P is read on the de
 replays the op unchanged.
 
 The same item functions run on the CPU as the op's emulation (target "cpu"): each reduction over lanes
-(`_sum`, `_max`) and each per-lane body (`_each`) is a loop over the 32 lanes there and a warp shuffle on
-the GPU, and nothing else differs. The suite checks the emulation against PyTorch exactly as it checks the
-CPU kernel, so only the kernel launch and the shuffles are GPU-only code; `mojo build --target-accelerator`
-compiles it for sm_90 in the unit tests (tests/unit/test_warps.py).
+(`_reduce`, over the lanes' values that `_lane_values` gathers) and each per-lane body (`_each`) is a loop
+over the 32 lanes there and a warp shuffle on the GPU, and nothing else differs. The suite checks the
+emulation against PyTorch exactly as it checks the CPU kernel, so only the kernel launch and the shuffles are
+GPU-only code; `mojo build --target-accelerator` compiles it for sm_90 in the unit tests
+(tests/unit/test_warps_build.py).
 """
 
 import extensibility
@@ -34,13 +35,13 @@ from max.algorithm import parallelize
 from std.math import exp, erf, sqrt
 from std.sys import num_physical_cores
 
+from .decoder_block import DH, MAX_CROSS, MAX_LAYERS, MAX_SELF, _packed_len
 from .gemv_nt import PANEL, PK, WPtr
 
 comptime F32 = DType.float32
 comptime FPtr = Pointer[Float32, MutAnyOrigin]
 comptime LPtr = Pointer[Int64, MutAnyOrigin]
 comptime LANES = 32  # an NVIDIA warp (maxwhisper.decoder refuses the op on other GPUs)
-comptime DH = 64  # head width of every Whisper size
 comptime SCALE: Float32 = 0.125  # 1 / sqrt(DH): a power of two, so q . k * SCALE rounds as (q k^T) / 8
 comptime LN_EPS: Float32 = 1e-5
 comptime BLOCK_THREADS = 256  # 8 warps per thread block
@@ -48,9 +49,6 @@ comptime BLOCK_THREADS = 256  # 8 warps per thread block
 # numpy-backed buffers (the CPU's caches) align to 16. Declared, it makes each load one or two vector loads
 # (ld.global.v4) on the GPU instead of PK scalar ones.
 comptime ALIGN = 16
-comptime MAX_SELF = 448
-comptime MAX_CROSS = 1504
-comptime MAX_LAYERS = 32
 # The stages, in the order a block runs them; FINAL_LN and LOGITS follow the last block.
 comptime QKV = 0
 comptime SELF_SCORES = 1
@@ -72,50 +70,17 @@ comptime SCORES = 6
 
 
 @always_inline
-def _sum[gpu: Bool, F: def(Int) -> Float32](part: F) -> Float32:
-    """The sum over the 32 lanes of part(lane): a warp shuffle on the GPU, a loop in the emulation."""
+def _lane_values[gpu: Bool, N: Int, F: def(Int) -> SIMD[F32, N]](part: F) -> SIMD[F32, N * (1 if gpu else LANES)]:
+    """part(lane) (N values) of this lane on the GPU; of every lane in turn (lane l at N l) in the emulation.
+    A lane's values are computed once, whatever reductions (`_reduce`) they then feed."""
     comptime if gpu:
-        return warp.sum(part(Int(lane_id())))
+        return rebind[SIMD[F32, N * (1 if gpu else LANES)]](part(Int(lane_id())))
     else:
-        var total: Float32 = 0
-        for l in range(LANES):
-            total += part(l)
-        return total
-
-
-@always_inline
-def _max[gpu: Bool, F: def(Int) -> Float32](part: F) -> Float32:
-    comptime if gpu:
-        return warp.max(part(Int(lane_id())))
-    else:
-        var best = part(0)
-        for l in range(1, LANES):
-            best = max(best, part(l))
-        return best
-
-
-@always_inline
-def _each[gpu: Bool, F: def(Int) -> None](body: F):
-    """body(lane) for every lane: each lane its own on the GPU, all in turn in the emulation."""
-    comptime if gpu:
-        body(Int(lane_id()))
-    else:
-        for l in range(LANES):
-            body(l)
-
-
-@always_inline
-def _lane_values[gpu: Bool, F: def(Int) -> SIMD[F32, 4]](part: F) -> SIMD[F32, 4 * (1 if gpu else LANES)]:
-    """part(lane) (4 values) of this lane on the GPU; of every lane in turn (lane l at 4 l) in the emulation.
-    For a lane's values that feed several reductions (`_reduce_sum`, `_reduce_max`): each computed once."""
-    comptime if gpu:
-        return rebind[SIMD[F32, 4 * (1 if gpu else LANES)]](part(Int(lane_id())))
-    else:
-        var all = SIMD[F32, 4 * (1 if gpu else LANES)](0)
+        var all = SIMD[F32, N * (1 if gpu else LANES)](0)
         for l in range(LANES):
             var v = part(l)
-            comptime for k in range(4):
-                all[4 * l + k] = v[k]
+            comptime for k in range(N):
+                all[N * l + k] = v[k]
         return all
 
 
@@ -136,17 +101,28 @@ def _reduce[gpu: Bool, is_max: Bool](v: SIMD[F32, _]) -> Float32:
 
 
 @always_inline
+def _sum[gpu: Bool, F: def(Int) -> Float32](part: F) -> Float32:
+    """The sum over the 32 lanes of part(lane)."""
+    return _reduce[gpu, False](_lane_values[gpu, 1](part))
+
+
+@always_inline
+def _each[gpu: Bool, F: def(Int) -> None](body: F):
+    """body(lane) for every lane: each lane its own on the GPU, all in turn in the emulation."""
+    comptime if gpu:
+        body(Int(lane_id()))
+    else:
+        for l in range(LANES):
+            body(l)
+
+
+@always_inline
 def _lead[gpu: Bool]() -> Bool:
     """Whether this lane writes a warp's result: lane 0 on the GPU; the emulation's one pass."""
     comptime if gpu:
         return lane_id() == 0
     else:
         return True
-
-
-@always_inline
-def _packed_len(D: Int) -> Int:
-    return 14 * D * D + 17 * D
 
 
 @always_inline
@@ -270,7 +246,7 @@ def _attend[gpu: Bool](s: FPtr, v: FPtr, n: Int) -> Float32:
                         total += e
                         mixed += e * vs[u]
         return SIMD[F32, 4](m, total, mixed, 0)
-    var lanes = _lane_values[gpu](lane)
+    var lanes = _lane_values[gpu, 4](lane)
     comptime W = 1 if gpu else LANES
     var m = SIMD[F32, W](0)
     var total = SIMD[F32, W](0)

@@ -18,6 +18,7 @@ import torch
 
 from maxwhisper.memory import PeakMemory
 from tests.bench.conftest import FULL, ROUNDS, WARMUP, torch_cuda
+from tests.helpers import decoder_named
 
 pytestmark = pytest.mark.bench
 STEP_CASES = [(b, c) for b in (1, 5) for c in (32, 100, 224)] if FULL else [(1, 100)]
@@ -106,8 +107,8 @@ class MaxStepper:
 
 def make_stepper(impl, device, batch, cache, bundled, torch_model, features):
     if impl.startswith("max"):  # on GPU: -captured replays a captured device graph (CapturedStep); -warps is the
-        from maxwhisper.decoder import get_decoder  # step as decoder_warps's kernels, else graph ops
-        decoder = get_decoder(bundled, device, fused=True) if "-warps" in impl else get_decoder(bundled, device)
+        # step as decoder_warps's kernels (GPU cases only), else graph ops
+        decoder = decoder_named(bundled, "gpu-warps" if "-warps" in impl else device)
         return MaxStepper(decoder, features, batch, cache, capture=impl.endswith("-captured"))
     # on GPU, openai-whisper's fp16 path: float32 weights (each Linear casts its own), float16 activations
     model = torch_model if device == "cpu" else copy.deepcopy(torch_model).to("cuda")
@@ -176,8 +177,7 @@ def test_decoder_prefill(benchmark, impl, bundled, torch_model, features):
     benchmark.group = "decoder-prefill"
     tokens = np.random.default_rng(1).integers(0, 50000, (1, PREFILL_TOKENS))
     if impl == "max":
-        from maxwhisper.decoder import get_decoder
-        decoder = get_decoder(bundled, "cpu")
+        decoder = decoder_named(bundled, "cpu")
 
         def run():
             return decoder.new_state(features.numpy()).step(tokens)
