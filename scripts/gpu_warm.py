@@ -4,7 +4,7 @@ A GPU graph takes 60-150 s to compile on one core (an H200 host, MAX 26.7); the 
 one after another. Compiled here in parallel, the tests then load each from MAX's cache in seconds. A
 compile uses about 1.4 cores (142% of 2 on the CPU); the others run niced, so the decoder's, the longest
 (348 s among eight on a 16-core H100 box, 2026-11-27), gets the cores it can use. The warp kernels'
-decoder (decoder_warps.mojo) is a small graph: on this CPU it compiled in 14 s.
+decoder (decoder_warps.mojo) is a small graph: it compiled in 14 s on the 2-core Zen 5 EPYC CI machine.
 Usage: python scripts/gpu_warm.py [jobs...]   (default: all; prints each job's seconds or its error)
 """
 import multiprocessing as mp
