@@ -4,6 +4,8 @@
 #            openai-whisper, the bundled model, ...), made on a networked machine (README, "GPU box offline")
 #   OUT      where the logs (run.log, warm.log, step-profile.log) and the benchmark JSON go
 #   TOTAL_S  seconds for everything after unpacking (default 540); each stage gets what is left
+#   GPU_JOBS the graphs to compile (scripts/gpu_warm.py's job names; default all); stages needing one left out
+#            are skipped: without decoder-float32 (348 s to compile), the warp kernels' decoder runs alone
 # The box's own python3 must hold a CUDA torch, pytest, pytest-benchmark, hypothesis and nvidia-ml-py.
 # Stages, decoders first (a device lease is short): every GPU graph compiles in parallel in the background
 # (scripts/gpu_warm.py); as soon as a decoder's is in MAX's cache (the warp kernels' first, then the graph
@@ -44,8 +46,10 @@ print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'MAX accele
   lscpu | grep -m1 "Model name"; } 2>&1 | tee "$LOG"
 
 # the encoders compile niced (gpu_warm.py): the step benchmark below times host-side launches while they run
-timeout "$(left)" python3 scripts/gpu_warm.py > "$OUT/warm.log" 2>&1 &
+# shellcheck disable=SC2086
+timeout "$(left)" python3 scripts/gpu_warm.py ${GPU_JOBS:-} > "$OUT/warm.log" 2>&1 &
 warm=$!
+wanted() { [ -z "${GPU_JOBS:-}" ] || [[ " $GPU_JOBS " == *" $1 "* ]]; }  # wanted JOB: whether JOB compiles
 compiled() {  # compiled JOB: wait until gpu_warm.py reports JOB (done or failed)
   for _ in $(seq "$(left)"); do grep -q "^$1" "$OUT/warm.log" && break; sleep 1; done
   stamp "$1 compiled" | tee -a "$LOG"
@@ -61,7 +65,7 @@ stage() {  # stage NAME PYTEST-ARGS...: one pytest run, its output appended to r
 }
 profile() {  # profile KERNEL: each kernel of one eager step, timed (scripts/gpu_step_profile.py), where ncu is
   command -v ncu >/dev/null || return 0
-  timeout "$(left)" ncu --profile-from-start off --metrics gpu__time_duration.sum --print-summary per-kernel \
+  timeout "$(left)" ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --print-summary per-kernel \
     python3 scripts/gpu_step_profile.py gpu "$1" > "$OUT/step-profile-$1.log" 2>&1
   stamp "$1 step profile (exit $?)" | tee -a "$LOG"
 }
@@ -71,15 +75,21 @@ stage "warps tests" -m "gpu and not bench" -k "warps and not max_path"  # the ma
 MAXWHISPER_BENCH=full stage "warps step benchmark" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
   -k "torch or warps" --benchmark-json="$OUT/bench-decoder-warps.json"
 profile warps
-compiled decoder-float32
-stage "decoder tests" -m "gpu and not bench" -k "(decoder or captured) and not warps and not max_path"
-MAXWHISPER_BENCH=full stage "decoder step benchmark" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
-  -k "not warps" --benchmark-json="$OUT/bench-decoder.json"
-profile graph
+compiled encoder-float32
+stage "warps max path" -m "gpu and not bench" -k "max_path and warps"
+MAXWHISPER_BENCH=full stage "end-to-end benchmark, warps" tests/bench/test_compile_and_transcribe_bench.py \
+  "${BENCH[@]}" -k "warps or clip[gpu]" --benchmark-json="$OUT/bench-e2e-warps.json"
+if wanted decoder-float32; then
+  compiled decoder-float32
+  stage "decoder tests" -m "gpu and not bench" -k "(decoder or captured or max_path) and not warps"
+  MAXWHISPER_BENCH=full stage "decoder step benchmark" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
+    -k "not warps" --benchmark-json="$OUT/bench-decoder.json"
+  profile graph
+  MAXWHISPER_BENCH=full stage "end-to-end benchmark, graph ops" tests/bench/test_compile_and_transcribe_bench.py \
+    "${BENCH[@]}" -k "max-gpu and not warps" --benchmark-json="$OUT/bench-e2e.json"
+fi
 wait $warm; stamp "every graph compiled" | tee -a "$LOG"; cat "$OUT/warm.log"
-stage "other gpu tests" -m "gpu and not bench" -k "max_path or not (decoder or captured or warps)"
-MAXWHISPER_BENCH=full stage "end-to-end benchmark" tests/bench/test_compile_and_transcribe_bench.py "${BENCH[@]}" \
-  --benchmark-json="$OUT/bench-e2e.json"
+stage "other gpu tests" -m "gpu and not bench" -k "not (decoder or captured or warps or max_path)"
 stage "encoder benchmark" tests/bench/test_encoder_bench.py "${BENCH[@]}" \
   --benchmark-json="$OUT/bench-encoder.json"
 grep -E "^== |passed|failed|^FAILED|^ERROR" "$LOG"
