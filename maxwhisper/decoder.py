@@ -24,9 +24,10 @@ of ~100 small ops spent most of its time dispatching them. Elsewhere the blocks 
 the logits product reads the embedding stored pre-transposed, (d, n_vocab). On GPU the float32 products
 are exact.py's (parts that TF32 holds exactly), and a single-token step can replay a captured device graph
 (`CapturedStep`, MAXWHISPER_CAPTURE=1): its shapes never change, since the caches span the whole context.
-`fused=True` on GPU is the same op as `decoder_warps` (kernels/decoder_warps.mojo): 42 warp kernels a step
-for tiny.en, float32 on CUDA cores, so no exact products; `warps=True` on CPU runs their lane-by-lane
-emulation, which the suite checks against PyTorch.
+`fused=True` on GPU is the same op as `decoder_warps` (kernels/decoder_warps.mojo): 46 warp kernels a step
+for tiny.en, float32 on CUDA cores, so the step needs no exact products; the cross graph's projection, graph
+ops, still takes them (`CROSS_PRODUCTS`). `warps=True` on CPU runs the kernels' lane-by-lane emulation, which
+the suite checks against PyTorch.
 
 The fused kernels read their weights in half (`storage="float16"`) when every decoder weight is
 half-representable, as in Whisper's own checkpoints: the kernels widen each value as they load it, so the
@@ -105,6 +106,13 @@ class DecoderConfig:
 
 
 PRODUCT_WEIGHTS = ("qkv.w", "out.w", "cross_q.w", "cross_kv.w", "cross_out.w", "fc1.w", "fc2.w", "logits.w")
+CROSS_PRODUCTS = ("cross_kv.w",)  # the fused step's only graph-op product: the cross graph's projection
+
+
+def graph_products(fused: bool) -> tuple[str, ...]:
+    """The product weights that graph ops multiply (exact products join their parts): with the fused step,
+    the cross graph's alone (the kernels read the rest packed, in their own float32 arithmetic)."""
+    return CROSS_PRODUCTS if fused else PRODUCT_WEIGHTS
 
 
 def weight_shapes(dims: ModelDimensions, fused: bool = False, weight_parts: int = 0) -> dict[str, tuple[int, ...]]:
@@ -112,7 +120,7 @@ def weight_shapes(dims: ModelDimensions, fused: bool = False, weight_parts: int 
     in gemv_nt's panels; `weight_parts`: product weights as that many parts joined along columns)."""
     shapes = _shapes(dims)
     if weight_parts:
-        shapes.update({k: (v[0], weight_parts * v[1]) for k, v in shapes.items() if k.endswith(PRODUCT_WEIGHTS)})
+        shapes.update({k: (v[0], weight_parts * v[1]) for k, v in shapes.items() if k.endswith(graph_products(fused))})
     if fused:
         from maxwhisper.fused import PACKED, packed_size
         from maxwhisper.gemv import panels_size
@@ -221,7 +229,7 @@ def build_step_graph(cfg: DecoderConfig):
                   TensorType(DType.float32, ["batch", h, ctx, dh], device=dev)] * n_layer
     from maxwhisper.fused import KERNELS_PATH, decoder_block
     name = (f"whisper_decoder_step_{cfg.dtype}" + (f"_fused_{cfg.storage}" if cfg.fused else "_static")
-            + ("_warps" if cfg.warps else "") + _exact_suffix(cfg))
+            + ("_warps" if cfg.warps else "") + ("" if cfg.fused else _exact_suffix(cfg)))  # fused: no graph products
     with Graph(name, input_types=types, custom_extensions=[KERNELS_PATH] if cfg.fused else []) as graph:
         tokens, positions, causal, rows, past = (v.tensor for v in graph.inputs[:5])
         n_caches = 2 if cfg.fused else 2 * n_layer
@@ -322,7 +330,8 @@ def _inject_weight_bugs(w: dict[str, np.ndarray], cfg: DecoderConfig) -> dict[st
 def _registry(cfg: DecoderConfig, decoder_weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     w = _inject_weight_bugs(decoder_weights_to_max(decoder_weights, cfg.dims.n_text_layer), cfg)
     if cfg.weight_parts:
-        w.update({k: exact.joined_parts(v, cfg.weight_parts) for k, v in w.items() if k.endswith(PRODUCT_WEIGHTS)})
+        w.update({k: exact.joined_parts(v, cfg.weight_parts) for k, v in w.items()
+                  if k.endswith(graph_products(cfg.fused))})
     if cfg.fused:
         from maxwhisper.fused import pack_block
         # float32: stored below, in cfg.storage
@@ -620,15 +629,21 @@ class CapturedStep:
         d = state.decoder
         self.model, self.key = d.step_model, next(self._keys)
         self.buffers = [d._to_device(a) for a in inputs]
+        self.held = [a.copy() for a in inputs]  # what each input buffer holds
         self.inputs = [*self.buffers, *state.caches, *state.cross]
         self.outputs = self.model.capture(self.key, *self.inputs)
 
     def run(self, inputs: list[np.ndarray]) -> list:
         """Replay with these inputs (capturing records the kernels without running them; a step writes only
-        its own cache rows, so running one twice changes nothing)."""
-        from max.driver import Buffer
-        for buf, a in zip(self.buffers, inputs):
-            buf.inplace_copy_from(Buffer.from_numpy(np.ascontiguousarray(a)))
+        its own cache rows, so running one twice changes nothing). Only the inputs that changed are copied
+        (a step's token, position and cache count; its mask and logits row stay), in one submission."""
+        from max.driver import Buffer, batch_inplace_copy
+        changed = [i for i, (a, held) in enumerate(zip(inputs, self.held)) if not np.array_equal(a, held)]
+        if changed:
+            batch_inplace_copy([self.buffers[i] for i in changed],
+                               [Buffer.from_numpy(np.ascontiguousarray(inputs[i])) for i in changed])
+            for i in changed:
+                self.held[i] = inputs[i].copy()
         self.model.replay(self.key, *self.inputs)
         return self.outputs
 
@@ -647,12 +662,13 @@ def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozen
                 storage: str | None = None, progress: Callable[[str], None] | None = None,
                 exact_products: bool | None = None, warps: bool = False) -> MaxDecoder:
     """The process-wide compiled decoder for these weights and settings (compiled on first use).
-    `fused` on GPU: the warp kernels (decoder_warps.mojo), float32 on CUDA cores, so no exact products;
+    `fused` on GPU: the warp kernels (decoder_warps.mojo), float32 on CUDA cores;
     `warps` on CPU: their emulation (the suite checks it as it checks the CPU kernel).
     `storage` None: float16 for the fused kernels when every decoder weight is half-representable.
-    `exact_products` None: on GPU in float32 off the fused path (exact.py; True also runs them on CPU)."""
+    `exact_products` None: on GPU in float32 (exact.py; True also runs them on CPU), for every graph-op
+    product: with the fused step, the cross graph's alone (`graph_products`)."""
     fused = True if warps else fused
-    exact_products = exact.wanted(exact_products, device, dtype) and not fused
+    exact_products = exact.wanted(exact_products, device, dtype)
     cfg = DecoderConfig(loaded.dims, device, dtype, frozenset(bugs), False if exact_products and fused is None else fused,
                         warps=warps)
     if storage is None and cfg.fused:
@@ -661,11 +677,11 @@ def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozen
         storage = "float16" if _HALF_EXACT[loaded.decoder_sha256] else "float32"
     parts = 0
     if exact_products:
-        if cfg.fused or cfg.dtype != "float32":
-            raise MaxWhisperError("exact products are for the float32 graph-op decoder; use fused=False")
+        if cfg.dtype != "float32":
+            raise MaxWhisperError(f"exact products are float32's; a {cfg.dtype} decoder rounds its products anyway")
         parts = exact.parts_for(
             loaded.decoder_sha256, lambda: decoder_weights_to_max(loaded.decoder_weights(), loaded.dims.n_text_layer),
-            PRODUCT_WEIGHTS)
+            graph_products(cfg.fused))
     cfg = dataclasses.replace(cfg, storage=storage or "float32", weight_parts=parts)
     key = (cfg.key, loaded.decoder_sha256)
     if key not in _MODELS:

@@ -52,14 +52,14 @@ def wanted(requested: bool | None, device: str, dtype: str) -> bool:
     return device == "gpu" and dtype == "float32" if requested is None else requested
 
 
-_PARTS: dict[str, int] = {}
+_PARTS: dict[tuple[str, tuple[str, ...]], int] = {}
 
 
 def parts_for(checkpoint: str, weights: Callable[[], dict[str, np.ndarray]], product_names: tuple[str, ...]) -> int:
     """n_weight_parts of the weights named ending in `product_names`, read once per `checkpoint` (its hash)."""
-    if checkpoint not in _PARTS:
-        _PARTS[checkpoint] = n_weight_parts([w for k, w in weights().items() if k.endswith(product_names)])
-    return _PARTS[checkpoint]
+    if (checkpoint, product_names) not in _PARTS:
+        _PARTS[checkpoint, product_names] = n_weight_parts([w for k, w in weights().items() if k.endswith(product_names)])
+    return _PARTS[checkpoint, product_names]
 
 
 def joined_parts(w: np.ndarray, n: int, axis: int = -1) -> np.ndarray:

@@ -23,10 +23,15 @@ PACKED = ("attn_ln.w", "attn_ln.b", "qkv.w", "qkv.b", "out.w", "out.b", "cross_l
 SCRATCH_WIDTH = 7  # the kernel's working rows per token, in multiples of d
 
 
+WARPS_CHUNK = 32  # decoder_warps's keys per cross-mix chunk (KC)
+
+
 def warps_scratch_width(d: int, h: int, n_ctx: int, n_audio_ctx: int) -> int:
-    """decoder_warps's working values per row: q, attention output, MLP hidden (6d), then h rows of scores
-    as long as the longer attention (cache capacity or audio frames), rounded up to whole steps of 8."""
-    return -(-(6 * d + h * max(n_ctx, n_audio_ctx)) // 8) * 8
+    """decoder_warps's working values per row (its `scratch_width`): q, attention output, MLP hidden (6d),
+    h rows of scores as long as the longer attention (cache capacity or audio frames), then per head and
+    chunk of the audio window the cross mix's partial sums (64 channels, a max and a sum), in whole steps of 8."""
+    chunks = -(-n_audio_ctx // WARPS_CHUNK)
+    return -(-(6 * d + h * max(n_ctx, n_audio_ctx) + h * chunks * (d // h + 2)) // 8) * 8
 
 
 def packed_size(d: int) -> int:

@@ -65,9 +65,17 @@ stage() {  # stage NAME PYTEST-ARGS...: one pytest run, its output appended to r
 }
 profile() {  # profile KERNEL: each kernel of one eager step, timed (scripts/gpu_step_profile.py), where ncu is
   command -v ncu >/dev/null || return 0
-  timeout "$(left)" ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --print-summary per-kernel \
+  # clocks and caches left alone: a replayed step finds the weights and cross keys/values it last read in L2
+  timeout "$(left)" ncu --clock-control none --cache-control none --profile-from-start off \
+    --metrics gpu__time_duration.sum --print-summary per-kernel \
     python3 scripts/gpu_step_profile.py gpu "$1" > "$OUT/step-profile-$1.log" 2>&1
   stamp "$1 step profile (exit $?)" | tee -a "$LOG"
+}
+script() {  # script NAME COMMAND...: a probe script's output into run.log
+  local name=$1; shift
+  echo "== $name" >> "$LOG"
+  timeout "$(left)" "$@" >> "$LOG" 2>&1
+  stamp "$name (exit $?)" | tee -a "$LOG"
 }
 # the warp kernels' decoder first: a small graph, the step the 0.3 ms target is for
 compiled decoder-warps
@@ -75,10 +83,14 @@ stage "warps tests" -m "gpu and not bench" -k "warps and not max_path"  # the ma
 MAXWHISPER_BENCH=full stage "warps step benchmark" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
   -k "torch or warps" --benchmark-json="$OUT/bench-decoder-warps.json"
 profile warps
-compiled encoder-float32
-stage "warps max path" -m "gpu and not bench" -k "max_path and warps"
-MAXWHISPER_BENCH=full stage "end-to-end benchmark, warps" tests/bench/test_compile_and_transcribe_bench.py \
-  "${BENCH[@]}" -k "warps or clip[gpu]" --benchmark-json="$OUT/bench-e2e-warps.json"
+script "captured step breakdown" python3 scripts/gpu_step_profile.py gpu warps captured
+script "capture memory" python3 scripts/gpu_capture_memory.py
+if wanted encoder-float32; then
+  compiled encoder-float32
+  MAXWHISPER_BENCH=full stage "end-to-end benchmark, warps" tests/bench/test_compile_and_transcribe_bench.py \
+    "${BENCH[@]}" -k "warps or clip[gpu]" --benchmark-json="$OUT/bench-e2e-warps.json"
+  stage "warps max path" -m "gpu and not bench" -k "max_path and warps"
+fi
 if wanted decoder-float32; then
   compiled decoder-float32
   stage "decoder tests" -m "gpu and not bench" -k "(decoder or captured or max_path) and not warps"
@@ -89,7 +101,9 @@ if wanted decoder-float32; then
     "${BENCH[@]}" -k "max-gpu and not warps" --benchmark-json="$OUT/bench-e2e.json"
 fi
 wait $warm; stamp "every graph compiled" | tee -a "$LOG"; cat "$OUT/warm.log"
-stage "other gpu tests" -m "gpu and not bench" -k "not (decoder or captured or warps or max_path)"
-stage "encoder benchmark" tests/bench/test_encoder_bench.py "${BENCH[@]}" \
-  --benchmark-json="$OUT/bench-encoder.json"
+if wanted encoder-bfloat16-taps; then  # the encoders' taps and benchmarks: every encoder graph
+  stage "other gpu tests" -m "gpu and not bench" -k "not (decoder or captured or warps or max_path)"
+  stage "encoder benchmark" tests/bench/test_encoder_bench.py "${BENCH[@]}" \
+    --benchmark-json="$OUT/bench-encoder.json"
+fi
 grep -E "^== |passed|failed|^FAILED|^ERROR" "$LOG"

@@ -2,6 +2,7 @@
 
     ncu --profile-from-start off --metrics gpu__time_duration.sum --print-summary per-kernel \
         python3 scripts/gpu_step_profile.py [gpu|cpu] [graph|warps]
+    python3 scripts/gpu_step_profile.py gpu warps captured   # where a replayed step's wall time goes
 
 The step is tiny.en's single-token step at batch 1 on a cache of 100 tokens, the benchmark's case, run
 eagerly: every kernel of the graph launches on its own, so the summary lists them all with their counts (a
@@ -9,8 +10,10 @@ count of 2 is one kernel launched twice per step) and device times. A captured r
 The H100 run of 2026-11-27 measured 2.66 ms eager and 1.88 ms replayed for a step whose reads take 0.05 ms,
 and the exact-product step graph holds 1581 graph ops (363 without the exact products; 228 casts, 171
 slices, 57 concats), so the question is how many kernels those become and which of them take the time.
-`warps`: the step as decoder_warps's kernels (12 stages, 42 launches for tiny.en's 4 blocks; on the CPU,
-their emulation). Without ncu (or on the CPU) it prints the step's wall time only.
+`warps`: the step as decoder_warps's kernels (13 stages, 46 launches for tiny.en's 4 blocks; on the CPU,
+their emulation). Without ncu (or on the CPU) it prints the step's wall time only. `captured`: no profile;
+the median wall time of a replayed step and of its parts (the input copies, the replay and the logits'
+copy back), for the host's share of a step.
 """
 import sys
 import time
@@ -18,7 +21,40 @@ import time
 import numpy as np
 
 
-def main(device: str = "gpu", kernel: str = "graph") -> None:
+def breakdown(state, token, saved) -> None:
+    """Median wall times of a captured step and its parts, each over 50 repeats."""
+    from max.driver import Buffer, batch_inplace_copy
+    state.length, state.filled = saved
+    state.step(token)  # captures
+    graph = state._graph
+    assert graph is not None, state.decoder.capture_error
+    inputs = [token, np.array([saved[0]], np.int64), np.zeros((1, 1), np.float32), np.zeros(1, np.int64),
+              np.array([saved[1]], np.int64)]
+
+    def step():
+        state.length, state.filled = saved
+        state.step(token)
+
+    def copies():  # the three inputs a step changes, as CapturedStep.run copies them
+        batch_inplace_copy([graph.buffers[i] for i in (0, 1, 4)], [Buffer.from_numpy(inputs[i]) for i in (0, 1, 4)])
+        state.decoder._to_numpy(graph.outputs[0])  # waits for them
+
+    def replay():
+        graph.model.replay(graph.key, *graph.inputs)
+        state.decoder._to_numpy(graph.outputs[0])
+
+    def fetch():
+        state.decoder._to_numpy(graph.outputs[0])
+    for name, fn in (("step", step), ("input copies", copies), ("replay + logits", replay), ("logits alone", fetch)):
+        times = []
+        for _ in range(50):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        print(f"captured {name}: median {np.median(times[5:]) * 1e3:.3f} ms, min {min(times) * 1e3:.3f} ms", flush=True)
+
+
+def main(device: str = "gpu", kernel: str = "graph", mode: str = "eager") -> None:
     from maxwhisper import weights
     from maxwhisper.decoder import get_decoder
     loaded = weights.load("bundled")
@@ -28,10 +64,12 @@ def main(device: str = "gpu", kernel: str = "graph") -> None:
         decoder = get_decoder(loaded, device, exact_products=True, progress=lambda _: None)
     features = np.random.default_rng(0).standard_normal((1, loaded.dims.n_audio_ctx, loaded.dims.n_audio_state))
     state = decoder.new_state(features.astype(np.float32))
-    state.capture = False
+    state.capture = mode == "captured"
     state.step(np.random.default_rng(1).integers(0, 50000, (1, 100)))
     token = np.full((1, 1), 440, np.int64)
     saved = (state.length, state.filled)
+    if mode == "captured":
+        return breakdown(state, token, saved)
     times = []
     for _ in range(20):  # warm: allocations, first launches
         state.length, state.filled = saved

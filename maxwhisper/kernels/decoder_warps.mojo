@@ -1,7 +1,7 @@
 """Custom op decoder_warps: the decoder_block op (same inputs, outputs and packed weights) as GPU kernels
 in which one warp of 32 lanes computes one output, float32 on CUDA cores (no TF32 anywhere).
 
-A step is 10 kernels per block plus 2 (the final LayerNorm, the logits): 42 for tiny.en, against about
+A step is 11 kernels per block plus 2 (the final LayerNorm, the logits): 46 for tiny.en, against about
 100 graph kernels of the graph-op step, and each warp reads its weight row once, in gemv_nt's panels
 (lane l takes the row's steps of PK values l, l + 32, ...: one 32-byte sector each). The stages:
 
@@ -9,9 +9,18 @@ A step is 10 kernels per block plus 2 (the final LayerNorm, the logits): 42 for 
     self scores  warp (row, head, 32 keys), a key per lane: q . k * 0.125, plus the causal mask for new keys
     self mix     warp (row, head, channel), keys over the lanes: softmax(scores) . values in one pass
     out          warp (row, output): y = y_in + att @ out^T + b
-    cross q, cross scores, cross mix, cross out: the same over the window's cross keys/values
+    cross q, cross scores: as for self-attention, over the window's cross keys
+    cross mix    warp (row, head, chunk of 32 keys), channels over the lanes (two each, every key's values
+                 one coalesced row): the chunk's score max, its sum of exponentials and its mix of values
+    cross merge  warp (row, head, channel), chunks over the lanes: the chunks' mixes at the head's max, summed
+    cross out    as out
     fc1, fc2     LayerNorm(y) @ fc1^T + b, GELU; then y += hidden @ fc2^T + b
-    final ln     warp (row); logits: warp (vocabulary row, logits row) against the panels of the embedding
+    final ln     warp (row); logits: warp (panel of 4 vocabulary rows, logits row), the panel's values read
+                 in order (lane l takes steps l, l + 32, ... of the panel, all of row l % 4)
+
+The cross mix is split because the audio window is long: a warp per channel over all 1500 keys took 34 us a
+layer on an H200 (ncu, 2026-11-27), a third of the step, where the split's 282 warps read each key's values
+once, in rows, and the merge reads 47 chunks' partial sums.
 
 A LayerNorm is recomputed by every warp that reads its row (two lane-strided passes, mean then centred
 variance), so it costs no kernel of its own. The cache count P is read on the device, so a captured graph
@@ -57,16 +66,32 @@ comptime OUT = 3
 comptime CROSS_Q = 4
 comptime CROSS_SCORES = 5
 comptime CROSS_MIX = 6
-comptime CROSS_OUT = 7
-comptime FC1 = 8
-comptime FC2 = 9
-comptime FINAL_LN = 10
-comptime LOGITS = 11
+comptime CROSS_MERGE = 7
+comptime CROSS_OUT = 8
+comptime FC1 = 9
+comptime FC2 = 10
+comptime FINAL_LN = 11
+comptime LOGITS = 12
 # Scratch per row (its width SW, a multiple of PK): q [0, D), the attention output [D, 2D), the MLP's
-# hidden layer [2D, 6D), then H rows of attention scores, (SW - 6D) / H wide: max(capacity, frames).
+# hidden layer [2D, 6D), then H rows of attention scores, max(capacity, frames) wide, then the cross mix's
+# partial sums: per head and chunk of KC keys, its score max, its sum of exponentials and DH mixed channels.
 comptime ATT = 1  # offsets in multiples of D
 comptime HIDDEN = 2
 comptime SCORES = 6
+comptime KC = LANES  # keys per cross-mix chunk
+comptime PART = DH + 2  # one chunk's partial sums
+
+
+@always_inline
+def _chunks(C: Int) -> Int:
+    """Cross-mix chunks of an audio window of C frames."""
+    return (C + KC - 1) // KC
+
+
+@always_inline
+def scratch_width(D: Int, H: Int, CAP: Int, C: Int) -> Int:
+    """Scratch values per row (maxwhisper.fused.warps_scratch_width), whole steps of PK."""
+    return (SCORES * D + H * max(CAP, C) + H * _chunks(C) * PART + PK - 1) // PK * PK
 
 
 @always_inline
@@ -98,6 +123,21 @@ def _reduce[gpu: Bool, is_max: Bool](v: SIMD[F32, _]) -> Float32:
             return v.reduce_max()
         else:
             return v.reduce_add()
+
+
+@always_inline
+def _sums[gpu: Bool, N: Int](v: SIMD[F32, N * (1 if gpu else LANES)]) -> SIMD[F32, N]:
+    """The sums over the lanes of each of the N values per lane that `_lane_values` gathered."""
+    var out = SIMD[F32, N](0)
+    comptime for k in range(N):
+        comptime if gpu:
+            out[k] = warp.sum(v[k])
+        else:
+            var t: Float32 = 0
+            for l in range(LANES):
+                t += v[N * l + k]
+            out[k] = t
+    return out
 
 
 @always_inline
@@ -216,35 +256,40 @@ def _linear_total[gpu: Bool, WT: DType, LN: Bool](
 
 
 @always_inline
-def _attend[gpu: Bool](s: FPtr, v: FPtr, n: Int) -> Float32:
-    """softmax(s[0:n]) . v[j * DH] over keys j (a column of values (n, DH)), keys strided over the lanes, in
-    one pass (online softmax): each lane keeps the max of its scores, the sum of their exponentials and the
-    exponentials times the values, rescaled as its max grows; the lanes' sums are then rescaled to the warp's
-    max and added. Masked scores (-inf) count for nothing. Each of a head's DH warps reads the head's scores
-    (in cache), so the softmax is no kernel of its own."""
-    def lane(l: Int) {var s, var v, var n} -> SIMD[F32, 4]:
+def _attend[gpu: Bool, weighted: Bool](s: FPtr, w: FPtr, stride: Int, x: FPtr, x_stride: Int, n: Int) -> Float32:
+    """sum_j exp(s_j) x_j / sum_j exp(s_j) w_j over j < n (s_j = s[j stride], w_j = w[j stride] if weighted,
+    else 1, x_j = x[j x_stride]), j strided over the lanes, in one pass (online softmax): each lane keeps the
+    max of its scores and its sums of their weighted exponentials and of those times the values, rescaled as
+    its max grows; the lanes' sums are then rescaled to the warp's max and added. Masked scores (-inf) count
+    for nothing. Self-attention's terms are a head's scores and a column of its values: each of the head's DH
+    warps reads the scores (in cache), so the softmax is no kernel of its own; the cross merge's are the
+    chunks' maxima, sums of exponentials and mixes, each at its own chunk's max."""
+    def lane(l: Int) {var s, var w, var stride, var x, var x_stride, var n} -> SIMD[F32, 4]:
         var m = -Float32.MAX
         var total: Float32 = 0
         var mixed: Float32 = 0
         for base in range(l, n, LANES * U):
+            var ss = SIMD[F32, U](0)
+            var ws = SIMD[F32, U](1)
             var xs = SIMD[F32, U](0)
-            var vs = SIMD[F32, U](0)
-            comptime for u in range(U):  # the loads first, U of each in flight
+            comptime for u in range(U):  # the loads first, U terms in flight
                 var j = min(base + u * LANES, n - 1)
-                xs[u] = s.unsafe_load(j)
-                vs[u] = v.unsafe_load(j * DH)
+                ss[u] = s.unsafe_load(j * stride)
+                comptime if weighted:
+                    ws[u] = w.unsafe_load(j * stride)
+                xs[u] = x.unsafe_load(j * x_stride)
             comptime for u in range(U):
-                var x = xs[u]
-                if base + u * LANES < n and x > -Float32.MAX:
-                    if x > m:
-                        var f = exp(m - x)
-                        total = total * f + 1
-                        mixed = mixed * f + vs[u]
-                        m = x
+                var score = ss[u]
+                if base + u * LANES < n and score > -Float32.MAX:
+                    if score > m:
+                        var f = exp(m - score)
+                        total = total * f + ws[u]
+                        mixed = mixed * f + xs[u]
+                        m = score
                     else:
-                        var e = exp(x - m)
-                        total += e
-                        mixed += e * vs[u]
+                        var e = exp(score - m)
+                        total += e * ws[u]
+                        mixed += e * xs[u]
         return SIMD[F32, 4](m, total, mixed, 0)
     var lanes = _lane_values[gpu, 4](lane)
     comptime W = 1 if gpu else LANES
@@ -269,7 +314,9 @@ def _item[gpu: Bool, WT: DType, stage: Int](
     var wl = w.unsafe_offset(layer * _packed_len(D))
     var y_in = x if layer == 0 else ys.unsafe_offset((layer - 1) * R * D)
     var y = ys.unsafe_offset(layer * R * D)
-    var smax = (SW - SCORES * D) // H  # scores per head and row
+    var smax = max(CAP, C)  # scores per head and row
+    var NC = _chunks(C)
+    var parts = sc.unsafe_offset(SCORES * D + H * smax)  # row r's partial sums at r * SW
     var self_len = B * H * CAP * DH  # one layer's cache
     var cross_len = A * H * DH * C  # one layer's cross keys (or values)
     comptime if stage == QKV:
@@ -322,18 +369,58 @@ def _item[gpu: Bool, WT: DType, stage: Int](
                     add = mask.unsafe_load(t * T + j - P)
                 s.unsafe_store(j, dot * SCALE + add)
         _each[gpu](score)
-    elif stage == SELF_MIX or stage == CROSS_MIX:
+    elif stage == SELF_MIX or stage == CROSS_MERGE:
         var r = i // (H * DH)
         var h = (i // DH) % H
         var c = i % DH
-        var p = sc.unsafe_offset(r * SW + SCORES * D + h * smax)
         var total: Float32
-        if stage == CROSS_MIX:  # values (window, h, C, DH)
-            total = _attend[gpu](p, cv.unsafe_offset(layer * cross_len + ((r // T) // (B // A) * H + h) * C * DH + c), C)
-        else:
-            total = _attend[gpu](p, vc.unsafe_offset(layer * self_len + ((r // T) * H + h) * CAP * DH + c), P + T)
+        if stage == CROSS_MERGE:  # the chunks' (max, sum of exponentials, channel c's mix), PART apart
+            var q = parts.unsafe_offset(r * SW + h * NC * PART)
+            total = _attend[gpu, True](q, q.unsafe_offset(1), PART, q.unsafe_offset(2 + c), PART, NC)
+        else:  # scores and a column of values (row, h, CAP, DH)
+            var p = sc.unsafe_offset(r * SW + SCORES * D + h * smax)
+            var v = vc.unsafe_offset(layer * self_len + ((r // T) * H + h) * CAP * DH + c)
+            total = _attend[gpu, False](p, p, 1, v, DH, P + T)
         if _lead[gpu]():
             sc.unsafe_store(r * SW + ATT * D + h * DH + c, total)
+    elif stage == CROSS_MIX:  # values (window, h, C, DH): chunk k's keys j0 .. j0 + n - 1, lane l's channels 2l, 2l + 1
+        var r = i // (H * NC)
+        var h = (i // NC) % H
+        var k = i % NC
+        var j0 = k * KC
+        var n = min(KC, C - j0)
+        var s = sc.unsafe_offset(r * SW + SCORES * D + h * smax + j0)
+        var v = cv.unsafe_offset(layer * cross_len + ((r // T) // (B // A) * H + h) * C * DH + j0 * DH)
+        var q = parts.unsafe_offset(r * SW + (h * NC + k) * PART)
+
+        def chunk_score(l: Int) {var s, var n} -> Float32:
+            return s.unsafe_load(min(l, n - 1)) if l < n else -Float32.MAX
+        var m = _reduce[gpu, True](_lane_values[gpu, 1](chunk_score))
+
+        def weight(l: Int) {var s, var n, var m} -> Float32:
+            return exp(s.unsafe_load(min(l, n - 1)) - m) if l < n else Float32(0)
+        var total = _sum[gpu](weight)
+
+        def mix(l: Int) {var s, var v, var n, var m, var q}:
+            var acc = SIMD[F32, 2](0)
+            for base in range(0, n, 2 * U):
+                var xs = SIMD[F32, 2 * U](0)
+                var v0 = SIMD[F32, 2 * U](0)  # channel 2l of the keys base .. base + 2U - 1
+                var v1 = SIMD[F32, 2 * U](0)  # channel 2l + 1
+                comptime for u in range(2 * U):  # the loads first: 2U keys' rows in flight
+                    var j = min(base + u, n - 1)
+                    xs[u] = s.unsafe_load(j)
+                    var pair = v.unsafe_load[width=2, alignment=8](j * DH + 2 * l)
+                    v0[u] = pair[0]
+                    v1[u] = pair[1]
+                comptime for u in range(2 * U):
+                    var e = exp(xs[u] - m) if base + u < n else Float32(0)
+                    acc += e * SIMD[F32, 2](v0[u], v1[u])
+            q.unsafe_store[width=2](2 + 2 * l, acc)
+        _each[gpu](mix)
+        if _lead[gpu]():
+            q.unsafe_store(0, m)
+            q.unsafe_store(1, total)
     elif stage == OUT or stage == CROSS_OUT or stage == FC2:
         var r = i // D
         var n = i % D
@@ -370,14 +457,35 @@ def _item[gpu: Bool, WT: DType, stage: Int](
             for k in range(l, D, LANES):
                 o.unsafe_store(k, (xr.unsafe_load(k) - mean) * rstd * ln_w.unsafe_load(k) + ln_b.unsafe_load(k))
         _each[gpu](write)
-    else:  # LOGITS: item i = vocabulary row n, then logits row q (sequence q // K, its new token rows[q % K])
+    else:  # LOGITS: item i = panel of vocabulary rows, then logits row q (sequence q // K, its new token rows[q % K])
         var BK = B * K
-        var n = i // BK
+        var panel = i // BK
         var q = i % BK
-        var row = (q // K) * T + Int(rows.unsafe_load(q % K))
-        var total = _linear_total[gpu, WT, False](ln.unsafe_offset(row * D), lw, n, D, lw, lw)
+        var xr = ln.unsafe_offset(((q // K) * T + Int(rows.unsafe_load(q % K))) * D)
+        var wp = lw.unsafe_offset(panel * PANEL * D)  # the panel's steps, rows interleaved: step st of row
+        var steps = D // PK  # p at (st * PANEL + p) * PK
+
+        def part(l: Int) {var xr, var wp, var steps} -> SIMD[F32, PANEL]:  # row l % PANEL, its steps l // PANEL + 8t
+            var acc = SIMD[F32, PK](0)
+            comptime STRIDE = LANES // PANEL
+            for base in range(l // PANEL, steps, STRIDE * U):
+                comptime for u in range(U):
+                    var st = base + u * STRIDE
+                    var at = min(st, steps - 1)
+                    var product = xr.unsafe_load[width=PK, alignment=ALIGN](at * PK) * wp.unsafe_load[
+                        width=PK, alignment=ALIGN
+                    ]((at * PANEL + l % PANEL) * PK).cast[F32]()
+                    acc += product if st < steps else SIMD[F32, PK](0)
+            var out = SIMD[F32, PANEL](0)
+            comptime for p in range(PANEL):  # a constant index each (a lane-dependent one would spill)
+                if l % PANEL == p:
+                    out[p] = acc.reduce_add()
+            return out
+        var totals = _sums[gpu, PANEL](_lane_values[gpu, PANEL](part))
         if _lead[gpu]():
-            logits.unsafe_store(q * V + n, total)
+            comptime for p in range(PANEL):
+                if panel * PANEL + p < V:
+                    logits.unsafe_store(q * V + panel * PANEL + p, totals[p])
 
 
 def _kernel[WT: DType, stage: Int](
@@ -404,14 +512,16 @@ def _items(stage: Int, R: Int, B: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int,
         return R * H * ((CAP + LANES - 1) // LANES)
     if stage == CROSS_SCORES:
         return R * H * ((C + LANES - 1) // LANES)
-    if stage == SELF_MIX or stage == CROSS_MIX:
+    if stage == SELF_MIX or stage == CROSS_MERGE:
         return R * H * DH
+    if stage == CROSS_MIX:
+        return R * H * _chunks(C)
     if stage == FC1:
         return R * 4 * D
     if stage == FINAL_LN:
         return R
     if stage == LOGITS:
-        return V * B * K
+        return (V + PANEL - 1) // PANEL * B * K
     return R * D  # OUT, CROSS_Q, CROSS_OUT, FC2
 
 
@@ -448,6 +558,8 @@ def decoder_warps[gpu: Bool, WT: DType](
     L: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int,
 ) raises:
     """Every block's stages in turn, then the final LayerNorm and the logits (see the module docstring)."""
+    comptime assert DH == 2 * LANES, "the cross mix gives each lane two channels"
+    comptime assert LANES % PANEL == 0, "a lane's logits steps stay in one row of the panel"
     for l in range(L):
         comptime for stage in range(FINAL_LN):
             run_stage[gpu, WT, stage](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits,
@@ -503,8 +615,10 @@ struct DecoderWarps:
             raise Error("decoder_warps: the rows must be whole groups of the audio windows' count")
         if B * T != R or H * DH != D or k_cache.dim_size(3) != DH or mask.dim_size(1) != T:
             raise Error("decoder_warps: x, mask and the cache disagree on batch, tokens or width")
-        if CAP > MAX_SELF or C > MAX_CROSS or SW < 6 * D + H * max(CAP, C) or SW % PK != 0:
+        if CAP > MAX_SELF or C > MAX_CROSS:
             raise Error("decoder_warps: the cache holds at most 448 tokens, the audio window 1504 frames")
+        if SW != scratch_width(D, H, CAP, C):
+            raise Error("decoder_warps: the scratch width is not maxwhisper.fused.warps_scratch_width's")
         if K < 1 or K > T or logits.dim_size(0) != B * K or ln.dim_size(0) != R or ln.dim_size(1) != D:
             raise Error("decoder_warps: the logits must be (batch * rows, vocabulary), the LayerNorm (rows, width)")
         if logits_w.dim_size(0) != (V + PANEL - 1) // PANEL * PANEL * D or ln_w.dim_size(0) != D:

@@ -113,3 +113,29 @@ def test_exact_product_parts_are_bfloat16_and_sum_to_the_weight(seed, shape, sca
         assert exact.n_weight_parts([half, w]) == 3
         with pytest.raises(ValueError, match="three parts"):
             exact.joined_parts(w, 1)
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_exact_parts_with_the_fused_step_join_the_cross_projection_alone(parts):
+    """On GPU the warp kernels' decoder takes exact products in its cross graph only (graph ops there, its
+    own float32 arithmetic in the kernels): the cross projection's weight is bound in parts, and the kernels'
+    packed blocks and logits weights are the same as without them (a part joined into them would misalign
+    every packed weight after it). Random float32 weights at tiny.en's widths, two layers; no compile."""
+    from maxwhisper import exact, weights
+    from maxwhisper.decoder import DecoderConfig, _registry, weight_shapes
+    loaded = weights.load("random:tiny.en:0")
+    given = loaded.decoder_weights()
+    if parts == 1:  # TF32 holds half values whole: one part
+        given = {k: v.astype(np.float16).astype(np.float32) for k, v in given.items()}
+    plain = DecoderConfig(loaded.dims, "gpu", fused=True)
+    split = DecoderConfig(loaded.dims, "gpu", fused=True, weight_parts=parts)
+    with_parts, without = _registry(split, given), _registry(plain, given)
+    assert {k: tuple(v.shape) for k, v in with_parts.items()} == weight_shapes(loaded.dims, True, parts)
+    for name, tensor in with_parts.items():
+        if name.endswith("cross_kv.w"):
+            assert tensor.shape[1] == parts * without[name].shape[1]
+            first = tensor[:, :without[name].shape[1]].numpy()
+            np.testing.assert_array_equal(first, exact.weight_parts(without[name].numpy())[0] if parts == 3
+                                          else without[name].numpy())
+        else:
+            assert torch.equal(tensor, without[name]), name
