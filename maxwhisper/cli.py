@@ -19,7 +19,7 @@ def cmd_transcribe(args) -> int:
     from maxwhisper import audio
     from maxwhisper.pipelines import Pipeline
     samples = audio.load_audio(args.audio)  # checked first: a bad path fails before any model compiles
-    pipe = Pipeline(args.impl, args.model, args.dtype, args.device, progress=_say, warps=args.warps)
+    pipe = Pipeline(args.impl, args.model, args.dtype, args.device, progress=_say, warps=args.step)
     result = pipe.transcribe(samples, word_timestamps=args.word_timestamps, show_progress=True)
     if args.json:
         print(json.dumps(result, default=float, indent=1))
@@ -77,8 +77,12 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("transcribe", help="transcribe an audio file")
     common(t, ["max", "max-encoder", "cpu", "gpu", "faster-whisper"])
     t.add_argument("--word-timestamps", action="store_true")
-    t.add_argument("--warps", action="store_true",
-                   help="--impl max: the decoder step as the warp kernels (GPU: float32 on CUDA cores; CPU: their emulation)")
+    step = t.add_mutually_exclusive_group()
+    step.add_argument("--warps", dest="step", action="store_const", const=True,
+                      help="--impl max: the decoder step as the warp kernels (the default on an NVIDIA GPU; on the "
+                           "CPU, their emulation)")
+    step.add_argument("--graph-ops", dest="step", action="store_const", const=False,
+                      help="--impl max --device gpu: the decoder step as MAX graph ops instead of the warp kernels")
     t.add_argument("--json", action="store_true", help="print the whole result dict as JSON")
     t.set_defaults(func=cmd_transcribe)
 

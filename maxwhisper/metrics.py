@@ -133,12 +133,14 @@ TOLERANCES: dict[str, dict[str, Tolerance]] = {
     "bfloat16-gpu": {"*": Tolerance(0.9, 5e-4, 1.0, typical=0.04, outliers=4)},
     # GPU float32 with exact products (maxwhisper/exact.py) against PyTorch float32 on the CPU. Measured on H100s
     # (2026-11-26 and -27, the long clip's windows at 0 s and 30 s, the worst): max|diff| and positions within
-    # the CPU limits above (ln_post 2.3e-4 of max|ref| against 4e-4, the tightest), NMSE up to 2.2x over them
-    # (block0-2 4.4e-11, block3 1.5e-10, ln_post 8.4e-11): the GPU's own float32 arithmetic (exp, erf, rsqrt,
-    # summation order; TF32 products gave 9.6e-6). NMSE limits about 4x those. The subtlest injected bug
-    # still fails them by orders of magnitude (test_selfcheck runs every binding bug against this table).
-    "float32-gpu": {"conv1": Tolerance(4e-6, 3e-12, 5e-6), "block3": Tolerance(1e-4, 6e-10, 1e-3),
-                    "ln_post": Tolerance(4e-4, 3.5e-10, 1e-3), "*": Tolerance(2e-5, 2e-10, 3e-5)},
+    # the CPU limits above (ln_post 2.3e-4 of max|ref|), NMSE up to 2.2x over them (block0-2 4.4e-11, block3
+    # 1.5e-10, ln_post 8.4e-11): the GPU's own float32 arithmetic (exp, erf, rsqrt, summation order; TF32
+    # products gave 9.6e-6). An H200 (2026-11-27) doubled the worst, at the long clip's window at 30 s,
+    # position 690 (block3's outlier channel's row): block3 max|diff| 7.1e-5 of max|ref| (0.045 at -31.6),
+    # NMSE 2.6e-10; ln_post 4.07e-4, NMSE 1.9e-10. Limits 2.5-4x the H200's. The subtlest injected bug still
+    # fails them by orders of magnitude (test_selfcheck runs every binding bug against this table).
+    "float32-gpu": {"conv1": Tolerance(4e-6, 3e-12, 5e-6), "block3": Tolerance(2.5e-4, 1e-9, 1e-3),
+                    "ln_post": Tolerance(1e-3, 6e-10, 1e-3), "*": Tolerance(2e-5, 2e-10, 3e-5)},
     # GPU float16 (projections, MLP and attention in fp16). Measured on an H100 (2026-11-27): NMSE at most
     # 1.4e-6 on the clips' first windows, positions within 0.5%; but in the long clip's window at 30 s the row
     # holding block3's outlier channel (|x| ~450, fp16 spacing 0.25-0.5; position 690, as in bfloat16) is off

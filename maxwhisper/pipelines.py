@@ -77,15 +77,18 @@ class Pipeline:
     device: str = "cpu"  # where the max paths' graphs run
     threads: int = 0  # faster-whisper's cpu_threads (0: all cores, as torch and MAX use)
     capture: bool | None = None  # GPU decoder steps replay a captured device graph (None: MAXWHISPER_CAPTURE)
-    warps: bool = False  # the max path's decoder step as the warp kernels (GPU; on CPU their emulation)
+    # the max path's decoder step: True the warp kernels (on CPU their emulation), False graph ops on GPU;
+    # None: the warp kernels on an NVIDIA GPU, the CPU kernel (decoder_block) on CPU
+    warps: bool | None = None
     progress: Callable[[str], None] | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.impl not in IMPLS:
             raise MaxWhisperError(f"unknown --impl {self.impl!r}; choose one of {', '.join(IMPLS)}")
-        if self.warps and self.impl != "max":
-            raise MaxWhisperError(f"--warps runs the max path's decoder, and --impl {self.impl} has none; use --impl max")
+        if self.warps is not None and self.impl != "max":
+            raise MaxWhisperError(f"--warps and --graph-ops choose the max path's decoder step, and --impl {self.impl} "
+                                  "has none; use --impl max")
         self.decode_timer = None
         if self.impl == "faster-whisper":
             return self._init_faster_whisper()
@@ -109,7 +112,9 @@ class Pipeline:
             self.timings["compile"] = encoder.compile_s
             self.whisper.encoder = self._max_encoder = MaxAudioEncoder(encoder)
             if self.impl == "max":
-                decoder = get_decoder(self.loaded, self.device, progress=self.progress, warps=self.warps)
+                graph_ops = self.warps is False and self.device == "gpu"
+                decoder = get_decoder(self.loaded, self.device, progress=self.progress, warps=bool(self.warps),
+                                      fused=False if graph_ops else None)
                 self.timings["compile"] += decoder.compile_s
                 self._max_decoder = decoder
                 self.decode_timer = DecodeTimer()

@@ -61,7 +61,7 @@ def main(device: str = "gpu", kernel: str = "graph", mode: str = "eager") -> Non
     if kernel == "warps":
         decoder = get_decoder(loaded, device, warps=True, progress=lambda _: None)
     else:  # graph ops, as on GPU
-        decoder = get_decoder(loaded, device, exact_products=True, progress=lambda _: None)
+        decoder = get_decoder(loaded, device, fused=False, exact_products=True, progress=lambda _: None)
     features = np.random.default_rng(0).standard_normal((1, loaded.dims.n_audio_ctx, loaded.dims.n_audio_state))
     state = decoder.new_state(features.astype(np.float32))
     state.capture = mode == "captured"

@@ -30,7 +30,7 @@ def compile_one(job: str) -> str:
         elif job == "decoder-warps":  # the step as decoder_warps's kernels: a small graph
             get_decoder(weights.load("bundled"), "gpu", fused=True, progress=lambda _: None)
         elif job.startswith("decoder-"):
-            get_decoder(weights.load("bundled"), "gpu", job.split("-")[1], progress=lambda _: None)
+            get_decoder(weights.load("bundled"), "gpu", job.split("-")[1], fused=False, progress=lambda _: None)
         else:
             dtype = job.split("-")[1]
             get_encoder(weights.load("bundled"), "gpu", dtype, taps=job.endswith("taps"), progress=lambda _: None)

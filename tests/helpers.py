@@ -23,7 +23,8 @@ def native_bf16_or_slow() -> list:
 
 # The decoder's step kernels by name: (where it runs, get_decoder's keywords). "warps" is decoder_warps's GPU
 # kernels emulated lane by lane on the CPU, so the suite checks their arithmetic where no GPU is.
-DECODERS = {"cpu": ("cpu", {}), "warps": ("cpu", {"warps": True}), "gpu": ("gpu", {}), "gpu-warps": ("gpu", {"fused": True})}
+DECODERS = {"cpu": ("cpu", {}), "warps": ("cpu", {"warps": True}), "gpu": ("gpu", {"fused": False}),
+            "gpu-warps": ("gpu", {"fused": True})}  # gpu: graph ops (the default there is the warp kernels)
 DECODER_PARAMS = ["cpu", "warps", *(pytest.param(n, marks=pytest.mark.gpu) for n in ("gpu", "gpu-warps"))]
 
 

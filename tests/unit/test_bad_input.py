@@ -63,6 +63,7 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     (["transcribe", str(CLIPS[0]), "--impl", "max", "--device", "gpu"], "MAX sees no accelerator"),
     (["transcribe", str(CLIPS[0]), "--impl", "max", "--device", "gpu", "--warps"], "MAX sees no accelerator"),
     (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--warps"], "--impl cpu has none; use --impl max"),
+    (["transcribe", str(CLIPS[0]), "--impl", "gpu", "--graph-ops"], "--impl gpu has none; use --impl max"),
 ])
 def test_cli_errors_are_one_line(capsys, argv, message):
     status = gpu_status()
