@@ -86,7 +86,8 @@ def test_compile_time_cold(benchmark, tmp_path_factory):
 # and the peer faster-whisper (CTranslate2, same bundled model files, same greedy decoding, all cores).
 # On a GPU: openai-whisper fp16 on CUDA (a CUDA torch), and the MAX graphs on the GPU under openai-whisper's
 # loop on the CPU (MAX alone needs the GPU), stepping eagerly or replaying a captured device graph, the
-# decoder step as graph ops (exact float32 products) or as the warp kernels (decoder_warps.mojo).
+# decoder step as graph ops (`max-gpu`: exact float32 products) or as the warp kernels (`-warps`:
+# decoder_warps.mojo, the default on an NVIDIA GPU).
 GPU_MAX = ("max-gpu", "max-gpu-captured", "max-gpu-warps", "max-gpu-warps-captured")
 IMPLS = ["cpu", "max-encoder", "max", "faster-whisper-float32", "faster-whisper-int8",
          pytest.param("gpu", marks=[pytest.mark.gpu, pytest.mark.torch_cuda]),
