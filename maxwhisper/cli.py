@@ -82,7 +82,8 @@ def parser() -> argparse.ArgumentParser:
                       help="--impl max: the decoder step as the warp kernels (the default on an NVIDIA GPU; on the "
                            "CPU, their emulation)")
     step.add_argument("--graph-ops", dest="step", action="store_const", const=False,
-                      help="--impl max --device gpu: the decoder step as MAX graph ops instead of the warp kernels")
+                      help="--impl max: the decoder step as MAX graph ops (on a GPU instead of the warp kernels, "
+                           "on the CPU instead of its fused kernel)")
     t.add_argument("--json", action="store_true", help="print the whole result dict as JSON")
     t.set_defaults(func=cmd_transcribe)
 

@@ -77,7 +77,7 @@ class Pipeline:
     device: str = "cpu"  # where the max paths' graphs run
     threads: int = 0  # faster-whisper's cpu_threads (0: all cores, as torch and MAX use)
     capture: bool | None = None  # GPU decoder steps replay a captured device graph (None: MAXWHISPER_CAPTURE)
-    # the max path's decoder step: True the warp kernels (on CPU their emulation), False graph ops on GPU;
+    # the max path's decoder step: True the warp kernels (on CPU their emulation), False MAX graph ops;
     # None: the warp kernels on an NVIDIA GPU, the CPU kernel (decoder_block) on CPU
     warps: bool | None = None
     progress: Callable[[str], None] | None = None
@@ -112,9 +112,8 @@ class Pipeline:
             self.timings["compile"] = encoder.compile_s
             self.whisper.encoder = self._max_encoder = MaxAudioEncoder(encoder)
             if self.impl == "max":
-                graph_ops = self.warps is False and self.device == "gpu"
                 decoder = get_decoder(self.loaded, self.device, progress=self.progress, warps=bool(self.warps),
-                                      fused=False if graph_ops else None)
+                                      fused=False if self.warps is False else None)
                 self.timings["compile"] += decoder.compile_s
                 self._max_decoder = decoder
                 self.decode_timer = DecodeTimer()
