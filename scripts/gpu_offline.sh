@@ -15,7 +15,11 @@
 # a failing stage does not stop the next. Measured on an H100 box (16 cores, 2026-11-27): unpacking 20 s;
 # the graphs compiled side by side in 103-249 s, the exact-product decoder's in 348 s; then the decoder's
 # tests 21 s, its full step benchmark 32 s, the other gpu tests 68 s, the end-to-end benchmark 55 s, the
-# encoder benchmark 39 s in quick mode (full mode outran the 540 s, so it runs quick here).
+# encoder benchmark 39 s in quick mode (full mode outran the 540 s, so it runs quick here). On an H200 box
+# (2026-11-27): the warp kernels' decoder compiled in 88-109 s, its tests 19-23 s, its full step benchmark
+# 24-31 s, its profile 18 s, the captured-step split 14 s, the capture-memory probe 61 s, the warps
+# end-to-end benchmark 40-52 s, the max path's warps token test 22-30 s; GPU_JOBS="decoder-warps
+# encoder-float32" ran all of that in 305 s after unpacking.
 set -u
 PARTS=${PARTS:-/tmp/parts}
 OUT=${OUT:-/tmp/gpu-out}
