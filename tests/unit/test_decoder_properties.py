@@ -191,6 +191,52 @@ def test_inference_hands_its_capture_choice_to_its_state(max_decoder, capture):
     assert max_decoder.captures == default
 
 
+class ReplayByExecuting:
+    """MAX's Model.capture and replay as a GPU runs them, stood in on the CPU: the capture hands back output
+    buffers, and a replay runs the step graph on the buffers the capture was given, into those outputs."""
+
+    def __init__(self, model):
+        self.model, self.outputs = model, None
+
+    def capture(self, key, *inputs):
+        self.outputs = self.model.execute(*inputs)  # a step writes only its own cache rows: rerunning it is harmless
+        return self.outputs
+
+    def replay(self, key, *inputs):
+        for out, new in zip(self.outputs, self.model.execute(*inputs)):
+            out.inplace_copy_from(new)
+
+    def release_captured_graph(self, key):
+        pass
+
+
+@settings(max_examples=4)
+@given(tokens=token_rows(length=st.integers(4, 12)), data=st.data(), seed=seeds)
+def test_replayed_steps_copy_in_each_token_position_and_count(max_decoder, tokens, data, seed, monkeypatch):
+    """A captured step's host side (CapturedStep), which only a GPU runs: the first single-token step through
+    run(), the next through step()'s fast path, each copying its token, position and cache count into the
+    captured input buffers. With the replay stood in by the same graph, they give the eager steps' logits
+    exactly. (A fast path that skipped a copy would replay the previous step's token or position.)"""
+    from maxwhisper.decoder import CapturedStep
+    k = data.draw(st.integers(1, tokens.shape[1] - 2), label="prefill length")
+    feats = features(seed)
+    eager = run(max_decoder, feats, tokens, list(range(k, tokens.shape[1])))
+    state = max_decoder.new_state(feats, tokens.shape[0])
+    first = [state.step(tokens[:, :k])]
+    with monkeypatch.context() as m:
+        m.setattr(max_decoder, "step_model", ReplayByExecuting(max_decoder.step_model))
+        n = tokens.shape[0]
+        inputs = [tokens[:, k:k + 1].astype(np.int64), np.array([k], np.int64), np.zeros((1, 1), np.float32),
+                  np.zeros(1, np.int64), np.array([k], np.int64)]
+        state._graph, state._one = CapturedStep(state, inputs), None
+        # copies: on the CPU the logits view the captured output buffer, which the next replay overwrites
+        first.append(state._finish(state._graph.run(inputs), 1).copy())  # as step() runs the step that captures
+        first += [state.step(tokens[:, t:t + 1]).copy() for t in range(k + 1, tokens.shape[1])]
+    replayed = np.concatenate(first, axis=1)
+    assert replayed.shape == (n, tokens.shape[1], N_VOCAB)
+    np.testing.assert_array_equal(replayed[:, k:], eager[:, k:])
+
+
 def test_group_and_window_broadcast_equals_repeated_windows(max_decoder):
     """3 rows over 1 window (as openai-whisper's beam groups) equal 3 rows over 3 copies of it."""
     rng = np.random.default_rng(7)
