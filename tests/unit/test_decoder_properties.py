@@ -20,9 +20,10 @@ seeds = st.integers(0, 2**32 - 1)
 ATOL = 1e-3
 
 
-@pytest.fixture(scope="module", params=["cpu", "warps"])
+@pytest.fixture(scope="module", params=["cpu", "warps", pytest.param("gpu-warps", marks=pytest.mark.gpu)])
 def max_decoder(request, bundled):
-    """Every property on both CPU step kernels: decoder_block, and decoder_warps's GPU kernels emulated."""
+    """Every property on both CPU step kernels, decoder_block and decoder_warps's GPU kernels emulated, and on
+    a GPU on those kernels themselves (the GPU's default step)."""
     from tests.helpers import decoder_named
     return decoder_named(bundled, request.param)
 
@@ -133,13 +134,14 @@ def test_a_step_appends_to_the_cache_in_place_and_reads_no_row_past_it(max_decod
     feats = features(seed)
     state = max_decoder.new_state(feats, tokens.shape[0])
     state.step(tokens[:, :k])
-    caches = state.cache_arrays()
-    held = [c[:, :, :k].copy() for c in caches]
-    for c in caches:
-        c[:, :, k:] = np.nan
+    held = [c[:, :, :k].copy() for c in state.cache_arrays()]
+
+    def poison(cache: np.ndarray) -> None:  # in place on the CPU, copied back to a GPU's buffers
+        cache[:, :, k:] = np.nan
+    state._rewrite_caches(poison)
     got = state.step(tokens[:, k:k + 1])[:, -1]
     assert np.isfinite(got).all()
-    for c, before in zip(caches, held):
+    for c, before in zip(state.cache_arrays(), held):
         assert np.array_equal(c[:, :, :k], before), "a step rewrote rows the cache already held"
         assert np.isfinite(c[:, :, k]).all() and np.isnan(c[:, :, k + 1:]).all(), "a step wrote past its row"
     np.testing.assert_allclose(got, run(max_decoder, feats, tokens[:, :k + 1], [])[:, -1], atol=ATOL, rtol=0)
