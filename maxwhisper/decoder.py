@@ -550,7 +550,7 @@ class DecoderState:
             except (RuntimeError, ValueError) as exc:  # the runtime cannot capture this graph: run steps eagerly
                 self.capture, d.captures, d.capture_error = False, False, f"{type(exc).__name__}: {exc}"
         if self._graph is not None and new == 1:  # a single-token step on GPU: one replay of a captured graph
-            outs = self._graph.run(inputs)
+            outs = self._graph.step(tokens, start, self.filled)
         else:
             outs = d.step_model.execute(*map(d._to_device, inputs), *self.caches, *self.cross)
         logits = self._finish(outs, new)
@@ -627,37 +627,31 @@ class CapturedStep:
     cache count into them; the state's caches and cross keys/values are its own, so the capture is too."""
 
     _keys = iter(range(1, 1 << 62))
+    STEP_INPUTS = (0, 1, 4)  # the step graph's inputs a single-token step changes: tokens, position, cache count
 
     def __init__(self, state: DecoderState, inputs: list[np.ndarray]):
         d = state.decoder
         self.model, self.key = d.step_model, next(self._keys)
         self.buffers = [d._to_device(a) for a in inputs]
-        self.held = [a.copy() for a in inputs]  # what each input buffer holds
+        self.held = [a.copy() for a in inputs]  # host arrays of what the input buffers hold
         self.inputs = [*self.buffers, *state.caches, *state.cross]
         self.outputs = self.model.capture(self.key, *self.inputs)
 
-    def step(self, tokens: np.ndarray, position: int, filled: int) -> list:
-        """Replay a single-token step: its token, position and cache count copied in (a step's mask and logits
-        row never change), without run()'s comparisons and fresh arrays: the host's part of a replayed step went
-        from 18.4 to 11.6-12.2 us (scripts/captured_step_host.py, the replay stubbed out, Zen 5 EPYC)."""
+    def load(self, tokens: np.ndarray, position: int, filled: int) -> None:
+        """Copy a single-token step's token, position and cache count into the input buffers, in one
+        submission (a single-token step's mask and logits row never change)."""
         from max.driver import Buffer, batch_inplace_copy
         held = self.held
         held[0][:], held[1][0], held[4][0] = tokens, position, filled
-        batch_inplace_copy([self.buffers[i] for i in (0, 1, 4)], [Buffer.from_numpy(held[i]) for i in (0, 1, 4)])
-        self.model.replay(self.key, *self.inputs)
-        return self.outputs
+        batch_inplace_copy([self.buffers[i] for i in self.STEP_INPUTS],
+                           [Buffer.from_numpy(held[i]) for i in self.STEP_INPUTS])
 
-    def run(self, inputs: list[np.ndarray]) -> list:
-        """Replay with these inputs (capturing records the kernels without running them; a step writes only
-        its own cache rows, so running one twice changes nothing). Only the inputs that changed are copied
-        (a step's token, position and cache count; its mask and logits row stay), in one submission."""
-        from max.driver import Buffer, batch_inplace_copy
-        changed = [i for i, (a, held) in enumerate(zip(inputs, self.held)) if not np.array_equal(a, held)]
-        if changed:
-            batch_inplace_copy([self.buffers[i] for i in changed],
-                               [Buffer.from_numpy(np.ascontiguousarray(inputs[i])) for i in changed])
-            for i in changed:
-                self.held[i] = inputs[i].copy()
+    def step(self, tokens: np.ndarray, position: int, filled: int) -> list:
+        """Replay a single-token step (capturing records the kernels without running them; a step writes only
+        its own cache rows, so running one twice changes nothing). Writing into held arrays rather than
+        comparing and copying fresh ones took the host's part of a replayed step from 18.4 to 11.6-12.2 us
+        (scripts/captured_step_host.py, the replay stubbed out, Zen 5 EPYC)."""
+        self.load(tokens, position, filled)
         self.model.replay(self.key, *self.inputs)
         return self.outputs
 

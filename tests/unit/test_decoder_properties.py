@@ -201,7 +201,10 @@ class ReplayByExecuting:
         self.model, self.outputs = model, None
 
     def capture(self, key, *inputs):
-        self.outputs = self.model.execute(*inputs)  # a step writes only its own cache rows: rerunning it is harmless
+        """Output buffers of the graph's shapes, the inputs left as they are (a capture runs nothing): the
+        graph run on copies of them."""
+        from max.driver import Buffer
+        self.outputs = self.model.execute(*(Buffer.from_numpy(a.to_numpy().copy()) for a in inputs))
         return self.outputs
 
     def replay(self, key, *inputs):
@@ -216,9 +219,9 @@ class ReplayByExecuting:
 @given(tokens=token_rows(length=st.integers(4, 12)), data=st.data(), seed=seeds)
 def test_replayed_steps_copy_in_each_token_position_and_count(max_decoder, tokens, data, seed, monkeypatch):
     """A captured step's host side (CapturedStep), which only a GPU runs: the first single-token step through
-    run(), the next through step()'s fast path, each copying its token, position and cache count into the
-    captured input buffers. With the replay stood in by the same graph, they give the eager steps' logits
-    exactly. (A fast path that skipped a copy would replay the previous step's token or position.)"""
+    DecoderState.step's general path (rows given), the next through its fast path, each copying its token,
+    position and cache count into the captured input buffers. With the replay stood in by the same graph,
+    they give the eager steps' logits exactly. (A copy skipped would replay the previous token or position.)"""
     from maxwhisper.decoder import CapturedStep
     k = data.draw(st.integers(1, tokens.shape[1] - 2), label="prefill length")
     feats = features(seed)
@@ -228,11 +231,12 @@ def test_replayed_steps_copy_in_each_token_position_and_count(max_decoder, token
     with monkeypatch.context() as m:
         m.setattr(max_decoder, "step_model", ReplayByExecuting(max_decoder.step_model))
         n = tokens.shape[0]
-        inputs = [tokens[:, k:k + 1].astype(np.int64), np.array([k], np.int64), np.zeros((1, 1), np.float32),
-                  np.zeros(1, np.int64), np.array([k], np.int64)]
+        # captured over stale inputs (token 0 at position 0, an empty cache): every step must copy its own in
+        inputs = [np.zeros((n, 1), np.int64), np.zeros(1, np.int64), np.zeros((1, 1), np.float32),
+                  np.zeros(1, np.int64), np.zeros(1, np.int64)]
         state._graph, state._one = CapturedStep(state, inputs), None
         # copies: on the CPU the logits view the captured output buffer, which the next replay overwrites
-        first.append(state._finish(state._graph.run(inputs), 1).copy())  # as step() runs the step that captures
+        first.append(state.step(tokens[:, k:k + 1], rows=[0]).copy())
         first += [state.step(tokens[:, t:t + 1]).copy() for t in range(k + 1, tokens.shape[1])]
     replayed = np.concatenate(first, axis=1)
     assert replayed.shape == (n, tokens.shape[1], N_VOCAB)
