@@ -61,11 +61,15 @@ compiled() {  # compiled JOB: wait until gpu_warm.py reports JOB (done or failed
 
 GPU_PYTEST=(python3 -m pytest -p no:cacheprovider -q -rfEs)
 BENCH=(-m gpu --benchmark-storage=file:///tmp/benchmarks --benchmark-columns=min,median,rounds)
-stage() {  # stage NAME PYTEST-ARGS...: one pytest run, its output appended to run.log, its summary shown
+script() {  # script NAME COMMAND...: the command's output appended to run.log, its exit status shown
   local name=$1; shift
   echo "== $name" >> "$LOG"
-  timeout "$(left)" "${GPU_PYTEST[@]}" "$@" >> "$LOG" 2>&1
+  timeout "$(left)" "$@" >> "$LOG" 2>&1
   stamp "$name (exit $?)" | tee -a "$LOG"
+}
+stage() {  # stage NAME PYTEST-ARGS...: one pytest run, as a script
+  local name=$1; shift
+  script "$name" "${GPU_PYTEST[@]}" "$@"
 }
 profile() {  # profile KERNEL: each kernel of one eager step, timed (scripts/gpu_step_profile.py), where ncu is
   command -v ncu >/dev/null || return 0
@@ -74,12 +78,6 @@ profile() {  # profile KERNEL: each kernel of one eager step, timed (scripts/gpu
     --metrics gpu__time_duration.sum --print-summary per-kernel \
     python3 scripts/gpu_step_profile.py gpu "$1" > "$OUT/step-profile-$1.log" 2>&1
   stamp "$1 step profile (exit $?)" | tee -a "$LOG"
-}
-script() {  # script NAME COMMAND...: a probe script's output into run.log
-  local name=$1; shift
-  echo "== $name" >> "$LOG"
-  timeout "$(left)" "$@" >> "$LOG" 2>&1
-  stamp "$name (exit $?)" | tee -a "$LOG"
 }
 # the warp kernels' decoder first: a small graph, the step the 0.3 ms target is for
 compiled decoder-warps
