@@ -397,12 +397,10 @@ def _item[gpu: Bool, WT: DType, stage: Int](
             return s.unsafe_load(min(l, n - 1)) if l < n else -Float32.MAX
         var m = _reduce[gpu, True](_lane_values[gpu, 1](chunk_score))
 
-        def weight(l: Int) {var s, var n, var m} -> Float32:
-            return exp(s.unsafe_load(min(l, n - 1)) - m) if l < n else Float32(0)
-        var total = _sum[gpu](weight)
-
-        def mix(l: Int) {var s, var v, var n, var m, var q}:
+        def mix(l: Int) {var s, var v, var n, var m, var q}:  # every lane computes every key's exponential, so
+            # each has the chunk's sum too: the first lane stores it with the max
             var acc = SIMD[F32, 2](0)
+            var total: Float32 = 0
             for base in range(0, n, 2 * U):
                 var xs = SIMD[F32, 2 * U](0)
                 var v0 = SIMD[F32, 2 * U](0)  # channel 2l of the keys base .. base + 2U - 1
@@ -416,11 +414,12 @@ def _item[gpu: Bool, WT: DType, stage: Int](
                 comptime for u in range(2 * U):
                     var e = exp(xs[u] - m) if base + u < n else Float32(0)
                     acc += e * SIMD[F32, 2](v0[u], v1[u])
+                    total += e
             q.unsafe_store[width=2](2 + 2 * l, acc)
+            if l == 0:
+                q.unsafe_store(0, m)
+                q.unsafe_store(1, total)
         _each[gpu](mix)
-        if _lead[gpu]():
-            q.unsafe_store(0, m)
-            q.unsafe_store(1, total)
     elif stage == OUT or stage == CROSS_OUT or stage == FC2:
         var r = i // D
         var n = i % D
