@@ -26,12 +26,12 @@ SCRATCH_WIDTH = 7  # the kernel's working rows per token, in multiples of d
 WARPS_CHUNK = 32  # decoder_warps's keys per cross-mix chunk (KC)
 
 
-def warps_scratch_width(d: int, h: int, n_ctx: int, n_audio_ctx: int) -> int:
+def warps_scratch_width(d: int, h: int, n_audio_ctx: int) -> int:
     """decoder_warps's working values per row (its `scratch_width`): q, attention output, MLP hidden (6d),
-    h rows of scores as long as the longer attention (cache capacity or audio frames), then per head and
-    chunk of the audio window the cross mix's partial sums (64 channels, a max and a sum), in whole steps of 8."""
+    then per head and chunk of the audio window the cross mix's partial sums (a max, a sum, two unused values
+    and 64 channels), in whole steps of 8."""
     chunks = -(-n_audio_ctx // WARPS_CHUNK)
-    return -(-(6 * d + h * max(n_ctx, n_audio_ctx) + h * chunks * (d // h + 2)) // 8) * 8
+    return -(-(6 * d + h * chunks * (d // h + 4)) // 8) * 8
 
 
 def packed_size(d: int) -> int:
@@ -59,8 +59,8 @@ def decoder_block(x, mask, past, k_cache, v_cache, cross_k, cross_v, packed, row
     from max.graph import TensorType, ops
     n, d = x.shape
     layers = int(packed.shape[0]) // packed_size(int(d))
-    h, capacity, frames = int(k_cache.shape[1]), int(k_cache.shape[2]), int(cross_k.shape[3])
-    width = warps_scratch_width(int(d), h, capacity, frames) if warps else SCRATCH_WIDTH * int(d)
+    h, frames = int(k_cache.shape[1]), int(cross_k.shape[3])
+    width = warps_scratch_width(int(d), h, frames) if warps else SCRATCH_WIDTH * int(d)
     ys, _, logits, ln = ops.inplace_custom(
         "decoder_warps" if warps else "decoder_block", x.device,
         [x, mask, past, k_cache, v_cache, cross_k, cross_v, packed, rows, ln_w, ln_b, logits_w],

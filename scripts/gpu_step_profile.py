@@ -10,7 +10,7 @@ count of 2 is one kernel launched twice per step) and device times. A captured r
 The H100 run of 2026-11-27 measured 2.66 ms eager and 1.88 ms replayed for a step whose reads take 0.05 ms,
 and the exact-product step graph holds 1581 graph ops (363 without the exact products; 228 casts, 171
 slices, 57 concats), so the question is how many kernels those become and which of them take the time.
-`warps`: the step as decoder_warps's kernels (13 stages, 46 launches for tiny.en's 4 blocks; on the CPU,
+`warps`: the step as decoder_warps's kernels (11 stages, 38 launches for tiny.en's 4 blocks; on the CPU,
 their emulation). Without ncu (or on the CPU) it prints the step's wall time only. `captured`: no profile;
 the median wall time of a replayed step and of its parts (the input copies, the replay and the logits'
 copy back), for the host's share of a step.

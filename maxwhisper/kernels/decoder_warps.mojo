@@ -1,26 +1,29 @@
 """Custom op decoder_warps: the decoder_block op (same inputs, outputs and packed weights) as GPU kernels
 in which one warp of 32 lanes computes one output, float32 on CUDA cores (no TF32 anywhere).
 
-A step is 11 kernels per block plus 2 (the final LayerNorm, the logits): 46 for tiny.en, against about
+A step is 9 kernels per block plus 2 (the final LayerNorm, the logits): 38 for tiny.en, against about
 100 graph kernels of the graph-op step, and each warp reads its weight row once, in gemv_nt's panels
 (lane l takes the row's steps of PK values l, l + 32, ...: one 32-byte sector each). The stages:
 
     qkv          warp (row, output) of LayerNorm(y) @ qkv^T: q to scratch, k and v into the caches at P + t
-    self scores  warp (row, head, 32 keys), a key per lane: q . k * 0.125, plus the causal mask for new keys
-    self mix     warp (row, head, channel), keys over the lanes: softmax(scores) . values in one pass
+    self attend  warp (row, head, G channels), keys over the lanes: each lane its keys' scores (q . k * 0.125,
+                 plus the causal mask for new keys) and their softmax and mix, in one pass (_softmax_mix)
     out          warp (row, output): y = y_in + att @ out^T + b
-    cross q, cross scores: as for self-attention, over the window's cross keys
-    cross mix    warp (row, head, chunk of 32 keys), channels over the lanes (two each, every key's values
-                 one coalesced row): the chunk's score max, its sum of exponentials and its mix of values
-    cross merge  warp (row, head, channel), chunks over the lanes: the chunks' mixes at the head's max, summed
+    cross q      as qkv's q
+    cross mix    warp (row, head, chunk of 32 keys): a key per lane for the scores, then channels over the
+                 lanes (two each, every key's values one coalesced row): the chunk's score max, its sum of
+                 exponentials and its mix of values
+    cross merge  warp (row, head, G channels), chunks over the lanes: the chunks' mixes at the head's max
     cross out    as out
     fc1, fc2     LayerNorm(y) @ fc1^T + b, GELU; then y += hidden @ fc2^T + b
-    final ln     warp (row); logits: warp (panel of 4 vocabulary rows, logits row), the panel's values read
-                 in order (lane l takes steps l, l + 32, ... of the panel, all of row l % 4)
+    final ln     warp (row); logits: warp (two panels of 4 vocabulary rows, logits row), a half-warp per panel
+                 read in order (lane l takes steps (l % 16) // 4, + 4, ... of the panel's row l % 4)
 
 The cross mix is split because the audio window is long: a warp per channel over all 1500 keys took 34 us a
 layer on an H200 (ncu, 2026-11-27), a third of the step, where the split's 282 warps read each key's values
-once, in rows, and the merge reads 47 chunks' partial sums: 6.7-7.7 us a layer on the same H200.
+once, in rows, and the merge reads 47 chunks' partial sums: 6.7-7.7 us a layer on the same H200. The scores
+were a kernel of their own before each attention (46 launches a step); a warp now computes the scores it
+mixes, from the keys in L1 or L2.
 
 A LayerNorm is recomputed by every warp that reads its row (two lane-strided passes, mean then centred
 variance), so it costs no kernel of its own. The cache count P is read on the device, so a captured graph
@@ -60,26 +63,27 @@ comptime BLOCK_THREADS = 256  # 8 warps per thread block
 comptime ALIGN = 16
 # The stages, in the order a block runs them; FINAL_LN and LOGITS follow the last block.
 comptime QKV = 0
-comptime SELF_SCORES = 1
-comptime SELF_MIX = 2
-comptime OUT = 3
-comptime CROSS_Q = 4
-comptime CROSS_SCORES = 5
-comptime CROSS_MIX = 6
-comptime CROSS_MERGE = 7
-comptime CROSS_OUT = 8
-comptime FC1 = 9
-comptime FC2 = 10
-comptime FINAL_LN = 11
-comptime LOGITS = 12
+comptime SELF_ATTEND = 1
+comptime OUT = 2
+comptime CROSS_Q = 3
+comptime CROSS_MIX = 4
+comptime CROSS_MERGE = 5
+comptime CROSS_OUT = 6
+comptime FC1 = 7
+comptime FC2 = 8
+comptime FINAL_LN = 9
+comptime LOGITS = 10
 # Scratch per row (its width SW, a multiple of PK): q [0, D), the attention output [D, 2D), the MLP's
-# hidden layer [2D, 6D), then H rows of attention scores, max(capacity, frames) wide, then the cross mix's
-# partial sums: per head and chunk of KC keys, its score max, its sum of exponentials and DH mixed channels.
+# hidden layer [2D, 6D), then the cross mix's partial sums: per head and chunk of KC keys, its score max and
+# sum of exponentials, two unused values, and DH mixed channels (from PART_X: whole 16 bytes in).
 comptime ATT = 1  # offsets in multiples of D
 comptime HIDDEN = 2
-comptime SCORES = 6
+comptime PARTS = 6
 comptime KC = LANES  # keys per cross-mix chunk
-comptime PART = DH + 2  # one chunk's partial sums
+comptime PART_X = 4  # where a chunk's mixed channels start
+comptime PART = DH + PART_X  # one chunk's partial sums
+comptime G = 8  # channels per warp of the self-attention and the cross merge
+comptime NW = 16  # a softmax term's vector (_softmax_mix): G values, score, weight, unused
 
 
 @always_inline
@@ -89,9 +93,9 @@ def _chunks(C: Int) -> Int:
 
 
 @always_inline
-def scratch_width(D: Int, H: Int, CAP: Int, C: Int) -> Int:
+def scratch_width(D: Int, H: Int, C: Int) -> Int:
     """Scratch values per row (maxwhisper.fused.warps_scratch_width), whole steps of PK."""
-    return (SCORES * D + H * max(CAP, C) + H * _chunks(C) * PART + PK - 1) // PK * PK
+    return (PARTS * D + H * _chunks(C) * PART + PK - 1) // PK * PK
 
 
 @always_inline
@@ -126,10 +130,11 @@ def _reduce[gpu: Bool, is_max: Bool](v: SIMD[F32, _]) -> Float32:
 
 
 @always_inline
-def _sums[gpu: Bool, N: Int](v: SIMD[F32, N * (1 if gpu else LANES)]) -> SIMD[F32, N]:
-    """The sums over the lanes of each of the N values per lane that `_lane_values` gathered."""
+def _sums[gpu: Bool, N: Int, count: Int](v: SIMD[F32, N * (1 if gpu else LANES)]) -> SIMD[F32, N]:
+    """The sums over the lanes of the first `count` of the N values per lane that `_lane_values` gathered
+    (the rest 0)."""
     var out = SIMD[F32, N](0)
-    comptime for k in range(N):
+    comptime for k in range(count):
         comptime if gpu:
             out[k] = warp.sum(v[k])
         else:
@@ -138,6 +143,25 @@ def _sums[gpu: Bool, N: Int](v: SIMD[F32, N * (1 if gpu else LANES)]) -> SIMD[F3
                 t += v[N * l + k]
             out[k] = t
     return out
+
+
+@always_inline
+def _from_lane[gpu: Bool](v: SIMD[F32, _], lane: Int) -> Float32:
+    """Lane `lane`'s value of v, in every lane: a shuffle on the GPU; the emulation's vector holds every lane's."""
+    comptime if gpu:
+        return warp.shuffle_idx(v[0], UInt32(lane))
+    else:
+        return v[lane]
+
+
+@always_inline
+def _quad_sum[gpu: Bool](v: SIMD[F32, _], l: Int) -> Float32:
+    """The sum of v over lanes l, l ^ 4, l ^ 8 and l ^ 12, as the butterfly of two shuffles adds them."""
+    comptime if gpu:
+        var t = v[0] + warp.shuffle_xor(v[0], UInt32(4))
+        return t + warp.shuffle_xor(t, UInt32(8))
+    else:
+        return (v[l] + v[l ^ 4]) + (v[l ^ 8] + v[l ^ 12])
 
 
 @always_inline
@@ -186,6 +210,7 @@ def _at(D: Int, index: Int) -> Int:
 # end) before it uses them. A warp does little work, so a loop that waited for each load in turn (300-600
 # cycles from L2 or memory) would take the kernel's time.
 comptime U = 4
+comptime UL = 12  # the logits' loads in flight per lane: all of a lane's steps for a width of 384 (tiny)
 
 
 @always_inline
@@ -256,50 +281,50 @@ def _linear_total[gpu: Bool, WT: DType, LN: Bool](
 
 
 @always_inline
-def _attend[gpu: Bool, weighted: Bool](s: FPtr, w: FPtr, stride: Int, x: FPtr, x_stride: Int, n: Int) -> Float32:
-    """sum_j exp(s_j) x_j / sum_j exp(s_j) w_j over j < n (s_j = s[j stride], w_j = w[j stride] if weighted,
-    else 1, x_j = x[j x_stride]), j strided over the lanes, in one pass (online softmax): each lane keeps the
-    max of its scores and its sums of their weighted exponentials and of those times the values, rescaled as
-    its max grows; the lanes' sums are then rescaled to the warp's max and added. Masked scores (-inf) count
-    for nothing. Self-attention's terms are a head's scores and a column of its values: each of the head's DH
-    warps reads the scores (in cache), so the softmax is no kernel of its own; the cross merge's are the
-    chunks' maxima, sums of exponentials and mixes, each at its own chunk's max."""
-    def lane(l: Int) {var s, var w, var stride, var x, var x_stride, var n} -> SIMD[F32, 4]:
+def _softmax_mix[gpu: Bool, U: Int, F: def(Int) -> SIMD[F32, NW]](term: F, n: Int) -> SIMD[F32, G]:
+    """sum_j exp(s_j) x_j / sum_j exp(s_j) w_j over j < n, for the terms term(j) = (x_j: G values, s_j, w_j,
+    unused), j strided over the lanes, in one pass (online softmax): each lane keeps the max of its scores and
+    its sums of their weighted exponentials and of those times the values, rescaled as its max grows; the
+    lanes' sums are then rescaled to the warp's max and added. Masked scores (-inf) count for nothing. A lane
+    computes U terms (their loads in flight together) before it adds them in. The self-attention's terms are a
+    key's score, computed by the lane, 1 and G channels of its value; the cross merge's are the chunks' maxima,
+    sums of exponentials and mixes, each at its own chunk's max."""
+    def lane(l: Int) {ref term, var n} -> SIMD[F32, NW]:
         var m = -Float32.MAX
         var total: Float32 = 0
-        var mixed: Float32 = 0
+        var mixed = SIMD[F32, G](0)
         for base in range(l, n, LANES * U):
-            var ss = SIMD[F32, U](0)
-            var ws = SIMD[F32, U](1)
-            var xs = SIMD[F32, U](0)
+            var terms = SIMD[F32, NW * U](0)
             comptime for u in range(U):  # the loads first, U terms in flight
-                var j = min(base + u * LANES, n - 1)
-                ss[u] = s.unsafe_load(j * stride)
-                comptime if weighted:
-                    ws[u] = w.unsafe_load(j * stride)
-                xs[u] = x.unsafe_load(j * x_stride)
+                terms = terms.insert[offset=NW * u](term(min(base + u * LANES, n - 1)))
             comptime for u in range(U):
-                var score = ss[u]
+                var score = terms[NW * u + G]
+                var x = terms.slice[G, offset=NW * u]()
                 if base + u * LANES < n and score > -Float32.MAX:
                     if score > m:
                         var f = exp(m - score)
-                        total = total * f + ws[u]
-                        mixed = mixed * f + xs[u]
+                        total = total * f + terms[NW * u + G + 1]
+                        mixed = mixed * f + x
                         m = score
                     else:
                         var e = exp(score - m)
-                        total += e * ws[u]
-                        mixed += e * xs[u]
-        return SIMD[F32, 4](m, total, mixed, 0)
-    var lanes = _lane_values[gpu, 4](lane)
+                        total += e * terms[NW * u + G + 1]
+                        mixed += e * x
+        var out = SIMD[F32, NW](0).insert[offset=0](mixed)
+        out[G] = total
+        out[NW - 1] = m
+        return out
+    var lanes = _lane_values[gpu, NW](lane)
     comptime W = 1 if gpu else LANES
     var m = SIMD[F32, W](0)
-    var total = SIMD[F32, W](0)
-    var mixed = SIMD[F32, W](0)
     comptime for l in range(W):
-        m[l], total[l], mixed[l] = lanes[4 * l], lanes[4 * l + 1], lanes[4 * l + 2]
+        m[l] = lanes[NW * l + NW - 1]
     var scale = exp(m - _reduce[gpu, True](m))  # each lane's sums at the warp's max (0 for a lane of no keys)
-    return _reduce[gpu, False](mixed * scale) / _reduce[gpu, False](total * scale)
+    comptime for l in range(W):
+        comptime for k in range(G + 1):
+            lanes[NW * l + k] *= scale[l]
+    var sums = _sums[gpu, NW, G + 1](lanes)
+    return sums.slice[G, offset=0]() / sums[G]
 
 
 @always_inline
@@ -314,9 +339,8 @@ def _item[gpu: Bool, WT: DType, stage: Int](
     var wl = w.unsafe_offset(layer * _packed_len(D))
     var y_in = x if layer == 0 else ys.unsafe_offset((layer - 1) * R * D)
     var y = ys.unsafe_offset(layer * R * D)
-    var smax = max(CAP, C)  # scores per head and row
     var NC = _chunks(C)
-    var parts = sc.unsafe_offset(SCORES * D + H * smax)  # row r's partial sums at r * SW
+    var parts = sc.unsafe_offset(PARTS * D)  # row r's partial sums at r * SW
     var self_len = B * H * CAP * DH  # one layer's cache
     var cross_len = A * H * DH * C  # one layer's cross keys (or values)
     comptime if stage == QKV:
@@ -332,73 +356,65 @@ def _item[gpu: Bool, WT: DType, stage: Int](
                 var c = (n - D) % D
                 var at = layer * self_len + ((r // T) * H + c // DH) * CAP * DH + (P + r % T) * DH + c % DH
                 (kc if n < 2 * D else vc).unsafe_store(at, value)
-    elif stage == SELF_SCORES or stage == CROSS_SCORES:
-        comptime cross = stage == CROSS_SCORES
-        var keys = C if cross else P + T
-        var blocks = ((C if cross else CAP) + LANES - 1) // LANES
-        var r = i // (H * blocks)
-        var h = (i // blocks) % H
-        var j0 = (i % blocks) * LANES
-        if j0 >= keys:
-            return
-        var q = sc.unsafe_offset(r * SW + h * DH)
-        var s = sc.unsafe_offset(r * SW + SCORES * D + h * smax)
+    elif stage == SELF_ATTEND:  # warp (row, head, G channels), keys over the lanes: each lane its keys' scores
+        var r = i // (H * (DH // G))
+        var h = (i // (DH // G)) % H
+        var c0 = (i % (DH // G)) * G
         var t = r % T
+        var qv = sc.unsafe_offset(r * SW + h * DH).unsafe_load[width=DH, alignment=ALIGN](0)
+        var keys = kc.unsafe_offset(layer * self_len + ((r // T) * H + h) * CAP * DH)  # (row, h, CAP, DH)
+        var values = vc.unsafe_offset(layer * self_len + ((r // T) * H + h) * CAP * DH + c0)
 
-        def score(l: Int) {var q, var s, var j0, var keys, var kc, var ck, var mask, var layer, var self_len,
-                           var cross_len, var r, var h, var t, var T, var P, var B, var A, var H, var CAP, var C}:
-            var j = j0 + l
-            if j >= keys:
-                return
-            var dot: Float32 = 0
-            var qv = q.unsafe_load[width=DH, alignment=ALIGN](0)
-            var kv = SIMD[F32, DH](0)
-            comptime if cross:  # keys (window, h, DH, C): channel c of key j at c * C + j, all DH loads in flight
-                var k = ck.unsafe_offset(layer * cross_len + ((r // T) // (B // A) * H + h) * DH * C + j)
-                comptime for c in range(DH):
-                    kv[c] = k.unsafe_load(c * C)
-                dot = (qv * kv).reduce_add()
-                s.unsafe_store(j, dot * SCALE)
-            else:  # the cache (row, h, CAP, DH): key j's DH channels in a row
-                kv = kc.unsafe_offset(layer * self_len + ((r // T) * H + h) * CAP * DH + j * DH).unsafe_load[
-                    width=DH, alignment=ALIGN
-                ](0)
-                dot = (qv * kv).reduce_add()
-                var add: Float32 = 0
-                if j >= P:  # a new token's key: the causal mask among the new tokens
-                    add = mask.unsafe_load(t * T + j - P)
-                s.unsafe_store(j, dot * SCALE + add)
-        _each[gpu](score)
-    elif stage == SELF_MIX or stage == CROSS_MERGE:
-        var r = i // (H * DH)
-        var h = (i // DH) % H
-        var c = i % DH
-        var total: Float32
-        if stage == CROSS_MERGE:  # the chunks' (max, sum of exponentials, channel c's mix), PART apart
-            var q = parts.unsafe_offset(r * SW + h * NC * PART)
-            total = _attend[gpu, True](q, q.unsafe_offset(1), PART, q.unsafe_offset(2 + c), PART, NC)
-        else:  # scores and a column of values (row, h, CAP, DH)
-            var p = sc.unsafe_offset(r * SW + SCORES * D + h * smax)
-            var v = vc.unsafe_offset(layer * self_len + ((r // T) * H + h) * CAP * DH + c)
-            total = _attend[gpu, False](p, p, 1, v, DH, P + T)
+        def self_term(j: Int) {var qv, var keys, var values, var mask, var t, var T, var P} -> SIMD[F32, NW]:
+            var dot = (qv * keys.unsafe_load[width=DH, alignment=ALIGN](j * DH)).reduce_add()
+            var add: Float32 = 0
+            if j >= P:  # a new token's key: the causal mask among the new tokens
+                add = mask.unsafe_load(t * T + j - P)
+            var term = SIMD[F32, NW](0).insert[offset=0](values.unsafe_load[width=G, alignment=ALIGN](j * DH))
+            term[G] = dot * SCALE + add
+            term[G + 1] = 1
+            return term
+        var mixed = _softmax_mix[gpu, 2](self_term, P + T)
         if _lead[gpu]():
-            sc.unsafe_store(r * SW + ATT * D + h * DH + c, total)
-    elif stage == CROSS_MIX:  # values (window, h, C, DH): chunk k's keys j0 .. j0 + n - 1, lane l's channels 2l, 2l + 1
+            sc.unsafe_store[alignment=ALIGN](r * SW + ATT * D + h * DH + c0, mixed)
+    elif stage == CROSS_MERGE:  # warp (row, head, G channels), chunks over the lanes: their partial sums
+        var r = i // (H * (DH // G))
+        var h = (i // (DH // G)) % H
+        var c0 = (i % (DH // G)) * G
+        var q = parts.unsafe_offset(r * SW + h * NC * PART)
+
+        def chunk_term(k: Int) {var q, var c0} -> SIMD[F32, NW]:  # (max, sum of exponentials, G channels' mix)
+            var p = q.unsafe_offset(k * PART)
+            var term = SIMD[F32, NW](0).insert[offset=0](p.unsafe_load[width=G, alignment=ALIGN](PART_X + c0))
+            term[G] = p.unsafe_load(0)
+            term[G + 1] = p.unsafe_load(1)
+            return term
+        var mixed = _softmax_mix[gpu, 2](chunk_term, NC)
+        if _lead[gpu]():
+            sc.unsafe_store[alignment=ALIGN](r * SW + ATT * D + h * DH + c0, mixed)
+    elif stage == CROSS_MIX:  # warp (row, head, chunk of KC keys): keys over the lanes for the scores, then
+        # channels over the lanes (2l, 2l + 1) for the mix, every key's values one coalesced row
         var r = i // (H * NC)
         var h = (i // NC) % H
         var k = i % NC
         var j0 = k * KC
         var n = min(KC, C - j0)
-        var s = sc.unsafe_offset(r * SW + SCORES * D + h * smax + j0)
-        var v = cv.unsafe_offset(layer * cross_len + ((r // T) // (B // A) * H + h) * C * DH + j0 * DH)
+        var window = (r // T) // (B // A)
+        var keys = ck.unsafe_offset(layer * cross_len + (window * H + h) * DH * C + j0)  # (window, h, DH, C)
+        var v = cv.unsafe_offset(layer * cross_len + (window * H + h) * C * DH + j0 * DH)  # (window, h, C, DH)
+        var qv = sc.unsafe_offset(r * SW + h * DH).unsafe_load[width=DH, alignment=ALIGN](0)
         var q = parts.unsafe_offset(r * SW + (h * NC + k) * PART)
 
-        def chunk_score(l: Int) {var s, var n} -> Float32:
-            return s.unsafe_load(min(l, n - 1)) if l < n else -Float32.MAX
-        var m = _reduce[gpu, True](_lane_values[gpu, 1](chunk_score))
+        def chunk_score(l: Int) {var keys, var qv, var n, var C} -> Float32:  # channel c of key j at c * C + j:
+            var kv = SIMD[F32, DH](0)  # the lanes' loads of a channel one coalesced row, all DH in flight
+            comptime for c in range(DH):
+                kv[c] = keys.unsafe_load(c * C + min(l, n - 1))
+            return (qv * kv).reduce_add() * SCALE if l < n else -Float32.MAX
+        var scores = _lane_values[gpu, 1](chunk_score)
+        var m = _reduce[gpu, True](scores)
 
-        def mix(l: Int) {var s, var v, var n, var m, var q}:  # every lane computes every key's exponential, so
-            # each has the chunk's sum too: the first lane stores it with the max
+        def mix(l: Int) {var scores, var v, var n, var m, var q}:  # every lane computes every key's exponential,
+            # so each has the chunk's sum too: the first lane stores it with the max
             var acc = SIMD[F32, 2](0)
             var total: Float32 = 0
             for base in range(0, n, 2 * U):
@@ -407,7 +423,7 @@ def _item[gpu: Bool, WT: DType, stage: Int](
                 var v1 = SIMD[F32, 2 * U](0)  # channel 2l + 1
                 comptime for u in range(2 * U):  # the loads first: 2U keys' rows in flight
                     var j = min(base + u, n - 1)
-                    xs[u] = s.unsafe_load(j)
+                    xs[u] = _from_lane[gpu](scores, j)
                     var pair = v.unsafe_load[width=2, alignment=8](j * DH + 2 * l)
                     v0[u] = pair[0]
                     v1[u] = pair[1]
@@ -415,7 +431,7 @@ def _item[gpu: Bool, WT: DType, stage: Int](
                     var e = exp(xs[u] - m) if base + u < n else Float32(0)
                     acc += e * SIMD[F32, 2](v0[u], v1[u])
                     total += e
-            q.unsafe_store[width=2](2 + 2 * l, acc)
+            q.unsafe_store[width=2, alignment=8](PART_X + 2 * l, acc)
             if l == 0:
                 q.unsafe_store(0, m)
                 q.unsafe_store(1, total)
@@ -460,35 +476,38 @@ def _item[gpu: Bool, WT: DType, stage: Int](
                                                 * ln_w.unsafe_load[width=PK, alignment=ALIGN](k)
                                                 + ln_b.unsafe_load[width=PK, alignment=ALIGN](k))
         _each[gpu](write)
-    else:  # LOGITS: item i = panel of vocabulary rows, then logits row q (sequence q // K, its new token rows[q % K])
+    else:  # LOGITS: item i = pair of panels (2 PANEL vocabulary rows), then logits row q (sequence q // K, its new
+        # token rows[q % K]); a half-warp per panel, lane l on row l % PANEL, its steps (l % 16) // PANEL + 4t
         var BK = B * K
-        var panel = i // BK
+        var pair = i // BK
         var q = i % BK
+        var panels = (V + PANEL - 1) // PANEL
         var xr = ln.unsafe_offset(((q // K) * T + Int(rows.unsafe_load(q % K))) * D)
-        var wp = lw.unsafe_offset(panel * PANEL * D)  # the panel's steps, rows interleaved: step st of row
-        var steps = D // PK  # p at (st * PANEL + p) * PK
+        var steps = D // PK
 
-        def part(l: Int) {var xr, var wp, var steps} -> SIMD[F32, PANEL]:  # row l % PANEL, its steps l // PANEL + 8t
+        def part(l: Int) {var xr, var lw, var pair, var panels, var steps, var D} -> Float32:
+            # the panel's steps, rows interleaved (step st of row p at (st * PANEL + p) * PK): the half-warp's
+            # loads of a round are 16 whole steps of one row each, in order
+            var wp = lw.unsafe_offset(min(2 * pair + l // 16, panels - 1) * PANEL * D)
+            comptime STRIDE = 16 // PANEL
             var acc = SIMD[F32, PK](0)
-            comptime STRIDE = LANES // PANEL
-            for base in range(l // PANEL, steps, STRIDE * U):
-                comptime for u in range(U):
+            for base in range((l % 16) // PANEL, steps, STRIDE * UL):
+                comptime for u in range(UL):
                     var st = base + u * STRIDE
                     var at = min(st, steps - 1)
                     var product = xr.unsafe_load[width=PK, alignment=ALIGN](at * PK) * wp.unsafe_load[
                         width=PK, alignment=ALIGN
                     ]((at * PANEL + l % PANEL) * PK).cast[F32]()
                     acc += product if st < steps else SIMD[F32, PK](0)
-            var out = SIMD[F32, PANEL](0)
-            comptime for p in range(PANEL):  # a constant index each (a lane-dependent one would spill)
-                if l % PANEL == p:
-                    out[p] = acc.reduce_add()
-            return out
-        var totals = _sums[gpu, PANEL](_lane_values[gpu, PANEL](part))
-        if _lead[gpu]():
-            comptime for p in range(PANEL):
-                if panel * PANEL + p < V:
-                    logits.unsafe_store(q * V + panel * PANEL + p, totals[p])
+            return acc.reduce_add()
+        var partial = _lane_values[gpu, 1](part)
+
+        def store(l: Int) {var partial, var logits, var pair, var q, var V}:
+            var total = _quad_sum[gpu](partial, l)  # the row's 4 lanes of the half-warp
+            var row = (2 * pair + l // 16) * PANEL + l % PANEL
+            if l % 16 < PANEL and row < V:
+                logits.unsafe_store(q * V + row, total)
+        _each[gpu](store)
 
 
 def _kernel[WT: DType, stage: Int](
@@ -507,16 +526,12 @@ def _kernel[WT: DType, stage: Int](
 
 
 @always_inline
-def _items(stage: Int, R: Int, B: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int) -> Int:
+def _items(stage: Int, R: Int, B: Int, H: Int, D: Int, C: Int, K: Int, V: Int) -> Int:
     """Work items (warps) of a stage."""
     if stage == QKV:
         return R * 3 * D
-    if stage == SELF_SCORES:
-        return R * H * ((CAP + LANES - 1) // LANES)
-    if stage == CROSS_SCORES:
-        return R * H * ((C + LANES - 1) // LANES)
-    if stage == SELF_MIX or stage == CROSS_MERGE:
-        return R * H * DH
+    if stage == SELF_ATTEND or stage == CROSS_MERGE:
+        return R * H * (DH // G)
     if stage == CROSS_MIX:
         return R * H * _chunks(C)
     if stage == FC1:
@@ -524,7 +539,7 @@ def _items(stage: Int, R: Int, B: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int,
     if stage == FINAL_LN:
         return R
     if stage == LOGITS:
-        return (V + PANEL - 1) // PANEL * B * K
+        return ((V + PANEL - 1) // PANEL + 1) // 2 * B * K
     return R * D  # OUT, CROSS_Q, CROSS_OUT, FC2
 
 
@@ -534,7 +549,7 @@ def run_stage[gpu: Bool, WT: DType, stage: Int](
     layer: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int,
 ) raises:
     """Every work item of one stage: a kernel launch on the GPU, a loop over the items in the emulation."""
-    var items = _items(stage, B * T, B, CAP, H, D, C, K, V)
+    var items = _items(stage, B * T, B, H, D, C, K, V)
     comptime if gpu:
         ctx.enqueue_function[_kernel[WT, stage]](
             Int64(items), x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
@@ -562,7 +577,7 @@ def decoder_warps[gpu: Bool, WT: DType](
 ) raises:
     """Every block's stages in turn, then the final LayerNorm and the logits (see the module docstring)."""
     comptime assert DH == 2 * LANES, "the cross mix gives each lane two channels"
-    comptime assert LANES % PANEL == 0, "a lane's logits steps stay in one row of the panel"
+    comptime assert 16 % PANEL == 0 and DH % G == 0 and G + 2 < NW, "the logits' half-warps, the softmax's terms"
     for l in range(L):
         comptime for stage in range(FINAL_LN):
             run_stage[gpu, WT, stage](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits,
@@ -620,7 +635,7 @@ struct DecoderWarps:
             raise Error("decoder_warps: x, mask and the cache disagree on batch, tokens or width")
         if CAP > MAX_SELF or C > MAX_CROSS:
             raise Error("decoder_warps: the cache holds at most 448 tokens, the audio window 1504 frames")
-        if SW != scratch_width(D, H, CAP, C):
+        if SW != scratch_width(D, H, C):
             raise Error("decoder_warps: the scratch width is not maxwhisper.fused.warps_scratch_width's")
         if K < 1 or K > T or logits.dim_size(0) != B * K or ln.dim_size(0) != R or ln.dim_size(1) != D:
             raise Error("decoder_warps: the logits must be (batch * rows, vocabulary), the LayerNorm (rows, width)")
