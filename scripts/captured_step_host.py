@@ -3,7 +3,10 @@
 A replayed step on a GPU is the replay, the logits' copy back, and the host's Python around them (the step's
 checks, its input arrays, the input copies): this times that last part alone, as DecoderState.step runs it
 for a captured step (CapturedStep), with MAX's capture handing back one step's outputs and its replay doing
-nothing. Measured on the Zen 5 EPYC: 18.4 us before CapturedStep.step's fast path, 11.6-12.2 us after.
+nothing. Measured on the Zen 5 EPYC: 18.4 us before CapturedStep.step's fast path, 11.6-12.2 us after. Since
+the logits come back through a host buffer (CapturedStep.fetch), the step also times that copy, which on the
+CPU is MAX's host-to-host copy through its queue (18.5 us there) and on a GPU a DMA copy; it is timed alone too,
+and the difference is the host's Python.
 Usage: python scripts/captured_step_host.py
 """
 import time
@@ -37,13 +40,21 @@ def main() -> None:
         state._graph, state._one = CapturedStep(state, inputs), None  # the GPU's path: no host-buffer step
     finally:
         decoder.step_model = model
-    saved, token, times = (state.length, state.filled), np.full((1, 1), 440, np.int64), []
-    for _ in range(2000):
+    saved, token = (state.length, state.filled), np.full((1, 1), 440, np.int64)
+
+    def step():
         state.length, state.filled = saved
-        start = time.perf_counter()
         state.step(token)
-        times.append(time.perf_counter() - start)
-    print(f"host part of a captured step (replay stubbed out): median {np.median(times[100:]) * 1e6:.1f} us")
+    medians = {}
+    for name, fn in (("step", step), ("fetch", state._graph.fetch)):
+        times = []
+        for _ in range(2000):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        medians[name] = np.median(times[100:]) * 1e6
+    print(f"captured step, replay stubbed out: median {medians['step']:.1f} us, of which the logits' fetch "
+          f"{medians['fetch']:.1f} us; the host's Python {medians['step'] - medians['fetch']:.1f} us")
 
 
 if __name__ == "__main__":
