@@ -439,6 +439,9 @@ class MaxDecoder:
         """An empty cache for `group` token rows per audio window of `features` (reuse_cross: see `cross`)."""
         if group < 1:
             raise MaxWhisperError(f"empty batch: {group} token rows per audio window; pass at least one")
+        if self.cfg.warps:
+            from maxwhisper.fused import warps_block
+            warps_block()  # a bad MAXWHISPER_WARPS_BLOCK fails here, not inside the op
         return DecoderState(self, self.cross(features, reuse_cross), group)
 
     def forget_last(self) -> None:

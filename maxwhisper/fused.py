@@ -34,6 +34,20 @@ def warps_scratch_width(d: int, h: int, n_audio_ctx: int) -> int:
     return -(-(6 * d + h * chunks * (d // h + 4)) // 8) * 8
 
 
+def warps_block() -> int:
+    """Threads per thread block of decoder_warps's stages (the logits' aside): MAXWHISPER_WARPS_BLOCK, else 64.
+    The kernel reads the variable at each call of the op; this checks it first, for a one-line error."""
+    import os
+    from maxwhisper.errors import MaxWhisperError
+    setting = os.environ.get("MAXWHISPER_WARPS_BLOCK", "")
+    if not setting:
+        return 64
+    if not setting.isdigit() or not (32 <= int(setting) <= 1024 and int(setting) % 32 == 0):
+        raise MaxWhisperError(f"MAXWHISPER_WARPS_BLOCK={setting} is not threads per block (a multiple of 32 from 32 "
+                              "to 1024); unset it for the default of 64")
+    return int(setting)
+
+
 def packed_size(d: int) -> int:
     return 14 * d * d + 17 * d
 

@@ -45,6 +45,7 @@ from max.gpu.primitives import warp
 from max.gpu.host import DeviceContext
 from max.algorithm import parallelize
 from std.math import exp, erf, sqrt
+from std.os import getenv
 from std.sys import num_physical_cores
 
 from .decoder_block import DH, MAX_CROSS, MAX_LAYERS, MAX_SELF, _packed_len
@@ -56,7 +57,11 @@ comptime LPtr = Pointer[Int64, MutAnyOrigin]
 comptime LANES = 32  # an NVIDIA warp (maxwhisper.decoder refuses the op on other GPUs)
 comptime SCALE: Float32 = 0.125  # 1 / sqrt(DH): a power of two, so q . k * SCALE rounds as (q k^T) / 8
 comptime LN_EPS: Float32 = 1e-5
-comptime BLOCK_THREADS = 256  # 8 warps per thread block
+# Threads per thread block: the logits' 6483 warps (tiny.en) fill the GPU at 8 warps a block; every other stage
+# has 48 to 1536 warps, and at 8 a block 384 of them ran on 48 of an H100's 132 SMs, so they take 2 a block
+# unless MAXWHISPER_WARPS_BLOCK says otherwise (read at each call of the op; a captured step keeps its own).
+comptime LOGITS_THREADS = 256
+comptime BLOCK_THREADS = 64
 # Every PK-value load starts at a multiple of PK values: at least 16 bytes apart from the buffer's start, which
 # numpy-backed buffers (the CPU's caches) align to 16. Declared, it makes each load one or two vector loads
 # (ld.global.v4) on the GPU instead of PK scalar ones.
@@ -546,16 +551,18 @@ def _items(stage: Int, R: Int, B: Int, H: Int, D: Int, C: Int, K: Int, V: Int) -
 def run_stage[gpu: Bool, WT: DType, stage: Int](
     ctx: DeviceContext, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
     ys: FPtr, sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
-    layer: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int,
+    layer: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int, block: Int,
 ) raises:
-    """Every work item of one stage: a kernel launch on the GPU, a loop over the items in the emulation."""
+    """Every work item of one stage: a kernel launch on the GPU (`block` threads a block but for the logits),
+    a loop over the items in the emulation."""
     var items = _items(stage, B * T, B, H, D, C, K, V)
     comptime if gpu:
+        var threads = LOGITS_THREADS if stage == LOGITS else block
         ctx.enqueue_function[_kernel[WT, stage]](
             Int64(items), x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
             Int64(layer), Int64(A), Int64(B), Int64(T), Int64(CAP), Int64(H), Int64(D), Int64(C), Int64(K),
             Int64(V), Int64(SW),
-            grid_dim=(items * LANES + BLOCK_THREADS - 1) // BLOCK_THREADS, block_dim=BLOCK_THREADS,
+            grid_dim=(items * LANES + threads - 1) // threads, block_dim=threads,
         )
     else:  # the items split in contiguous shares over the CPU's cores (at most 4)
         var workers = min(num_physical_cores(), 4)
@@ -574,6 +581,7 @@ def decoder_warps[gpu: Bool, WT: DType](
     ctx: DeviceContext, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
     ys: FPtr, sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
     L: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int,
+    block: Int = BLOCK_THREADS,
 ) raises:
     """Every block's stages in turn, then the final LayerNorm and the logits (see the module docstring)."""
     comptime assert DH == 2 * LANES, "the cross mix gives each lane two channels"
@@ -581,11 +589,11 @@ def decoder_warps[gpu: Bool, WT: DType](
     for l in range(L):
         comptime for stage in range(FINAL_LN):
             run_stage[gpu, WT, stage](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits,
-                                      ln, l, A, B, T, CAP, H, D, C, K, V, SW)
+                                      ln, l, A, B, T, CAP, H, D, C, K, V, SW, block)
     run_stage[gpu, WT, FINAL_LN](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
-                                 L - 1, A, B, T, CAP, H, D, C, K, V, SW)
+                                 L - 1, A, B, T, CAP, H, D, C, K, V, SW, block)
     run_stage[gpu, WT, LOGITS](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
-                               L - 1, A, B, T, CAP, H, D, C, K, V, SW)
+                               L - 1, A, B, T, CAP, H, D, C, K, V, SW, block)
 
 
 @extensibility.register("decoder_warps")
@@ -641,9 +649,19 @@ struct DecoderWarps:
             raise Error("decoder_warps: the logits must be (batch * rows, vocabulary), the LayerNorm (rows, width)")
         if logits_w.dim_size(0) != (V + PANEL - 1) // PANEL * PANEL * D or ln_w.dim_size(0) != D:
             raise Error("decoder_warps: the logits' weights are not the vocabulary's panels of this width")
+        var block = BLOCK_THREADS
+        var setting = getenv("MAXWHISPER_WARPS_BLOCK", "")
+        if setting != "":
+            try:
+                block = Int(setting)
+            except:
+                block = 0
+            if block < LANES or block > 1024 or block % LANES != 0:
+                raise Error("decoder_warps: MAXWHISPER_WARPS_BLOCK=" + setting + " is not threads per block (a "
+                            + "multiple of 32 from 32 to 1024); unset it for the default of 64")
         decoder_warps[target != "cpu", wdt](
             ctx, x.unsafe_ptr(), mask.unsafe_ptr(), past.unsafe_ptr(), k_cache.unsafe_ptr(), v_cache.unsafe_ptr(),
             cross_k.unsafe_ptr(), cross_v.unsafe_ptr(), weights.unsafe_ptr(), ys.unsafe_ptr(), scratch.unsafe_ptr(),
             rows.unsafe_ptr(), ln_w.unsafe_ptr(), ln_b.unsafe_ptr(), logits_w.unsafe_ptr(), logits.unsafe_ptr(),
-            ln.unsafe_ptr(), L, A, B, T, CAP, H, D, C, K, V, SW,
+            ln.unsafe_ptr(), L, A, B, T, CAP, H, D, C, K, V, SW, block,
         )

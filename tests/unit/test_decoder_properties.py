@@ -317,3 +317,13 @@ def test_the_fused_step_on_gpu_is_the_warp_kernels_in_float32(bundled):
         DecoderConfig(bundled.dims, "cpu", fused=False, warps=True)
     with pytest.raises(MaxWhisperError, match="compute in float32; use fused=False for float16"):
         DecoderConfig(bundled.dims, "gpu", "float16", fused=True)
+
+
+@pytest.mark.parametrize("setting", ["100", "16", "2048", "many"])
+def test_a_bad_warps_block_setting_is_refused_with_the_fix(bundled, monkeypatch, setting):
+    """MAXWHISPER_WARPS_BLOCK (threads per block of the warp kernels) must be whole warps, 32 to 1024."""
+    from tests.helpers import decoder_named
+    decoder = decoder_named(bundled, "warps")
+    monkeypatch.setenv("MAXWHISPER_WARPS_BLOCK", setting)
+    with pytest.raises(MaxWhisperError, match=f"MAXWHISPER_WARPS_BLOCK={setting} is not threads per block.*unset it"):
+        decoder.new_state(features(0))
