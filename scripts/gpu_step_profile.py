@@ -3,6 +3,7 @@
     ncu --profile-from-start off --metrics gpu__time_duration.sum --print-summary per-kernel \
         python3 scripts/gpu_step_profile.py [gpu|cpu] [graph|warps]
     python3 scripts/gpu_step_profile.py gpu warps captured   # where a replayed step's wall time goes
+    python3 scripts/gpu_step_profile.py gpu warps blocks     # a captured step at 32, 64, 128, 256 threads a block
 
 The step is tiny.en's single-token step at batch 1 on a cache of 100 tokens, the benchmark's case, run
 eagerly: every kernel of the graph launches on its own, so the summary lists them all with their counts (a
@@ -13,7 +14,8 @@ slices, 57 concats), so the question is how many kernels those become and which 
 `warps`: the step as decoder_warps's kernels (11 stages, 38 launches for tiny.en's 4 blocks; on the CPU,
 their emulation). Without ncu (or on the CPU) it prints the step's wall time only. `captured`: no profile;
 the median wall time of a replayed step and of its parts (the input copies, the replay and the logits'
-copy back), for the host's share of a step.
+copy back), for the host's share of a step. `blocks`: the warp kernels' captured step at each block size
+(MAXWHISPER_WARPS_BLOCK), interleaved.
 """
 import sys
 import time
@@ -53,6 +55,32 @@ def breakdown(state, token, saved) -> None:
         print(f"captured {name}: median {np.median(times[5:]) * 1e3:.3f} ms, min {min(times) * 1e3:.3f} ms", flush=True)
 
 
+def blocks(decoder, features) -> None:
+    """Median captured steps (batch 1, cache 100, 100 steps) of the warp kernels at each MAXWHISPER_WARPS_BLOCK,
+    in one process, interleaved over 3 rounds (a capture keeps the launch shape it was made with)."""
+    import os
+    token, results = np.full((1, 1), 440, np.int64), {}
+    for _ in range(3):
+        for block in ("32", "64", "128", "256"):
+            os.environ["MAXWHISPER_WARPS_BLOCK"] = block
+            state = decoder.new_state(features)
+            state.capture = True
+            state.step(np.random.default_rng(1).integers(0, 50000, (1, 100)))
+            saved, times = (state.length, state.filled), []
+            for _ in range(105):
+                state.length, state.filled = saved
+                start = time.perf_counter()
+                state.step(token)
+                times.append(time.perf_counter() - start)
+            assert state._graph is not None, decoder.capture_error
+            results.setdefault(block, []).append(np.median(times[5:]) * 1e3)
+            del state
+    os.environ.pop("MAXWHISPER_WARPS_BLOCK")
+    for block, medians in results.items():
+        print(f"warps captured step, {block} threads a block: medians {', '.join(f'{m:.3f}' for m in medians)} ms",
+              flush=True)
+
+
 def main(device: str = "gpu", kernel: str = "graph", mode: str = "eager") -> None:
     from maxwhisper import weights
     from maxwhisper.decoder import get_decoder
@@ -62,6 +90,8 @@ def main(device: str = "gpu", kernel: str = "graph", mode: str = "eager") -> Non
     else:  # graph ops, as on GPU
         decoder = get_decoder(loaded, device, fused=False, exact_products=True, progress=lambda _: None)
     features = np.random.default_rng(0).standard_normal((1, loaded.dims.n_audio_ctx, loaded.dims.n_audio_state))
+    if mode == "blocks":
+        return blocks(decoder, features.astype(np.float32))
     state = decoder.new_state(features.astype(np.float32))
     state.capture = mode == "captured"
     state.step(np.random.default_rng(1).integers(0, 50000, (1, 100)))
