@@ -440,8 +440,8 @@ class MaxDecoder:
         if group < 1:
             raise MaxWhisperError(f"empty batch: {group} token rows per audio window; pass at least one")
         if self.cfg.warps:
-            from maxwhisper.fused import warps_block
-            warps_block()  # a bad MAXWHISPER_WARPS_BLOCK fails here, not inside the op
+            from maxwhisper.fused import warps_settings
+            warps_settings()  # a bad MAXWHISPER_WARPS_BLOCK or _PREFETCH fails here, not inside the op
         return DecoderState(self, self.cross(features, reuse_cross), group)
 
     def forget_last(self) -> None:

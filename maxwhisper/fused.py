@@ -34,18 +34,21 @@ def warps_scratch_width(d: int, h: int, n_audio_ctx: int) -> int:
     return -(-(6 * d + h * chunks * (d // h + 4)) // 8) * 8
 
 
-def warps_block() -> int:
-    """Threads per thread block of decoder_warps's stages (the logits' aside): MAXWHISPER_WARPS_BLOCK, else 64.
-    The kernel reads the variable at each call of the op; this checks it first, for a one-line error."""
+def warps_settings() -> tuple[int, bool]:
+    """decoder_warps's launch settings: threads per thread block of its stages but the logits
+    (MAXWHISPER_WARPS_BLOCK, else 64) and whether a block's first stage prefetches the block's weights and cross
+    keys and values into L2 (MAXWHISPER_WARPS_PREFETCH, 1 or 0, else 1). The kernel reads both at each call of
+    the op; this checks them first, for a one-line error."""
     import os
     from maxwhisper.errors import MaxWhisperError
-    setting = os.environ.get("MAXWHISPER_WARPS_BLOCK", "")
-    if not setting:
-        return 64
-    if not setting.isdigit() or not (32 <= int(setting) <= 1024 and int(setting) % 32 == 0):
-        raise MaxWhisperError(f"MAXWHISPER_WARPS_BLOCK={setting} is not threads per block (a multiple of 32 from 32 "
+    block = os.environ.get("MAXWHISPER_WARPS_BLOCK", "") or "64"
+    if not block.isdigit() or not (32 <= int(block) <= 1024 and int(block) % 32 == 0):
+        raise MaxWhisperError(f"MAXWHISPER_WARPS_BLOCK={block} is not threads per block (a multiple of 32 from 32 "
                               "to 1024); unset it for the default of 64")
-    return int(setting)
+    prefetch = os.environ.get("MAXWHISPER_WARPS_PREFETCH", "") or "1"
+    if prefetch not in ("0", "1"):
+        raise MaxWhisperError(f"MAXWHISPER_WARPS_PREFETCH={prefetch} must be 1 (prefetch) or 0; unset it for 1")
+    return int(block), prefetch == "1"
 
 
 def packed_size(d: int) -> int:

@@ -3,7 +3,7 @@
     ncu --profile-from-start off --metrics gpu__time_duration.sum --print-summary per-kernel \
         python3 scripts/gpu_step_profile.py [gpu|cpu] [graph|warps]
     python3 scripts/gpu_step_profile.py gpu warps captured   # where a replayed step's wall time goes
-    python3 scripts/gpu_step_profile.py gpu warps blocks     # a captured step at 32, 64, 128, 256 threads a block
+    python3 scripts/gpu_step_profile.py gpu warps blocks     # a captured step at each launch setting
 
 The step is tiny.en's single-token step at batch 1 on a cache of 100 tokens, the benchmark's case, run
 eagerly: every kernel of the graph launches on its own, so the summary lists them all with their counts (a
@@ -14,8 +14,8 @@ slices, 57 concats), so the question is how many kernels those become and which 
 `warps`: the step as decoder_warps's kernels (11 stages, 38 launches for tiny.en's 4 blocks; on the CPU,
 their emulation). Without ncu (or on the CPU) it prints the step's wall time only. `captured`: no profile;
 the median wall time of a replayed step and of its parts (the input copies, the replay and the logits'
-copy back), for the host's share of a step. `blocks`: the warp kernels' captured step at each block size
-(MAXWHISPER_WARPS_BLOCK), interleaved.
+copy back), for the host's share of a step. `blocks`: the warp kernels' captured step at each launch
+setting (threads a block, L2 prefetch: MAXWHISPER_WARPS_BLOCK, _PREFETCH), interleaved.
 """
 import sys
 import time
@@ -56,13 +56,15 @@ def breakdown(state, token, saved) -> None:
 
 
 def blocks(decoder, features) -> None:
-    """Median captured steps (batch 1, cache 100, 100 steps) of the warp kernels at each MAXWHISPER_WARPS_BLOCK,
-    in one process, interleaved over 3 rounds (a capture keeps the launch shape it was made with)."""
+    """Median captured steps (batch 1, cache 100, 100 steps) of the warp kernels at each launch setting (threads
+    a block, L2 prefetch on or off: MAXWHISPER_WARPS_BLOCK, _PREFETCH), in one process, interleaved over 3
+    rounds (a capture keeps the launch settings it was made with)."""
     import os
     token, results = np.full((1, 1), 440, np.int64), {}
+    settings = [("64", "1"), ("64", "0"), ("32", "1"), ("128", "1"), ("256", "1"), ("256", "0")]
     for _ in range(3):
-        for block in ("32", "64", "128", "256"):
-            os.environ["MAXWHISPER_WARPS_BLOCK"] = block
+        for block, prefetch in settings:
+            os.environ["MAXWHISPER_WARPS_BLOCK"], os.environ["MAXWHISPER_WARPS_PREFETCH"] = block, prefetch
             state = decoder.new_state(features)
             state.capture = True
             state.step(np.random.default_rng(1).integers(0, 50000, (1, 100)))
@@ -73,12 +75,13 @@ def blocks(decoder, features) -> None:
                 state.step(token)
                 times.append(time.perf_counter() - start)
             assert state._graph is not None, decoder.capture_error
-            results.setdefault(block, []).append(np.median(times[5:]) * 1e3)
+            results.setdefault((block, prefetch), []).append(np.median(times[5:]) * 1e3)
             del state
-    os.environ.pop("MAXWHISPER_WARPS_BLOCK")
-    for block, medians in results.items():
-        print(f"warps captured step, {block} threads a block: medians {', '.join(f'{m:.3f}' for m in medians)} ms",
-              flush=True)
+    for name in ("MAXWHISPER_WARPS_BLOCK", "MAXWHISPER_WARPS_PREFETCH"):
+        os.environ.pop(name)
+    for (block, prefetch), medians in results.items():
+        print(f"warps captured step, {block} threads a block, prefetch {prefetch}: medians "
+              f"{', '.join(f'{m:.3f}' for m in medians)} ms", flush=True)
 
 
 def main(device: str = "gpu", kernel: str = "graph", mode: str = "eager") -> None:

@@ -46,7 +46,8 @@ from max.gpu.host import DeviceContext
 from max.algorithm import parallelize
 from std.math import exp, erf, sqrt
 from std.os import getenv
-from std.sys import num_physical_cores
+from std.sys import num_physical_cores, size_of
+from std.sys.intrinsics import prefetch, PrefetchOptions
 
 from .decoder_block import DH, MAX_CROSS, MAX_LAYERS, MAX_SELF, _packed_len
 from .gemv_nt import PANEL, PK, WPtr
@@ -519,15 +520,34 @@ def _kernel[WT: DType, stage: Int](
     items: Int64, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
     ys: FPtr, sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
     layer: Int64, A: Int64, B: Int64, T: Int64, CAP: Int64, H: Int64, D: Int64, C: Int64, K: Int64, V: Int64,
-    SW: Int64,
+    SW: Int64, warm: Int64,
 ):
-    """One warp per work item: item = the warp's index in the grid (whole warps return together)."""
+    """One warp per work item: item = the warp's index in the grid (whole warps return together). With `warm`,
+    a block's first stage also asks L2 for the block's packed weights and its cross keys and values, a 128-byte
+    line or a few per lane, which its later stages then read from L2, not from memory: the logits' 40 MB
+    stream through a 50 MB L2 every step, so a step's reads start cold."""
     var i = Int(global_idx.x) // LANES
     if i >= Int(items):
         return
+    comptime if stage == QKV:
+        if warm != 0:
+            var lane = Int(global_idx.x)
+            var lanes = Int(items) * LANES
+            var cross_len = Int(A) * Int(H) * DH * Int(C)
+            _warm_l2(w.unsafe_offset(Int(layer) * _packed_len(Int(D))), _packed_len(Int(D)), lane, lanes)
+            _warm_l2(ck.unsafe_offset(Int(layer) * cross_len), cross_len, lane, lanes)
+            _warm_l2(cv.unsafe_offset(Int(layer) * cross_len), cross_len, lane, lanes)
     _item[True, WT, stage](i, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
                            Int(layer), Int(A), Int(B), Int(T), Int(CAP), Int(H), Int(D), Int(C), Int(K), Int(V),
                            Int(SW))
+
+
+@always_inline
+def _warm_l2[T: DType](base: Pointer[Scalar[T], MutAnyOrigin], count: Int, lane: Int, lanes: Int):
+    """Prefetch into L2 the 128-byte lines lane, lane + lanes, ... of the `count` values at base."""
+    comptime LINE = 128 // size_of[T]()
+    for k in range(lane, (count + LINE - 1) // LINE, lanes):
+        prefetch[PrefetchOptions().for_read().high_locality()](base.unsafe_offset(k * LINE))
 
 
 @always_inline
@@ -552,6 +572,7 @@ def run_stage[gpu: Bool, WT: DType, stage: Int](
     ctx: DeviceContext, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
     ys: FPtr, sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
     layer: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int, block: Int,
+    warm: Bool,
 ) raises:
     """Every work item of one stage: a kernel launch on the GPU (`block` threads a block but for the logits),
     a loop over the items in the emulation."""
@@ -561,7 +582,7 @@ def run_stage[gpu: Bool, WT: DType, stage: Int](
         ctx.enqueue_function[_kernel[WT, stage]](
             Int64(items), x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
             Int64(layer), Int64(A), Int64(B), Int64(T), Int64(CAP), Int64(H), Int64(D), Int64(C), Int64(K),
-            Int64(V), Int64(SW),
+            Int64(V), Int64(SW), Int64(1 if warm else 0),
             grid_dim=(items * LANES + threads - 1) // threads, block_dim=threads,
         )
     else:  # the items split in contiguous shares over the CPU's cores (at most 4)
@@ -581,7 +602,7 @@ def decoder_warps[gpu: Bool, WT: DType](
     ctx: DeviceContext, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
     ys: FPtr, sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
     L: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int,
-    block: Int = BLOCK_THREADS,
+    block: Int = BLOCK_THREADS, warm: Bool = True,
 ) raises:
     """Every block's stages in turn, then the final LayerNorm and the logits (see the module docstring)."""
     comptime assert DH == 2 * LANES, "the cross mix gives each lane two channels"
@@ -589,11 +610,11 @@ def decoder_warps[gpu: Bool, WT: DType](
     for l in range(L):
         comptime for stage in range(FINAL_LN):
             run_stage[gpu, WT, stage](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits,
-                                      ln, l, A, B, T, CAP, H, D, C, K, V, SW, block)
+                                      ln, l, A, B, T, CAP, H, D, C, K, V, SW, block, warm)
     run_stage[gpu, WT, FINAL_LN](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
-                                 L - 1, A, B, T, CAP, H, D, C, K, V, SW, block)
+                                 L - 1, A, B, T, CAP, H, D, C, K, V, SW, block, warm)
     run_stage[gpu, WT, LOGITS](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
-                               L - 1, A, B, T, CAP, H, D, C, K, V, SW, block)
+                               L - 1, A, B, T, CAP, H, D, C, K, V, SW, block, warm)
 
 
 @extensibility.register("decoder_warps")
@@ -659,9 +680,10 @@ struct DecoderWarps:
             if block < LANES or block > 1024 or block % LANES != 0:
                 raise Error("decoder_warps: MAXWHISPER_WARPS_BLOCK=" + setting + " is not threads per block (a "
                             + "multiple of 32 from 32 to 1024); unset it for the default of 64")
+        var warm = getenv("MAXWHISPER_WARPS_PREFETCH", "1") != "0"  # maxwhisper.fused.warps_settings checks both
         decoder_warps[target != "cpu", wdt](
             ctx, x.unsafe_ptr(), mask.unsafe_ptr(), past.unsafe_ptr(), k_cache.unsafe_ptr(), v_cache.unsafe_ptr(),
             cross_k.unsafe_ptr(), cross_v.unsafe_ptr(), weights.unsafe_ptr(), ys.unsafe_ptr(), scratch.unsafe_ptr(),
             rows.unsafe_ptr(), ln_w.unsafe_ptr(), ln_b.unsafe_ptr(), logits_w.unsafe_ptr(), logits.unsafe_ptr(),
-            ln.unsafe_ptr(), L, A, B, T, CAP, H, D, C, K, V, SW, block,
+            ln.unsafe_ptr(), L, A, B, T, CAP, H, D, C, K, V, SW, block, warm,
         )

@@ -319,11 +319,15 @@ def test_the_fused_step_on_gpu_is_the_warp_kernels_in_float32(bundled):
         DecoderConfig(bundled.dims, "gpu", "float16", fused=True)
 
 
-@pytest.mark.parametrize("setting", ["100", "16", "2048", "many"])
-def test_a_bad_warps_block_setting_is_refused_with_the_fix(bundled, monkeypatch, setting):
-    """MAXWHISPER_WARPS_BLOCK (threads per block of the warp kernels) must be whole warps, 32 to 1024."""
+@pytest.mark.parametrize("name, setting, message", [
+    ("BLOCK", "100", "is not threads per block.*unset it"), ("BLOCK", "16", "is not threads"),
+    ("BLOCK", "2048", "is not threads"), ("BLOCK", "many", "is not threads"),
+    ("PREFETCH", "yes", "must be 1 .prefetch. or 0; unset it")])
+def test_a_bad_warps_launch_setting_is_refused_with_the_fix(bundled, monkeypatch, name, setting, message):
+    """MAXWHISPER_WARPS_BLOCK (threads per block of the warp kernels) must be whole warps, 32 to 1024;
+    MAXWHISPER_WARPS_PREFETCH 1 or 0."""
     from tests.helpers import decoder_named
     decoder = decoder_named(bundled, "warps")
-    monkeypatch.setenv("MAXWHISPER_WARPS_BLOCK", setting)
-    with pytest.raises(MaxWhisperError, match=f"MAXWHISPER_WARPS_BLOCK={setting} is not threads per block.*unset it"):
+    monkeypatch.setenv(f"MAXWHISPER_WARPS_{name}", setting)
+    with pytest.raises(MaxWhisperError, match=f"MAXWHISPER_WARPS_{name}={setting} {message}"):
         decoder.new_state(features(0))
