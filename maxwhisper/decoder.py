@@ -638,39 +638,47 @@ class CapturedStep:
     def __init__(self, state: DecoderState, inputs: list[np.ndarray]):
         d = state.decoder
         self.model, self.key = d.step_model, next(self._keys)
+        from max.driver import Buffer, Usage
         self.buffers = [d._to_device(a) for a in inputs]
-        self.held = [a.copy() for a in inputs]  # host arrays of what the input buffers hold
         self.inputs = [*self.buffers, *state.caches, *state.cross]
         self.outputs = self.model.capture(self.key, *self.inputs)
-        from max.driver import Buffer, Usage
         self.device, logits = d.device, self.outputs[0]
-        self.host = Buffer(logits.dtype, logits.shape, device=d.device, usage=Usage.STAGING | Usage.UNTRACKED)
-        self.logits = self.host.to_numpy()  # a view of it, on the host
+
+        def staged(buffer) -> Buffer:  # page-locked host memory on a GPU (plain host memory on the CPU), tracked:
+            # MAX orders copies from and into it, and reading it (to_numpy) waits for a copy into it
+            return Buffer(buffer.dtype, buffer.shape, device=d.device, usage=Usage.STAGING)
+        self.host = staged(logits)  # the logits come back into it; reading it (to_numpy) waits for that copy
+        # what a step copies in: host arrays viewing staged buffers made once (a fresh view of each per step
+        # cost 3.3 us of the host's 30 us on the Zen 5 EPYC)
+        self.sources = [staged(self.buffers[i]) for i in self.STEP_INPUTS]
+        self.held = {i: src.to_numpy() for i, src in zip(self.STEP_INPUTS, self.sources)}
+        for i in self.STEP_INPUTS:
+            self.held[i][...] = inputs[i]
 
     def load(self, tokens: np.ndarray, position: int, filled: int) -> None:
         """Copy a single-token step's token, position and cache count into the input buffers, in one
         submission (a single-token step's mask and logits row never change)."""
-        from max.driver import Buffer, batch_inplace_copy
+        from max.driver import batch_inplace_copy
         held = self.held
         held[0][:], held[1][0], held[4][0] = tokens, position, filled
-        batch_inplace_copy([self.buffers[i] for i in self.STEP_INPUTS],
-                           [Buffer.from_numpy(held[i]) for i in self.STEP_INPUTS])
+        batch_inplace_copy([self.buffers[i] for i in self.STEP_INPUTS], self.sources)  # ordered before the
+        # replay on the device's stream; the staged arrays are written again only after fetch's synchronize
 
     def step(self, tokens: np.ndarray, position: int, filled: int) -> np.ndarray:
         """Replay a single-token step (capturing records the kernels without running them; a step writes only
         its own cache rows, so running one twice changes nothing) and return its logits, a copy of the host
-        buffer's (2 us for one row's 51864 values on the Zen 5 EPYC), which the next step overwrites. Writing into held arrays rather than comparing and copying
-        fresh ones took the host's part of a replayed step from 18.4 to 11.6-12.2 us
-        (scripts/captured_step_host.py, the replay stubbed out, Zen 5 EPYC)."""
+        buffer's (2 us for one row's 51864 values on the Zen 5 EPYC), which the next step overwrites. Writing
+        into held arrays rather than comparing and copying fresh ones took the host's part of a replayed step
+        from 18.4 to 11.6-12.2 us (scripts/captured_step_host.py, the replay stubbed out, Zen 5 EPYC)."""
         self.load(tokens, position, filled)
         self.model.replay(self.key, *self.inputs)
         return self.fetch()
 
     def fetch(self) -> np.ndarray:
-        """The replayed step's logits: copied into the host buffer, then out of it."""
+        """The replayed step's logits: copied into the host buffer, then out of it, once the copy is done."""
         self.host.inplace_copy_from(self.outputs[0])
-        self.device.synchronize()  # the copy is queued on the device's stream; untracked memory waits for nothing
-        return self.logits.copy()
+        self.device.synchronize()
+        return self.host.to_numpy().copy()
 
     def __del__(self):
         with contextlib.suppress(Exception):  # at interpreter shutdown the runtime may be gone
