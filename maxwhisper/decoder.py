@@ -648,8 +648,8 @@ class CapturedStep:
             # MAX orders copies from and into it, and reading it (to_numpy) waits for a copy into it
             return Buffer(buffer.dtype, buffer.shape, device=d.device, usage=Usage.STAGING)
         self.host = staged(logits)  # the logits come back into it; reading it (to_numpy) waits for that copy
-        # what a step copies in: host arrays viewing staged buffers made once (a fresh view of each per step
-        # cost 3.3 us of the host's 30 us on the Zen 5 EPYC)
+        # what a step copies in: host arrays viewing staged buffers made once (with a fresh buffer of each per
+        # step, the copies' host side took 8.0 us on the Zen 5 EPYC, against 4.2)
         self.sources = [staged(self.buffers[i]) for i in self.STEP_INPUTS]
         self.held = {i: src.to_numpy() for i, src in zip(self.STEP_INPUTS, self.sources)}
         for i in self.STEP_INPUTS:
@@ -667,9 +667,10 @@ class CapturedStep:
     def step(self, tokens: np.ndarray, position: int, filled: int) -> np.ndarray:
         """Replay a single-token step (capturing records the kernels without running them; a step writes only
         its own cache rows, so running one twice changes nothing) and return its logits, a copy of the host
-        buffer's (2 us for one row's 51864 values on the Zen 5 EPYC), which the next step overwrites. Writing
-        into held arrays rather than comparing and copying fresh ones took the host's part of a replayed step
-        from 18.4 to 11.6-12.2 us (scripts/captured_step_host.py, the replay stubbed out, Zen 5 EPYC)."""
+        buffer's (2 us for one row's 51864 values on the Zen 5 EPYC), which the next step overwrites. With the
+        inputs written into staged arrays made once, the host's Python in a replayed step took 9.3-10.9 us
+        (scripts/captured_step_host.py, the replay stubbed out, Zen 5 EPYC; 18.4 us when each step compared
+        and copied fresh arrays)."""
         self.load(tokens, position, filled)
         self.model.replay(self.key, *self.inputs)
         return self.fetch()

@@ -29,11 +29,11 @@ A LayerNorm is recomputed by every warp that reads its row (two lane-strided pas
 variance), so it costs no kernel of its own. The cache count P is read on the device, so a captured graph
 replays the op unchanged.
 
-The same item functions run on the CPU as the op's emulation (target "cpu"): each reduction over lanes
-(`_reduce`, over the lanes' values that `_lane_values` gathers) and each per-lane body (`_each`) is a loop
-over the 32 lanes there and a warp shuffle on the GPU, and nothing else differs. The suite checks the
-emulation against PyTorch exactly as it checks the CPU kernel, so only the kernel launch and the shuffles are
-GPU-only code; `mojo build --target-accelerator` compiles it for sm_90 in the unit tests
+The same item functions run on the CPU as the op's emulation (target "cpu"): each exchange between lanes
+(`_reduce`, `_sums`, `_from_lane`, `_quad_sum`, over the lanes' values that `_lane_values` gathers) and each
+per-lane body (`_each`) is a loop over the 32 lanes there and a warp shuffle on the GPU, and nothing else
+differs. The suite checks the emulation against PyTorch exactly as it checks the CPU kernel, so only the kernel
+launch (with its L2 prefetch) and the shuffles are GPU-only code; `mojo build --target-accelerator` compiles it for sm_90 in the unit tests
 (tests/unit/test_warps_build.py).
 """
 
