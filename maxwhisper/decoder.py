@@ -25,7 +25,7 @@ the logits product reads the embedding stored pre-transposed, (d, n_vocab). On G
 are exact.py's (parts that TF32 holds exactly), and a single-token step can replay a captured device graph
 (`CapturedStep`, MAXWHISPER_CAPTURE=1): its shapes never change, since the caches span the whole context.
 On an NVIDIA GPU the step is by default (`fused`) the same op as `decoder_warps` (kernels/decoder_warps.mojo):
-46 warp kernels a step for tiny.en, float32 on CUDA cores, so the step needs no exact products; the cross
+38 warp kernels a step for tiny.en, float32 on CUDA cores, so the step needs no exact products; the cross
 graph's projection, graph ops, still takes them (`CROSS_PRODUCTS`); `fused=False` gives the graph ops there.
 `warps=True` on CPU runs the kernels' lane-by-lane emulation, which the suite checks against PyTorch.
 

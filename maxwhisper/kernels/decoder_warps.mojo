@@ -362,40 +362,37 @@ def _item[gpu: Bool, WT: DType, stage: Int](
                 var c = (n - D) % D
                 var at = layer * self_len + ((r // T) * H + c // DH) * CAP * DH + (P + r % T) * DH + c % DH
                 (kc if n < 2 * D else vc).unsafe_store(at, value)
-    elif stage == SELF_ATTEND:  # warp (row, head, G channels), keys over the lanes: each lane its keys' scores
+    elif stage == SELF_ATTEND or stage == CROSS_MERGE:  # warp (row, head, G channels), terms over the lanes
         var r = i // (H * (DH // G))
         var h = (i // (DH // G)) % H
         var c0 = (i % (DH // G)) * G
-        var t = r % T
-        var qv = sc.unsafe_offset(r * SW + h * DH).unsafe_load[width=DH, alignment=ALIGN](0)
-        var keys = kc.unsafe_offset(layer * self_len + ((r // T) * H + h) * CAP * DH)  # (row, h, CAP, DH)
-        var values = vc.unsafe_offset(layer * self_len + ((r // T) * H + h) * CAP * DH + c0)
+        var mixed: SIMD[F32, G]
+        comptime if stage == SELF_ATTEND:  # a term per key: each lane its keys' scores
+            var t = r % T
+            var qv = sc.unsafe_offset(r * SW + h * DH).unsafe_load[width=DH, alignment=ALIGN](0)
+            var keys = kc.unsafe_offset(layer * self_len + ((r // T) * H + h) * CAP * DH)  # (row, h, CAP, DH)
+            var values = vc.unsafe_offset(layer * self_len + ((r // T) * H + h) * CAP * DH + c0)
 
-        def self_term(j: Int) {var qv, var keys, var values, var mask, var t, var T, var P} -> SIMD[F32, NW]:
-            var dot = (qv * keys.unsafe_load[width=DH, alignment=ALIGN](j * DH)).reduce_add()
-            var add: Float32 = 0
-            if j >= P:  # a new token's key: the causal mask among the new tokens
-                add = mask.unsafe_load(t * T + j - P)
-            var term = SIMD[F32, NW](0).insert[offset=0](values.unsafe_load[width=G, alignment=ALIGN](j * DH))
-            term[G] = dot * SCALE + add
-            term[G + 1] = 1
-            return term
-        var mixed = _softmax_mix[gpu, 2](self_term, P + T)
-        if _lead[gpu]():
-            sc.unsafe_store[alignment=ALIGN](r * SW + ATT * D + h * DH + c0, mixed)
-    elif stage == CROSS_MERGE:  # warp (row, head, G channels), chunks over the lanes: their partial sums
-        var r = i // (H * (DH // G))
-        var h = (i // (DH // G)) % H
-        var c0 = (i % (DH // G)) * G
-        var q = parts.unsafe_offset(r * SW + h * NC * PART)
+            def self_term(j: Int) {var qv, var keys, var values, var mask, var t, var T, var P} -> SIMD[F32, NW]:
+                var dot = (qv * keys.unsafe_load[width=DH, alignment=ALIGN](j * DH)).reduce_add()
+                var add: Float32 = 0
+                if j >= P:  # a new token's key: the causal mask among the new tokens
+                    add = mask.unsafe_load(t * T + j - P)
+                var term = SIMD[F32, NW](0).insert[offset=0](values.unsafe_load[width=G, alignment=ALIGN](j * DH))
+                term[G] = dot * SCALE + add
+                term[G + 1] = 1
+                return term
+            mixed = _softmax_mix[gpu, 2](self_term, P + T)
+        else:  # a term per cross-mix chunk: its partial sums
+            var q = parts.unsafe_offset(r * SW + h * NC * PART)
 
-        def chunk_term(k: Int) {var q, var c0} -> SIMD[F32, NW]:  # (max, sum of exponentials, G channels' mix)
-            var p = q.unsafe_offset(k * PART)
-            var term = SIMD[F32, NW](0).insert[offset=0](p.unsafe_load[width=G, alignment=ALIGN](PART_X + c0))
-            term[G] = p.unsafe_load(0)
-            term[G + 1] = p.unsafe_load(1)
-            return term
-        var mixed = _softmax_mix[gpu, 2](chunk_term, NC)
+            def chunk_term(k: Int) {var q, var c0} -> SIMD[F32, NW]:  # (max, sum of exponentials, G channels' mix)
+                var p = q.unsafe_offset(k * PART)
+                var term = SIMD[F32, NW](0).insert[offset=0](p.unsafe_load[width=G, alignment=ALIGN](PART_X + c0))
+                term[G] = p.unsafe_load(0)
+                term[G + 1] = p.unsafe_load(1)
+                return term
+            mixed = _softmax_mix[gpu, 2](chunk_term, NC)
         if _lead[gpu]():
             sc.unsafe_store[alignment=ALIGN](r * SW + ATT * D + h * DH + c0, mixed)
     elif stage == CROSS_MIX:  # warp (row, head, chunk of KC keys): keys over the lanes for the scores, then
@@ -418,23 +415,24 @@ def _item[gpu: Bool, WT: DType, stage: Int](
             return (qv * kv).reduce_add() * SCALE if l < n else -Float32.MAX
         var scores = _lane_values[gpu, 1](chunk_score)
         var m = _reduce[gpu, True](scores)
+        var weights = exp(scores - m)  # each key's exponential, by its own lane
 
-        def mix(l: Int) {var scores, var v, var n, var m, var q}:  # every lane computes every key's exponential,
-            # so each has the chunk's sum too: the first lane stores it with the max
+        def mix(l: Int) {var weights, var v, var n, var m, var q}:  # every lane gets every key's exponential, so
+            # each has the chunk's sum too: the first lane stores it with the max
             var acc = SIMD[F32, 2](0)
             var total: Float32 = 0
             for base in range(0, n, 2 * U):
-                var xs = SIMD[F32, 2 * U](0)
+                var es = SIMD[F32, 2 * U](0)
                 var v0 = SIMD[F32, 2 * U](0)  # channel 2l of the keys base .. base + 2U - 1
                 var v1 = SIMD[F32, 2 * U](0)  # channel 2l + 1
                 comptime for u in range(2 * U):  # the loads first: 2U keys' rows in flight
                     var j = min(base + u, n - 1)
-                    xs[u] = _from_lane[gpu](scores, j)
+                    es[u] = _from_lane[gpu](weights, j)
                     var pair = v.unsafe_load[width=2, alignment=8](j * DH + 2 * l)
                     v0[u] = pair[0]
                     v1[u] = pair[1]
                 comptime for u in range(2 * U):
-                    var e = exp(xs[u] - m) if base + u < n else Float32(0)
+                    var e = es[u] if base + u < n else Float32(0)
                     acc += e * SIMD[F32, 2](v0[u], v1[u])
                     total += e
             q.unsafe_store[width=2, alignment=8](PART_X + 2 * l, acc)
