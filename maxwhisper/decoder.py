@@ -668,9 +668,9 @@ class CapturedStep:
         """Replay a single-token step (capturing records the kernels without running them; a step writes only
         its own cache rows, so running one twice changes nothing) and return its logits, a copy of the host
         buffer's (2 us for one row's 51864 values on the Zen 5 EPYC), which the next step overwrites. With the
-        inputs written into staged arrays made once, the host's Python in a replayed step took 9.3-10.9 us
-        (scripts/captured_step_host.py, the replay stubbed out, Zen 5 EPYC; 18.4 us when each step compared
-        and copied fresh arrays)."""
+        inputs written into staged arrays made once, the host's Python in a replayed step took 6.7-6.9 us
+        (scripts/captured_step_host.py, the replay and the fetch stubbed out, Zen 5 EPYC; 18.4 us when each
+        step compared and copied fresh arrays)."""
         self.load(tokens, position, filled)
         self.model.replay(self.key, *self.inputs)
         return self.fetch()

@@ -3,18 +3,18 @@
 A replayed step on a GPU is the replay, the logits' copy back, and the host's Python around them (the step's
 checks, its input arrays, the input copies): this times that last part alone, as DecoderState.step runs it
 for a captured step (CapturedStep), with MAX's capture handing back one step's outputs and its replay doing
-nothing. Measured on the Zen 5 EPYC: 18.4 us before CapturedStep.step's fast path, 11.6-12.2 us after. Since
-the logits come back through a host buffer (CapturedStep.fetch), the step also times that copy, which on the
-CPU is MAX's host-to-host copy through its queue (18.5 us there) and on a GPU a DMA copy; it is timed alone too,
-and the difference is the host's Python.
+nothing. The logits come back through a host buffer (CapturedStep.fetch), so the step also times that copy,
+which on the CPU is MAX's host-to-host copy through its queue and on a GPU a DMA copy; the step is timed again
+with the fetch stubbed out as well, which leaves the host's Python. Measured on the Zen 5 EPYC (AMD EPYC,
+AVX-512), the host's Python: 18.4 us before CapturedStep.step's fast path, 11.6-12.2 us after (no fetch then).
 Usage: python scripts/captured_step_host.py
 """
-import time
-
 import numpy as np
+from gpu_step_profile import rewound
 
 from maxwhisper import weights
 from maxwhisper.decoder import CapturedStep, get_decoder
+from maxwhisper.paired import timed
 
 
 class StubbedReplay:
@@ -40,21 +40,15 @@ def main() -> None:
         state._graph, state._one = CapturedStep(state, inputs), None  # the GPU's path: no host-buffer step
     finally:
         decoder.step_model = model
-    saved, token = (state.length, state.filled), np.full((1, 1), 440, np.int64)
+    graph, step = state._graph, rewound(state, np.full((1, 1), 440, np.int64))
 
-    def step():
-        state.length, state.filled = saved
-        state.step(token)
-    medians = {}
-    for name, fn in (("step", step), ("fetch", state._graph.fetch)):
-        times = []
-        for _ in range(2000):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        medians[name] = np.median(times[100:]) * 1e6
-    print(f"captured step, replay stubbed out: median {medians['step']:.1f} us, of which the logits' fetch "
-          f"{medians['fetch']:.1f} us; the host's Python {medians['step'] - medians['fetch']:.1f} us")
+    def median_us() -> float:
+        return np.median([timed(step) for _ in range(2000)][100:]) * 1e6
+    whole = median_us()
+    logits = graph.fetch()
+    graph.fetch = lambda: logits  # the fetch stubbed out too: what is left is the host's Python
+    print(f"captured step, replay stubbed out: median {whole:.1f} us; without the logits' fetch "
+          f"{median_us():.1f} us (the host's Python)")
 
 
 if __name__ == "__main__":

@@ -18,21 +18,30 @@ copy back), for the host's share of a step. `blocks`: the warp kernels' captured
 setting (threads a block, L2 prefetch: MAXWHISPER_WARPS_BLOCK, _PREFETCH), interleaved.
 """
 import sys
-import time
 
 import numpy as np
 
+from maxwhisper.paired import timed
 
-def breakdown(state, token, saved) -> None:
-    """Median wall times of a captured step and its parts, each over 50 repeats."""
-    state.length, state.filled = saved
-    state.step(token)  # captures
-    graph = state._graph
-    assert graph is not None, state.decoder.capture_error
+
+def rewound(state, token):
+    """A single-token step of `token` from the state's current cache, repeatable: the cache counts are set
+    back before each (a step writes only its own rows)."""
+    saved = (state.length, state.filled)
 
     def step():
         state.length, state.filled = saved
         state.step(token)
+    return step
+
+
+def breakdown(state, token) -> None:
+    """Median wall times of a captured step and its parts, each over 50 repeats."""
+    saved = (state.length, state.filled)
+    step = rewound(state, token)
+    step()  # captures
+    graph = state._graph
+    assert graph is not None, state.decoder.capture_error
 
     def copies():  # the three inputs a step changes, as a replayed step copies them
         graph.load(token, *saved)
@@ -47,11 +56,7 @@ def breakdown(state, token, saved) -> None:
     # (the fifth H200 run's "input copies" also copied the logits back: 0.052 ms, against 0.040 for that alone)
     for name, fn in (("step", step), ("input copies", copies), ("replay + logits", replay),
                      ("logits alone (page-locked)", graph.fetch), ("logits alone (pageable)", pageable)):
-        times = []
-        for _ in range(50):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
+        times = [timed(fn) for _ in range(50)]
         print(f"captured {name}: median {np.median(times[5:]) * 1e3:.3f} ms, min {min(times) * 1e3:.3f} ms", flush=True)
 
 
@@ -68,12 +73,8 @@ def blocks(decoder, features) -> None:
             state = decoder.new_state(features)
             state.capture = True
             state.step(np.random.default_rng(1).integers(0, 50000, (1, 100)))
-            saved, times = (state.length, state.filled), []
-            for _ in range(105):
-                state.length, state.filled = saved
-                start = time.perf_counter()
-                state.step(token)
-                times.append(time.perf_counter() - start)
+            step = rewound(state, token)
+            times = [timed(step) for _ in range(105)]
             assert state._graph is not None, decoder.capture_error
             results.setdefault((block, prefetch), []).append(np.median(times[5:]) * 1e3)
             del state
@@ -99,15 +100,10 @@ def main(device: str = "gpu", kernel: str = "graph", mode: str = "eager") -> Non
     state.capture = mode == "captured"
     state.step(np.random.default_rng(1).integers(0, 50000, (1, 100)))
     token = np.full((1, 1), 440, np.int64)
-    saved = (state.length, state.filled)
     if mode == "captured":
-        return breakdown(state, token, saved)
-    times = []
-    for _ in range(20):  # warm: allocations, first launches
-        state.length, state.filled = saved
-        start = time.perf_counter()
-        state.step(token)
-        times.append(time.perf_counter() - start)
+        return breakdown(state, token)
+    saved, step = (state.length, state.filled), rewound(state, token)
+    times = [timed(step) for _ in range(20)]  # warm: allocations, first launches
     profiler = None
     if device == "gpu":
         import torch
