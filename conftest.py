@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, settings
 ROOT = pathlib.Path(__file__).resolve().parent
 FIXTURES = ROOT / "fixtures"
 CLIPS = sorted((FIXTURES / "audio").glob("*.wav"))
+CLIP_NAMES = [c.stem for c in CLIPS]
 
 # derandomize=False is explicit: with CI set, Hypothesis loads its own derandomized "ci" profile at import,
 # and a profile registered afterwards inherits it (the header then read "seed: None" on CI).
@@ -206,6 +207,8 @@ def transcribe(pipelines):
     def cached(impl: str, clip: str, options: tuple) -> dict:
         if impl == "max-warps":  # the MAX path with the warp kernels' decoder (on CPU their emulation)
             paths[impl] = Pipeline("max", "bundled", warps=True)
+        elif impl == "max-encoder":  # the MAX encoder feeding openai-whisper's PyTorch decoder
+            paths[impl] = Pipeline(impl, "bundled")
         elif impl not in paths:  # "max-bfloat16": the MAX path with a bf16 encoder
             paths[impl] = Pipeline(impl.split("-")[0], "bundled", dtype=impl.split("-")[1])
         torch.manual_seed(0)
@@ -214,6 +217,21 @@ def transcribe(pipelines):
 
     def run(impl: str, clip: str, options: tuple = ()) -> dict:
         return cached(impl, clip, tuple(options))
+    return run
+
+
+@pytest.fixture(scope="session")
+def cpu_transcript():
+    """cpu_transcript(clip) -> openai-whisper float32 on the CPU, greedy, without word timestamps, as the GPU
+    tests and the transcription benchmark run each path. Not the stored reference: that was transcribed with
+    word timestamps, which move where transcribe() seeks in the long clip (without them its 6th segment starts
+    at <|0.00|>, not <|0.28|>, and it has 15 segments, not 10: measured on the CPU)."""
+    from maxwhisper.pipelines import Pipeline
+    pipe = Pipeline("cpu", "bundled")
+
+    @functools.cache
+    def run(clip: str) -> dict:
+        return pipe.transcribe(next(c for c in CLIPS if c.stem == clip))
     return run
 
 
@@ -260,14 +278,6 @@ def rng():
 
 
 # --- the MAX decoder (two graphs, compiled once per run) ----------------------------------------
-
-@pytest.fixture(scope="session")
-def max_decoder(bundled):
-    """tiny.en, CPU, float32 arithmetic (weights read in half: the checkpoint is half): the cross and step
-    graphs with the bundled weights."""
-    from maxwhisper.decoder import get_decoder
-    return get_decoder(bundled, "cpu", "float32")
-
 
 @pytest.fixture(scope="session")
 def clip_features(torch_model, clip_mels):

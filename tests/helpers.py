@@ -109,3 +109,12 @@ def decoder_taps(decoder, features, tokens, prefill: int) -> dict[str, np.ndarra
         logits = state.step(tokens[:, a:b])
         steps.append({**state.tap_arrays(), "logits": logits})
     return {name: np.concatenate([s[name] for s in steps], axis=1) for name in steps[0]}
+
+
+def assert_words_agree(got: dict, want: dict, within_s: float) -> None:
+    """Two transcripts (word_timestamps=True) have the same words, each start and end within `within_s`."""
+    words = [[w for s in result["segments"] for w in s["words"]] for result in (got, want)]
+    assert words[1], "the reference transcript has no words"
+    assert [w["word"] for w in words[0]] == [w["word"] for w in words[1]]
+    for a, b in zip(*words):
+        assert abs(a["start"] - b["start"]) <= within_s and abs(a["end"] - b["end"]) <= within_s, (a, b)

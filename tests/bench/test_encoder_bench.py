@@ -11,6 +11,7 @@ device, transfers included).
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -22,7 +23,8 @@ from maxwhisper.encoder import MaxAudioEncoder, get_encoder, max_device
 from maxwhisper.memory import PeakMemory
 from maxwhisper.metrics import encoder_flops
 from maxwhisper.reference import torch_encoder
-from tests.bench.conftest import FULL, ROUNDS, WARMUP, cpu_has_native_bf16, gemm_ceiling_gflops, torch_cuda
+from tests.bench.conftest import (FULL, ROUNDS, WARMUP, cpu_has_native_bf16, gemm_ceiling_gflops, latency_results,
+                                  torch_cuda)
 
 pytestmark = pytest.mark.bench
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -58,13 +60,10 @@ def cases():
                                            id=f"{impl}-{device}-{dtype}-b{batch}-{model.replace('random:', '')}")
 
 
-_LOADED: dict[str, weights.LoadedModel] = {}
-
-
-def loaded_model(source: str) -> weights.LoadedModel:
-    if source not in _LOADED:
-        _LOADED[source] = weights.load(source)
-    return _LOADED[source]
+@functools.cache
+def random_model(source: str) -> weights.LoadedModel:
+    """MAXWHISPER_BENCH_MODELS' random weights, once per run (bundled is the root conftest's fixture)."""
+    return weights.load(source)
 
 
 def make_runner(impl: str, device: str, dtype: str, batch: int, loaded: weights.LoadedModel):
@@ -107,9 +106,9 @@ def as_numpy(out) -> np.ndarray:
 
 
 @pytest.mark.parametrize("impl, device, dtype, batch, model", list(cases()))
-def test_encoder_latency(benchmark, impl, device, dtype, batch, model):
+def test_encoder_latency(benchmark, impl, device, dtype, batch, model, bundled):
     benchmark.group = "encoder-latency"
-    loaded = loaded_model(model)
+    loaded = bundled if model == "bundled" else random_model(model)
     run = make_runner(impl, device, dtype, batch, loaded)
     if device == "gpu" and torch_cuda():
         torch.cuda.reset_peak_memory_stats()
@@ -123,8 +122,11 @@ def test_encoder_latency(benchmark, impl, device, dtype, batch, model):
     assert memory.samples >= 1, "the memory sampler took no sample while the encoder ran"
     out = as_numpy(benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=WARMUP, iterations=1))
     # The timed call computed the encoder: features of the right shape, finite, LayerNorm-scaled (not zeros).
+    # A LayerNorm output with gains near 1 has mean|x| near sqrt(2/pi) = 0.8: measured on this mel (Zen 5 EPYC)
+    # 0.765-0.770 for tiny.en (MAX float32 batch 1 and 4, bfloat16; torch alike), 0.80 and 0.79 for random:base
+    # and random:small (torch). Bounded at 0.5 and 2.
     assert out.shape == (batch, loaded.dims.n_audio_ctx, loaded.dims.n_audio_state)
-    assert np.isfinite(out).all() and 0.1 < float(np.abs(out).mean()) < 100
+    assert np.isfinite(out).all() and 0.5 < float(np.abs(out).mean()) < 2
     median = benchmark.stats.stats.median
     gflops = benchmark.extra_info["flops"] / median / 1e9
     benchmark.extra_info["gflops"] = round(gflops, 1)
@@ -136,27 +138,32 @@ def test_encoder_latency(benchmark, impl, device, dtype, batch, model):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("impl", ["torch", "max"])
-def test_sync_overhead(benchmark, impl):
+@pytest.mark.parametrize("impl", [pytest.param("torch", marks=pytest.mark.torch_cuda), "max"])
+def test_sync_overhead(benchmark, request, impl):
     """Cost of the synchronization alone, on an idle device: the overhead inside every GPU latency."""
     benchmark.group = "sync-overhead"
-    if impl == "torch" and not torch_cuda():
-        pytest.skip("torch is a CPU build: install a CUDA torch to time its synchronization")
     sync = torch.cuda.synchronize if impl == "torch" else max_device("gpu").synchronize
     benchmark.extra_info.update(impl=impl, device="gpu")
     benchmark.pedantic(sync, rounds=50, warmup_rounds=5)
-    # An idle-device sync is a driver round trip (tens of microseconds); 1 ms would be a busy device or a
-    # sync that waits on something else, and would be added to every batch-1 latency above.
-    assert benchmark.stats.stats.median < 1e-3
+    median = benchmark.stats.stats.median
+    assert 0 < median < float("inf")
+    # Read against this run's batch-1 encodes of the same impl (encoder-latency, when they ran first), never an
+    # absolute time: two H100 runs (docs/gpu.md) measured syncs of 1-1.3 us (MAX) and 6-8 us (torch), batch-1
+    # encodes of 2.2 ms or more: under 0.3% of one. A sync at a tenth of an encode waits on something else (a
+    # busy device, a copy), and that wait sits inside every batch-1 latency of the run.
+    encodes = [r["median"] for (i, dev, _, batch, _), r in latency_results(request.config).items()
+               if (i, dev, batch) == (impl, "gpu", 1)]
+    if encodes:
+        benchmark.extra_info["of_fastest_encode"] = round(median / min(encodes), 5)
+        assert median < 0.1 * min(encodes), f"an idle sync took {median * 1e6:.0f} us, a tenth of an encode"
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("impl", ["max", pytest.param("torch", marks=pytest.mark.torch_cuda)])
-def test_sync_timing_matches_device_events(impl):
+def test_sync_timing_matches_device_events(impl, bundled, record_property):
     """Host time around call + synchronize equals the device's own event timing of the same call."""
     import time
-    loaded = loaded_model("bundled")
-    run = make_runner(impl, "gpu", "float32", 4, loaded)
+    run = make_runner(impl, "gpu", "float32", 4, bundled)
     run()
     host, device = [], []
     for _ in range(10):
@@ -176,8 +183,12 @@ def test_sync_timing_matches_device_events(impl):
         end.synchronize()
         device.append(start.elapsed_time(end) / 1e3)
     host_s, device_s = float(np.median(host)), float(np.median(device))
-    # The synchronized host time may exceed the events by launch and sync overhead (well under 1 ms), and
-    # can never be shorter than the device's time, unless the timing does not wait for the device.
+    record_property("host_over_device", round(host_s / device_s, 4))  # in the junit XML: the ratio to cite
+    # The synchronized host time may exceed the events by launch and sync overhead, and can never be shorter than
+    # the device's time unless the timing does not wait for the device. Passed on every GPU run in docs/gpu.md
+    # (an H200, two H100s; MAX and torch) but the ratio was not recorded there, so the slack is reasoned: syncs of
+    # 1-8 us against batch-4 float32 calls of 5.9 ms (torch) to 75-257 ms (MAX) are under 0.2% of a call; 10%
+    # + 1 ms is room for Python's launches, 5% below for the two clocks' granularity on the fastest call.
     assert device_s * 0.95 <= host_s <= device_s * 1.10 + 1e-3, (host_s, device_s)
 
 
@@ -191,6 +202,9 @@ def test_gemm_ceiling(benchmark, dtype):
     out = benchmark.pedantic(torch.matmul, args=(a, b), rounds=ROUNDS, warmup_rounds=WARMUP)
     benchmark.extra_info.update(impl="torch", device="cpu", dtype=dtype, flops=2 * n**3,
                                 gflops=round(2 * n**3 / benchmark.stats.stats.median / 1e9, 1))
-    # The product was computed: one element checked against a float64 dot product.
-    want = float(a[7].double() @ b[:, 11].double())
-    assert abs(float(out[7, 11]) - want) <= (0.5 if dtype == "bfloat16" else 1e-2)
+    # The product was computed: one element checked against a float64 dot product, scaled by sum|a_k b_k| (a
+    # bfloat16 output alone rounds by up to 2^-9 of it). Worst over all 1536^2 elements of 8 seeded draws (Zen 5
+    # EPYC): float32 8.4e-8, bfloat16 5.6e-4 (0.50 absolute at |x| = 198: an absolute 0.5 could fail).
+    row, col = a[7].double(), b[:, 11].double()
+    want, scale = float(row @ col), float(row.abs() @ col.abs())
+    assert abs(float(out[7, 11]) - want) <= (2e-3 if dtype == "bfloat16" else 5e-7) * scale

@@ -1,12 +1,12 @@
 """End to end: whisper.transcribe() with the MAX encoder and decoder gives openai-whisper's tokens,
 under every decoding strategy transcribe() offers, on every fixture clip."""
+import numpy as np
 import pytest
 
-from conftest import CLIPS
-from tests.helpers import segment_tokens as tokens
+from conftest import CLIPS, CLIP_NAMES
+from tests.helpers import assert_words_agree, segment_tokens as tokens
 
 pytestmark = pytest.mark.parity
-CLIP_NAMES = [c.stem for c in CLIPS]
 
 # Decoding settings of whisper.transcribe(), each run on both paths with the same torch RNG seed.
 STRATEGIES = {
@@ -45,7 +45,7 @@ def impl_cases():
 @pytest.mark.parametrize("clip, strategy, impl", list(impl_cases()))
 def test_max_decoder_tokens_equal_openai_whisper(clip, strategy, impl, transcribe):
     want, got = run(transcribe, "cpu", clip, strategy), run(transcribe, impl, clip, strategy)
-    assert tokens(got) == tokens(want)
+    assert want["segments"] and tokens(got) == tokens(want)
     assert got["text"] == want["text"]
     for a, b in zip(got["segments"], want["segments"]):  # the fallback's decisions hang on these
         assert a["temperature"] == b["temperature"], "a different fallback temperature was chosen"
@@ -54,9 +54,29 @@ def test_max_decoder_tokens_equal_openai_whisper(clip, strategy, impl, transcrib
         assert abs(a["no_speech_prob"] - b["no_speech_prob"]) < 1e-4
 
 
-def test_fallback_really_sampled_in_groups(transcribe):
-    result = run(transcribe, "max", "short", "fallback")
+def decodes_of(pipelines, monkeypatch, clip: str, strategy: str) -> tuple[dict, list]:
+    """Transcribe `clip` on the max path as the `transcribe` fixture does; return the result and, per
+    DecoderState, (its group: rows per audio window, the tokens of its first step)."""
+    import torch
+    from maxwhisper.decoder import DecoderState
+    decodes, step = [], DecoderState.step
+
+    def spied(self, tokens, *args, **kwargs):
+        if self.length == 0:  # the state's first step (a state's id can be reused once it is freed)
+            decodes.append((self.group, np.asarray(tokens).copy()))
+        return step(self, tokens, *args, **kwargs)
+    monkeypatch.setattr(DecoderState, "step", spied)
+    torch.manual_seed(0)
+    path = next(c for c in CLIPS if c.stem == clip)
+    return pipelines["max"].transcribe(path, word_timestamps=True, **STRATEGIES[strategy]), decodes
+
+
+def test_fallback_really_sampled_in_groups(pipelines, monkeypatch, transcribe):
+    """Every window falls back to T=0.4, sampled as best-of-3: groups of 3 rows on one window's cache."""
+    result, decodes = decodes_of(pipelines, monkeypatch, "short", "fallback")
     assert {s["temperature"] for s in result["segments"]} == {0.4}
+    assert sorted(group for group, _ in decodes) == [1, 3], "one greedy decode at T=0, then a group of 3"
+    assert tokens(result) == tokens(run(transcribe, "cpu", "short", "fallback"))
 
 
 def test_fallback_encodes_each_window_once(transcribe, monkeypatch):
@@ -85,19 +105,21 @@ def test_fallback_encodes_each_window_once(transcribe, monkeypatch):
     assert tokens(got) == tokens(run(transcribe, "cpu", "short", "fallback"))
 
 
-def test_long_clip_conditions_on_previous_text(transcribe):
+def test_long_clip_conditions_on_previous_text(pipelines, monkeypatch, transcribe):
     """With previous text, later windows start from a prompt: the long clip's windows after the first
-    prefill the earlier segments' tokens (a multi-token prefill) and decode to its end."""
-    result = run(transcribe, "max", "long", "greedy")
+    prefill <|startofprev|> and the earlier segments' tokens (a multi-token prefill) and decode to its end."""
+    import whisper
+    sot_prev = whisper.tokenizer.get_tokenizer(multilingual=False).sot_prev
+    result, decodes = decodes_of(pipelines, monkeypatch, "long", "greedy")
     assert result["segments"][-1]["end"] > 60 and len({s["seek"] for s in result["segments"]}) >= 3
+    prompted = [first for _, first in decodes if first[0, 0] == sot_prev]
+    assert len(prompted) >= 2, "the later windows were not conditioned on the previous text"
+    assert all(first.shape[-1] > 10 for first in prompted)  # the earlier segments' tokens, prefilled at once
+    assert tokens(result) == tokens(run(transcribe, "cpu", "long", "greedy"))
 
 
 @pytest.mark.parametrize("clip", CLIP_NAMES)
 def test_word_timestamps_equal_openai_whisper(clip, transcribe):
     """Word timing keeps PyTorch's cross-attention alignment pass, over the MAX-decoded tokens."""
-    words = {impl: [w for s in run(transcribe, impl, clip, "greedy")["segments"] for w in s["words"]]
-             for impl in ("max", "cpu")}
-    assert [w["word"] for w in words["max"]] == [w["word"] for w in words["cpu"]]
-    for got, want in zip(words["max"], words["cpu"]):
-        # the alignment pass sees MAX features (encoder parity ~1e-5): word times agree to the 20 ms frame
-        assert abs(got["start"] - want["start"]) <= 0.02 and abs(got["end"] - want["end"]) <= 0.02, (got, want)
+    # the alignment pass sees MAX features (encoder parity ~1e-5): word times agree to the 20 ms frame
+    assert_words_agree(run(transcribe, "max", clip, "greedy"), run(transcribe, "cpu", clip, "greedy"), 0.02)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CLIPS
+from conftest import CLIP_NAMES
 from maxwhisper.decoder import BUGS
 from maxwhisper.golden import STAT_NAMES, decoder_tokens, stats
 from maxwhisper.metrics import compare_taps, on_device
@@ -14,7 +14,6 @@ from maxwhisper.reference import torch_decoder_taps
 from tests.helpers import DECODER_PARAMS, DECODERS, assert_parity, decoder_named, decoder_taps, load_golden
 
 pytestmark = pytest.mark.parity
-CLIP_NAMES = [c.stem for c in CLIPS]
 PREFILL = 3  # the protocol: a prefill of 3 tokens (start-of-transcript and 2 more), then single steps
 
 

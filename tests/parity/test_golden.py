@@ -40,8 +40,9 @@ def test_tap_statistics_match_golden(clip, clip_mels, max_taps_encoder):
                                      err_msg=f"stage {name}: stats {STAT_NAMES} differ by more than {atol}")
 
 
-def test_golden_metadata_matches_bundled_weights(bundled):
-    _, meta = load_golden(f"tiny.en-{CLIPS[0].stem}")
+@pytest.mark.parametrize("clip", [c.stem for c in CLIPS])  # the decoder's goldens: test_decoder_parity.py
+def test_golden_metadata_matches_bundled_weights(clip, bundled):
+    _, meta = load_golden(f"tiny.en-{clip}")
     assert meta["weights_sha256"] == bundled.sha256, "bundled weights changed: run `make golden`"
     assert meta["dtype"] == "float32" and "version.torch" in meta
 

@@ -39,18 +39,11 @@ def test_gpu_production_graph_matches_pytorch(dtype, bundled, speech_windows, sp
 
 
 @pytest.fixture(scope="module")
-def cpu_tokens(bundled):
+def cpu_tokens(cpu_transcript):
     """openai-whisper float32 on the CPU, greedy, each clip's tokens per segment, with the options the GPU
-    paths below use. Not the stored reference: that was transcribed with word timestamps, which move where
-    transcribe() seeks in the long clip (without them its 6th segment starts at <|0.00|>, not <|0.28|>, and
-    it has 15 segments, not 10: measured on the CPU, where an H100 run's token mismatch came from)."""
-    import whisper
-
-    from conftest import CLIPS
-    from maxwhisper import audio
-    model = bundled.whisper_model("cpu")
-    return {clip.stem: tokens(whisper.transcribe(model, audio.load_audio(clip), temperature=0.0, fp16=False))
-            for clip in CLIPS}
+    paths below use (conftest's cpu_transcript: no word timestamps)."""
+    from conftest import CLIP_NAMES
+    return {clip: tokens(cpu_transcript(clip)) for clip in CLIP_NAMES}
 
 
 def test_gpu_encoder_gives_the_reference_tokens(bundled, cpu_tokens):

@@ -1,7 +1,7 @@
 """Every official size, structurally, with seeded random weights against goldens from PyTorch.
 
-tiny runs by default (it shares tiny.en's compiled graph). The others compile a new graph each
-(about 100 s to several minutes) and need up to ~15 GB of RAM for large-v3: marked slow.
+All of them are `slow`: each compiles a new graph (about 100 s to several minutes) and large-v3 needs up
+to ~15 GB of RAM. tiny, which shares tiny.en's compiled graph, runs by default in test_golden.py.
 """
 import gc
 

@@ -6,6 +6,7 @@ import torch
 from conftest import CLIPS, gpu_status
 from maxwhisper import cli
 from maxwhisper.errors import MaxWhisperError
+from tests.helpers import assert_parity
 
 pytestmark = pytest.mark.unit
 GOOD = (1, 80, 3000)
@@ -88,13 +89,14 @@ def test_cli_non_wav_without_ffmpeg_says_install_ffmpeg(capsys, tmp_path, monkey
 
 
 def test_cli_encode_max_and_torch_agree(capsys, tmp_path, max_encoder):
-    """`encode --impl max` and `--impl torch` on a speech file: features within 1e-3 (float32)."""
+    """`encode --impl max` and `--impl torch` on a speech file: features within the encoder's float32 parity
+    tolerance (measured on this clip, Zen 5 EPYC: max|diff| 6.4e-5 = 5.1e-6 of max|ref|; limit 4e-4)."""
     for impl in ("max", "torch"):
         code, _, err = run_cli(capsys, "encode", str(CLIPS[-1]), "--impl", impl, "--out", str(tmp_path / f"{impl}.npy"))
         assert code == 0, err
     a, b = np.load(tmp_path / "max.npy"), np.load(tmp_path / "torch.npy")
     assert a.shape == b.shape == (1, 1500, 384) and a.dtype == np.float32
-    assert np.abs(a - b).max() < 1e-3
+    assert_parity({"ln_post": a}, {"ln_post": b})
 
 
 def test_attention_kernel_only_where_heads_are_64_wide_on_cpu():

@@ -3,7 +3,7 @@ import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from maxwhisper import layout
@@ -17,8 +17,7 @@ floats = st.floats(-4, 4, width=32, allow_nan=False)
 
 @given(length=st.integers(1, 4000), kernel=st.integers(1, 7), stride=st.integers(1, 3), padding=st.integers(0, 3))
 def test_conv_out_len_matches_torch(length, kernel, stride, padding):
-    if length + 2 * padding < kernel:
-        return  # torch rejects an input shorter than the kernel
+    assume(length + 2 * padding >= kernel)  # torch rejects an input shorter than the kernel
     out = torch.nn.functional.conv1d(torch.zeros(1, 1, length), torch.zeros(1, 1, kernel), stride=stride, padding=padding)
     assert layout.conv_out_len(length, kernel, stride, padding) == out.shape[-1]
 
@@ -61,8 +60,10 @@ def test_linear_transpose_round_trip_and_product(w, x):
     x = np.resize(x, w.shape[1])
     wm = layout.linear_to_max(w)
     np.testing.assert_array_equal(layout.linear_from_max(wm), w)
-    np.testing.assert_allclose(x @ wm, torch.nn.functional.linear(torch.from_numpy(x), torch.from_numpy(w)).numpy(),
-                               rtol=1e-5, atol=1e-5)
+    want = torch.nn.functional.linear(torch.from_numpy(x), torch.from_numpy(w)).numpy()
+    # float32 sums of up to 12 products in another order: measured worst 2.3e-7 of sum |x||w| (20000 draws)
+    bound = 1e-6 * (np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64).T) + 1e-30
+    assert (np.abs(x @ wm - want) <= bound).all()
 
 
 @given(st.integers(1, 16).flatmap(lambda d: st.tuples(

