@@ -32,7 +32,18 @@ def cmd_transcribe(args) -> int:
 def cmd_encode(args) -> int:
     import numpy as np
     from maxwhisper import audio, weights
-    samples = audio.load_audio(args.audio)  # checked first: a bad path fails before any model loads
+    if args.dtype == "int8":
+        raise MaxWhisperError("--dtype int8 is for transcribe --impl faster-whisper; encode takes float32, bfloat16 "
+                              "or float16")
+    out = pathlib.Path(args.out)  # checked first, as the audio is: a bad path fails before any model loads
+    if out.is_dir():
+        raise MaxWhisperError(f"--out {out} is a directory; name the file, e.g. {out / 'features.npy'}")
+    if out.suffix != ".npy":  # np.save would append .npy and write another file than the one named
+        raise MaxWhisperError(f"--out {out}: the features are written as .npy; name the file {out.with_suffix('.npy')}")
+    if not out.parent.is_dir():
+        raise MaxWhisperError(f"--out {out}: {out.parent} is not a directory; create it (mkdir -p {out.parent}) or "
+                              "choose another path")
+    samples = audio.load_audio(args.audio)
     loaded = weights.load(args.model)
     mel = audio.log_mel(samples, loaded.dims.n_mels)[None]
     if args.impl == "max":
@@ -47,8 +58,11 @@ def cmd_encode(args) -> int:
         dtype = getattr(torch, args.dtype)
         with torch.no_grad():
             features = torch_encoder(loaded, device, dtype)(mel.to(device, dtype)).float().cpu().numpy()
-    np.save(args.out, features.astype(np.float32))
-    _say(f"wrote {args.out}: {features.shape} float32")
+    try:
+        np.save(out, features.astype(np.float32))
+    except OSError as exc:
+        raise MaxWhisperError(f"--out {out}: cannot write it ({exc.strerror or exc}); choose a writable path") from None
+    _say(f"wrote {out}: {features.shape} float32")
     return 0
 
 

@@ -140,6 +140,9 @@ def build_report(results: pathlib.Path, baseline: str | None = None,
                  thresholds: dict[str, float] | None = None) -> Report:
     """Load every run under `results`, split them into series and judge every case of each."""
     thresholds = thresholds or {}
+    if results.is_file():
+        raise MaxWhisperError(f"results directory {results} is a file; pass the directory holding the saved runs "
+                              f"(default .benchmarks), or pin this run with --baseline {results}")
     if not results.is_dir():
         raise MaxWhisperError(f"results directory {results} does not exist; run `make bench` first or pass RESULTS_DIR")
     runs, skipped = load_runs(results)
@@ -205,17 +208,28 @@ def github_benchmarks(report: Report) -> list[dict]:
 def main(args) -> int:
     """`python -m maxwhisper dashboard`: write the report (and GitHub JSON); 1 if anything regressed, or if a
     case is missing from the latest run without --allow-missing."""
+    outputs = {"-o": pathlib.Path(args.output), **({"--github-json": pathlib.Path(args.github_json)}
+                                                   if args.github_json else {})}
+    for flag, path in outputs.items():  # before any work: a bad path fails now, not after the report is built
+        if path.is_dir():
+            example = path / ("report.html" if flag == "-o" else "benchmarks.json")
+            raise MaxWhisperError(f"{flag} {path} is a directory; name the file, e.g. {example}")
+        if not (above := next(p for p in path.parents if p.exists())).is_dir():  # missing folders are made
+            raise MaxWhisperError(f"{flag} {path}: {above} is a file, not a directory; pass a path in a directory")
     report = build_report(pathlib.Path(args.results), args.baseline, parse_thresholds(args.threshold))
     for path, reason in report.skipped:
         print(f"skipped unreadable {path}: {reason}", file=sys.stderr)
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
-    output = pathlib.Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_html(report), encoding="utf-8")
-    if args.github_json:
-        pathlib.Path(args.github_json).write_text(json.dumps(github_benchmarks(report), indent=1), encoding="utf-8")
+    for flag, path in outputs.items():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(render_html(report) if flag == "-o" else json.dumps(github_benchmarks(report), indent=1),
+                            encoding="utf-8")
+        except OSError as exc:
+            raise MaxWhisperError(f"{flag} {path}: cannot write it ({exc.strerror or exc}); pass a writable file "
+                                  "path") from None
     print(summary_text(report))
-    print(f"wrote {output}", file=sys.stderr)
+    print(f"wrote {outputs['-o']}", file=sys.stderr)
     missing_fails = report.missing and not getattr(args, "allow_missing", False)
     return 1 if report.regressions or missing_fails else 0

@@ -49,7 +49,8 @@ import torch
 from whisper.model import ModelDimensions
 
 from maxwhisper import exact
-from maxwhisper.encoder import LN_EPS, _max_dtype, _session, _stderr, config_key, max_device
+from maxwhisper.encoder import DEVICES, LN_EPS, _max_dtype, _session, _stderr, as_float32, config_key, max_device, \
+    require_array
 from maxwhisper.errors import MaxWhisperError
 from maxwhisper.layout import decoder_weights_to_max
 
@@ -58,6 +59,14 @@ from maxwhisper.layout import decoder_weights_to_max
 BUGS = ("no_causal_mask", "cache_off_by_one", "pos_offset_reset", "stale_cross_window", "kv_swapped",
         "untied_logits")
 WEIGHT_BUGS = frozenset({"kv_swapped", "untied_logits"})
+
+
+def capture_setting() -> bool:
+    """MAXWHISPER_CAPTURE: 1 replays single-token GPU steps from a captured graph, 0 or unset runs them eagerly."""
+    value = os.environ.get("MAXWHISPER_CAPTURE", "").strip()
+    if value not in ("", "0", "1"):
+        raise MaxWhisperError(f"MAXWHISPER_CAPTURE={value!r}: set it to 1 (capture GPU steps) or 0 (run them eagerly)")
+    return value == "1"
 
 
 def tap_names(n_layer: int) -> list[str]:
@@ -81,6 +90,8 @@ class DecoderConfig:
     weight_parts: int = 0
 
     def __post_init__(self):
+        if self.device not in DEVICES:
+            raise MaxWhisperError(f"unknown device {self.device!r}; choose cpu or gpu")
         if self.fused is None:
             object.__setattr__(self, "fused", self.device == "cpu" and self.dtype == "float32")
         if self.fused and self.device == "gpu":
@@ -355,6 +366,7 @@ class MaxDecoder:
     def __init__(self, cfg: DecoderConfig, decoder_weights: dict[str, np.ndarray],
                  progress: Callable[[str], None] | None = None):
         self.cfg = cfg
+        captures = capture_setting()  # a bad MAXWHISPER_CAPTURE fails here, before any compile
         self.device = max_device(cfg.device)
         if cfg.warps and cfg.device == "gpu" and self.device.api != "cuda":
             raise MaxWhisperError(f"the warp kernels assume NVIDIA's 32-lane warps and this GPU's API is "
@@ -381,7 +393,7 @@ class MaxDecoder:
         # H100 (2026-11-27) replays equalled eager steps bit for bit and took a batch-1 step from 2.66 to 1.88 ms,
         # but once a graph is captured MAX held about 70 GB of the card's 80 (NVML; eager: 1.3 GB), so it is
         # opt-in. A runtime that cannot capture runs the steps eagerly (capture_error says why)
-        self.captures = cfg.device == "gpu" and os.environ.get("MAXWHISPER_CAPTURE", "") not in ("", "0")
+        self.captures = cfg.device == "gpu" and captures
         self.capture_error: str | None = None
         # the last window's features and their cross keys/values, for `cross(..., reuse_last=True)`
         self._last_cross: tuple[np.ndarray, list] | None = None
@@ -410,14 +422,12 @@ class MaxDecoder:
     def check_features(self, features) -> np.ndarray:
         dims = self.cfg.dims
         expected = (dims.n_audio_ctx, dims.n_audio_state)
-        shape = tuple(features.shape)
+        shape = tuple(require_array(features, "audio features").shape)
         if len(shape) != 3 or shape[1:] != expected or shape[0] < 1:
             hint = " (add a batch axis: features[None])" if shape == expected else ""
             raise MaxWhisperError(f"audio features have shape {shape}, expected (batch, {expected[0]}, "
                                   f"{expected[1]}) from this model's encoder{hint}")
-        if isinstance(features, torch.Tensor):
-            features = features.detach().to("cpu", torch.float32).numpy()
-        return np.ascontiguousarray(features, dtype=np.float32)
+        return as_float32(features, "audio features", "the encoder's float features", "check the encoder's output")
 
     def cross(self, features, reuse_last: bool = False) -> list:
         """Cross-attention keys and values of each layer for these audio features (device buffers, which states
@@ -437,8 +447,8 @@ class MaxDecoder:
 
     def new_state(self, features, group: int = 1, reuse_cross: bool = False) -> "DecoderState":
         """An empty cache for `group` token rows per audio window of `features` (reuse_cross: see `cross`)."""
-        if group < 1:
-            raise MaxWhisperError(f"empty batch: {group} token rows per audio window; pass at least one")
+        if not isinstance(group, (int, np.integer)) or group < 1:
+            raise MaxWhisperError(f"empty batch: {group!r} token rows per audio window; pass a whole number of at least one")
         if self.cfg.warps:
             from maxwhisper.fused import warps_settings
             warps_settings()  # a bad MAXWHISPER_WARPS_BLOCK or _PREFETCH fails here, not inside the op
@@ -508,7 +518,10 @@ class DecoderState:
     def step(self, tokens, rows=None) -> np.ndarray:
         """Logits (batch, len(rows), n_vocab) for `tokens` (batch, new) following the cached ones, at the
         new tokens' positions `rows` (default: all of them)."""
-        tokens = np.asarray(tokens)
+        try:
+            tokens = np.asarray(tokens)
+        except ValueError:  # rows of different lengths
+            raise MaxWhisperError("token rows have different lengths: pass one (batch, new) array of token ids") from None
         dims = self.decoder.cfg.dims
         if tokens.ndim != 2 or tokens.shape[0] != self.batch:
             raise MaxWhisperError(f"tokens have shape {tokens.shape}, expected ({self.batch}, new): "
@@ -540,8 +553,8 @@ class DecoderState:
         causal = np.triu(np.full((new, new), -np.inf, np.float32), k=1)
         if "no_causal_mask" in bugs:
             causal[:] = 0.0
-        rows = np.arange(new, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-        if rows.ndim != 1 or len(rows) == 0 or (rows < 0).any() or (rows >= new).any():
+        rows = np.arange(new, dtype=np.int64) if rows is None else np.asarray(rows)
+        if rows.ndim != 1 or len(rows) == 0 or rows.dtype.kind not in "iu" or (rows < 0).any() or (rows >= new).any():
             raise MaxWhisperError(f"logit rows {rows.tolist()} must be positions among the {new} new tokens")
         repeat = None  # a row asked for twice goes through the graph once (the fused kernel takes at most `new`)
         if len(set(rows.tolist())) < len(rows):
@@ -610,8 +623,8 @@ class DecoderState:
 
     def reorder(self, source_indices) -> None:
         """Beam search: row r of the cache becomes row source_indices[r] (indices within each audio window)."""
-        idx = np.asarray(source_indices, dtype=np.int64)
-        if idx.shape != (self.batch,) or (idx < 0).any() or (idx >= self.batch).any():
+        idx = np.asarray(source_indices)
+        if idx.shape != (self.batch,) or idx.dtype.kind not in "iu" or (idx < 0).any() or (idx >= self.batch).any():
             raise MaxWhisperError(f"source indices {list(idx)} must be {self.batch} row numbers in [0, {self.batch})")
         if (idx // self.group != np.arange(self.batch) // self.group).any():
             raise MaxWhisperError("source indices must stay within each audio window's group of rows")

@@ -317,6 +317,25 @@ def _session(device: str):
     return _SESSIONS[device]
 
 
+def require_array(value, what: str):
+    """`value` if it is a numpy array or a torch tensor, else a clear error."""
+    if not isinstance(value, (np.ndarray, torch.Tensor)):
+        raise MaxWhisperError(f"{what} given as a {type(value).__name__}: expected a numpy array or a torch tensor")
+    return value
+
+
+def as_float32(value, what: str, expected: str, fix: str) -> np.ndarray:
+    """A float array or tensor as a contiguous float32 array; other dtypes and NaN or Inf get a clear error."""
+    if not (value.is_floating_point() if isinstance(value, torch.Tensor) else value.dtype.kind == "f"):
+        raise MaxWhisperError(f"{what} of dtype {value.dtype}: expected {expected}")
+    if isinstance(value, torch.Tensor):
+        value = value.detach().to("cpu", torch.float32).numpy()
+    value = np.ascontiguousarray(value, dtype=np.float32)
+    if not np.isfinite(value).all():
+        raise MaxWhisperError(f"NaN or Inf in the {what}; {fix}")
+    return value
+
+
 class MaxEncoder:
     """A compiled MAX encoder with weights bound. Call it with log-mel (batch, n_mels, 3000)."""
 
@@ -340,10 +359,10 @@ class MaxEncoder:
         self.model = _session(cfg.device).load(build_graph(cfg), weights_registry=registry)
         self.compile_s = time.perf_counter() - start
 
-    def check_input(self, mel) -> np.ndarray | torch.Tensor:
-        """Validate log-mel input; return it as a contiguous float32 array or tensor."""
+    def check_input(self, mel) -> np.ndarray:
+        """Validate log-mel input; return it as a contiguous float32 array."""
         mels, frames = self.cfg.dims.n_mels, self.cfg.n_frames
-        shape = tuple(mel.shape)
+        shape = tuple(require_array(mel, "mel").shape)
         if len(shape) != 3 or shape[1:] != (mels, frames) or shape[0] < 1:
             hint = ""
             if shape == (mels, frames):
@@ -355,17 +374,7 @@ class MaxEncoder:
             elif len(shape) == 3 and shape[2] != frames:
                 hint = " (pad or trim to 30 s with whisper.pad_or_trim)"
             raise MaxWhisperError(f"mel has shape {shape}, expected (batch, {mels}, {frames}){hint}")
-        if isinstance(mel, torch.Tensor):
-            if not (mel.is_floating_point()):
-                raise MaxWhisperError(f"mel has dtype {mel.dtype}, expected a floating-point log-mel spectrogram")
-            mel = mel.detach().to("cpu", torch.float32).contiguous().numpy()
-        mel = np.asarray(mel)
-        if mel.dtype.kind != "f":
-            raise MaxWhisperError(f"mel has dtype {mel.dtype}, expected a floating-point log-mel spectrogram")
-        mel = np.ascontiguousarray(mel, dtype=np.float32)
-        if not np.isfinite(mel).all():
-            raise MaxWhisperError("mel contains NaN or Inf; check the audio decoding and log-mel step")
-        return mel
+        return as_float32(mel, "mel", "a floating-point log-mel spectrogram", "check the audio decoding and log-mel step")
 
     def run(self, mel) -> list[np.ndarray]:
         """All graph outputs as float32 numpy arrays (the taps when compiled with taps)."""
@@ -386,7 +395,13 @@ class MaxEncoder:
 
     def __call__(self, mel) -> np.ndarray:
         """Encoder output (batch, n_ctx, d_model) float32."""
-        return self.run(mel)[-1]
+        mel = self.check_input(mel)
+        out = self.run(mel)[-1]
+        if not np.isfinite(out).all():  # finite input that overflowed: never hand NaN features to a decoder
+            raise MaxWhisperError(f"the encoder's output overflowed to NaN or Inf: the mel reaches "
+                                  f"{float(np.abs(mel).max()):.3g}, where a log-mel spectrogram lies "
+                                  "within about [-1.5, 2.5]; compute it with maxwhisper.audio.log_mel")
+        return out
 
 
 def _describe(cfg: EncoderConfig) -> str:

@@ -11,6 +11,7 @@ result["timings"] in seconds: load, compile, encode, decode, total.
 """
 from __future__ import annotations
 
+import os
 import pathlib
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from maxwhisper import audio as audio_mod
 from maxwhisper import weights
 from maxwhisper.decoder import get_decoder
 from maxwhisper.encoder import MaxAudioEncoder, get_encoder
-from maxwhisper.errors import MaxWhisperError
+from maxwhisper.errors import MaxWhisperError, reason
 from maxwhisper.inference import DecodeTimer, use_max_decoder
 from maxwhisper.reference import torch_encoder
 
@@ -89,6 +90,15 @@ class Pipeline:
         if self.warps is not None and self.impl != "max":
             raise MaxWhisperError(f"--warps and --graph-ops choose the max path's decoder step, and --impl {self.impl} "
                                   "has none; use --impl max")
+        dtypes = ("float32", "int8") if self.impl == "faster-whisper" else ("float32", "bfloat16", "float16")
+        if self.dtype not in dtypes:
+            raise MaxWhisperError(f"--impl {self.impl} takes --dtype {', '.join(dtypes[:-1])} or {dtypes[-1]}, not "
+                                  f"{self.dtype!r}" + ("; int8 is faster-whisper's" if self.dtype == "int8" else ""))
+        if self.device not in ("cpu", "gpu"):
+            raise MaxWhisperError(f"unknown device {self.device!r}; choose cpu or gpu")
+        if self.device == "gpu" and self.impl in ("cpu", "faster-whisper"):  # refused, not quietly run on the CPU
+            raise MaxWhisperError(f"--impl {self.impl} runs on the CPU only, not --device gpu; on a GPU use --impl gpu "
+                                  "(openai-whisper on CUDA) or --impl max --device gpu")
         self.decode_timer = None
         if self.impl == "faster-whisper":
             return self._init_faster_whisper()
@@ -96,9 +106,10 @@ class Pipeline:
         # keeps openai-whisper's loop on the CPU whatever device its graphs use: it needs no CUDA torch (the
         # `make` install on a GPU box has a CPU one), and each step's logits stay on the host.
         torch_cuda = self.impl == "gpu" or (self.impl == "max-encoder" and self.device == "gpu")
-        if torch_cuda and not cuda_available():
-            raise MaxWhisperError(f"--impl {self.impl} --device {self.device} needs a CUDA GPU for PyTorch and none "
-                                  "is visible; use --device cpu" + (" or --impl max" if self.impl == "max-encoder" else ""))
+        if torch_cuda and not cuda_available():  # --impl gpu ignores --device: its fix is another path
+            encoder = self.impl == "max-encoder"
+            raise MaxWhisperError(f"--impl {self.impl}{' --device gpu' * encoder} needs a CUDA GPU for PyTorch and none "
+                                  f"is visible; use {'--device cpu' if encoder else '--impl cpu'} or --impl max")
         start = time.perf_counter()
         self.loaded = weights.load(self.model)
         torch_device = "cuda" if torch_cuda else "cpu"
@@ -126,16 +137,21 @@ class Pipeline:
     def _init_faster_whisper(self) -> None:
         if self.model != "bundled" and not pathlib.Path(self.model).is_dir():
             raise MaxWhisperError("--impl faster-whisper takes --model bundled or a CTranslate2 model directory")
-        if self.dtype not in ("float32", "int8"):
-            raise MaxWhisperError(f"faster-whisper compute type {self.dtype!r}: use float32 or int8")
+        path = weights.bundled_path() if self.model == "bundled" else pathlib.Path(self.model)
+        if not (path / "config.json").is_file():  # CTranslate2 fails on it as a JSON type error
+            raise MaxWhisperError(f"{path}: no config.json here; faster-whisper needs a CTranslate2 model directory "
+                                  "with model.bin and config.json: re-copy it, or convert with ct2-transformers-converter")
         try:
             from faster_whisper import WhisperModel
         except ImportError:
             raise MaxWhisperError("--impl faster-whisper needs the faster-whisper package: "
                                   "pip install -e '.[test]'") from None
         start = time.perf_counter()
-        path = weights.bundled_path() if self.model == "bundled" else self.model
-        self.fw = WhisperModel(str(path), device="cpu", compute_type=self.dtype, cpu_threads=self.threads)
+        try:
+            self.fw = WhisperModel(str(path), device="cpu", compute_type=self.dtype, cpu_threads=self.threads)
+        except Exception as exc:  # CTranslate2 raises RuntimeError for a corrupt file, ValueError for others
+            raise MaxWhisperError(f"{path}: faster-whisper could not load this model "
+                                  f"({reason(exc, typed=True)[:120]}); re-copy or re-convert the model directory") from None
         self.timings.update(load=time.perf_counter() - start, compile=0.0)
 
     def _transcribe_faster_whisper(self, samples: np.ndarray, word_timestamps: bool, **options) -> dict:
@@ -155,8 +171,8 @@ class Pipeline:
         return self._max_encoder.seconds if self.impl.startswith("max") else self._timer.seconds
 
     def transcribe(self, audio, word_timestamps: bool = False, show_progress: bool = False, **options) -> dict:
-        """openai-whisper's transcribe() on this path; `audio` is a path or 16 kHz samples."""
-        samples = audio_mod.load_audio(audio) if not isinstance(audio, np.ndarray) else audio
+        """openai-whisper's transcribe() on this path; `audio` is a path or 16 kHz samples (a 1-D float array)."""
+        samples = audio_mod.load_audio(audio) if isinstance(audio, (str, os.PathLike)) else audio_mod.as_samples(audio)
         encode_before = self.encode_seconds
         if self.impl.startswith("max"):  # windows are reused within a transcription only (fallback, word alignment)
             self._max_encoder.forget_last()

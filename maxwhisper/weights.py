@@ -14,6 +14,7 @@ import functools
 import hashlib
 import os
 import pathlib
+import re
 import struct
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from whisper.model import ModelDimensions
 
-from maxwhisper.errors import MaxWhisperError
+from maxwhisper.errors import MaxWhisperError, reason
 
 # Real dimensions of every official size (openai-whisper's checkpoints carry the same numbers).
 _TEXT = dict(n_text_ctx=448)
@@ -291,7 +292,51 @@ def load_ct2_dir(path: pathlib.Path) -> LoadedModel:
         raise MaxWhisperError(f"{path}: no model.bin here; a CTranslate2 / faster-whisper model directory "
                               "holds model.bin and config.json")
     dims, sd = ct2_to_whisper(read_ct2_model_bin(path / "model.bin"), source=str(path / "model.bin"))
+    check_state_dict(dims, sd, path / "model.bin", "model")
     return LoadedModel(dims, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}, str(path))
+
+
+def expected_shapes(d: ModelDimensions) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in openai-whisper's `Whisper(d).state_dict()`, without building the model."""
+    def block(prefix: str, n: int, cross: bool) -> dict[str, tuple[int, ...]]:
+        shapes = {f"{prefix}.mlp.0.weight": (4 * n, n), f"{prefix}.mlp.0.bias": (4 * n,),
+                  f"{prefix}.mlp.2.weight": (n, 4 * n), f"{prefix}.mlp.2.bias": (n,)}
+        for attn in ("attn", "cross_attn") if cross else ("attn",):
+            shapes |= {f"{prefix}.{attn}.{p}.weight": (n, n) for p in ("query", "key", "value", "out")}
+            shapes |= {f"{prefix}.{attn}.{p}.bias": (n,) for p in ("query", "value", "out")}  # key: no bias
+            shapes |= {f"{prefix}.{attn}_ln.{p}": (n,) for p in ("weight", "bias")}
+        return shapes | {f"{prefix}.mlp_ln.weight": (n,), f"{prefix}.mlp_ln.bias": (n,)}
+    a, t = d.n_audio_state, d.n_text_state
+    shapes = {"encoder.conv1.weight": (a, d.n_mels, 3), "encoder.conv1.bias": (a,), "encoder.conv2.weight": (a, a, 3),
+              "encoder.conv2.bias": (a,), "encoder.positional_embedding": (d.n_audio_ctx, a),
+              "encoder.ln_post.weight": (a,), "encoder.ln_post.bias": (a,), "decoder.ln.weight": (t,),
+              "decoder.ln.bias": (t,), "decoder.token_embedding.weight": (d.n_vocab, t),
+              "decoder.positional_embedding": (d.n_text_ctx, t)}
+    for i in range(d.n_audio_layer):
+        shapes |= block(f"encoder.blocks.{i}", a, cross=False)
+    for i in range(d.n_text_layer):
+        shapes |= block(f"decoder.blocks.{i}", t, cross=True)
+    return shapes
+
+
+def check_state_dict(dims: ModelDimensions, sd: dict, where, kind: str = "checkpoint") -> None:
+    """Every tensor `Whisper(dims)` loads is there, shaped as the dims say, and finite, or one clear error: a bad
+    file fails here, naming the tensor, not inside torch's load_state_dict or as a transcript of "!!!!"."""
+    want = expected_shapes(dims)
+    if missing := [k for k in want if k not in sd]:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise MaxWhisperError(f"{where}: tensor {missing[0]!r} is missing{more}; the {kind} is incomplete: "
+                              "re-download or re-convert it")
+    for name, t in sd.items():
+        if name not in want:
+            raise MaxWhisperError(f"{where}: unexpected tensor {name!r}; the {kind} is not an openai-whisper model "
+                                  "with its dims: re-download or re-convert it")
+        if tuple(t.shape) != want[name]:
+            raise MaxWhisperError(f"{where}: tensor {name!r} has shape {tuple(t.shape)}, the dims need {want[name]}; the "
+                                  f"{kind} is corrupt or its weights are for another model: re-download or re-convert it")
+        if not np.isfinite(np.asarray(t)).all():
+            raise MaxWhisperError(f"{where}: tensor {name!r} holds NaN or Inf values; the {kind} is corrupt: "
+                                  "re-download or re-convert it")
 
 
 # --- random weights --------------------------------------------------------------------------
@@ -327,13 +372,17 @@ def official_dims(name: str) -> ModelDimensions:
 def load(source: str = "bundled") -> LoadedModel:
     """Resolve `source` (see module docstring) into dims and float32 weights."""
     source = str(source)
+    if not source.strip():
+        raise MaxWhisperError("empty model source: use bundled, a CTranslate2 model directory, a .pt checkpoint, "
+                              f"random:SIZE, or one of {', '.join(OFFICIAL_DIMS)}")
     if source == "bundled":
         return dataclasses.replace(load_ct2_dir(bundled_path()), source="bundled")
     if source.startswith("random:"):
-        _, size, *seed = source.split(":")
-        if seed and not seed[0].isdigit():
-            raise MaxWhisperError(f"bad random source {source!r}: expected random:SIZE[:SEED], e.g. random:base:0")
-        return random_model(size, int(seed[0]) if seed else 0)
+        match = re.fullmatch(r"random:([^:]*)(?::([0-9]+))?", source)
+        if not match or int(match[2] or 0) >= 2 ** 64:  # torch.manual_seed takes 64 bits
+            raise MaxWhisperError(f"bad random source {source!r}: expected random:SIZE[:SEED], SEED from 0 to 2**64-1, "
+                                  "e.g. random:base:0")
+        return random_model(match[1], int(match[2] or 0))
     path = pathlib.Path(source).expanduser()
     if path.is_dir():
         return load_ct2_dir(path)
@@ -359,9 +408,13 @@ def _load_checkpoint(path: pathlib.Path) -> LoadedModel:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         dims = ModelDimensions(**ckpt["dims"])
         sd = {k: v.float().contiguous() for k, v in ckpt["model_state_dict"].items()}
-    except MaxWhisperError:
-        raise
     except Exception as exc:  # torch raises many types for a bad file
-        raise MaxWhisperError(f"{path}: not a readable openai-whisper checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:120]})") from None
+        # a non-pickle file fails as "Weights only load failed... re-run with weights_only=False", which is wrong
+        # advice here: report what the unpickler found instead
+        found = str(exc).partition("WeightsUnpickler error:")[2].strip()
+        raise MaxWhisperError(f"{path}: not a readable openai-whisper checkpoint "
+                              f"({reason(type(exc)(found) if found else exc, typed=True)[:140]}): the file is corrupt "
+                              "or another format; pass a .pt saved by openai-whisper (a dict of dims and "
+                              "model_state_dict), a CTranslate2 model directory, or --model bundled") from None
+    check_state_dict(dims, sd, path)
     return LoadedModel(dims, sd, str(path))

@@ -1,11 +1,15 @@
 """Bad input gets one clear line naming the problem and the fix, from the encoder and the CLI."""
+import shutil
+
 import numpy as np
 import pytest
+import soundfile
 import torch
 
 from conftest import CLIPS, gpu_status
-from maxwhisper import cli
+from maxwhisper import audio, cli, weights
 from maxwhisper.errors import MaxWhisperError
+from maxwhisper.pipelines import Pipeline
 from tests.helpers import assert_parity
 
 pytestmark = pytest.mark.unit
@@ -39,12 +43,53 @@ def test_non_float_dtypes_are_rejected(max_encoder, array):
         max_encoder(array)
 
 
-def test_float64_numpy_and_torch_inputs_are_converted_to_float32(max_encoder, clip_mels):
-    """Documented behaviour: any floating input is cast to float32 first."""
+@pytest.fixture(scope="module")
+def cpu_pipe():
+    return Pipeline("cpu", "bundled")
+
+
+@pytest.mark.parametrize("mel, message", [(None, "mel given as a NoneType: expected a numpy array"),
+                                          (np.zeros(GOOD).tolist(), "mel given as a list")])
+def test_non_arrays_are_rejected(max_encoder, mel, message):
+    with pytest.raises(MaxWhisperError, match=message):
+        max_encoder(mel)
+
+
+def test_an_output_that_overflows_is_refused(max_encoder):
+    """Finite input far outside a log-mel's range overflows inside the encoder: an error, never NaN features."""
+    with pytest.raises(MaxWhisperError, match="overflowed to NaN or Inf: the mel reaches 1e.30.*audio.log_mel"):
+        max_encoder(np.full(GOOD, 1e30, np.float32))
+
+
+def test_float64_numpy_and_torch_inputs_are_converted_to_float32(max_encoder, clip_mels, cpu_pipe, monkeypatch):
+    """Documented behaviour: any floating input is cast to float32 first, mels by the encoder and samples by
+    Pipeline.transcribe (openai-whisper's log-mel failed on float64, and took a tensor for a path)."""
     mel = clip_mels[CLIPS[0].stem]
     base = max_encoder(mel)
     assert np.array_equal(max_encoder(mel.astype(np.float64)), base)
     assert np.array_equal(max_encoder(torch.from_numpy(mel)), base)
+    seen = []
+    monkeypatch.setattr("whisper.transcribe", lambda model, samples, **options: seen.append(samples) or {"text": ""})
+    samples = np.linspace(-1, 1, 1600)
+    for x in (samples, torch.from_numpy(samples)):
+        cpu_pipe.transcribe(x)
+    assert len(seen) == 2 and all(s.dtype == np.float32 and np.array_equal(s, samples.astype(np.float32)) for s in seen)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda pipe: audio.log_mel(np.zeros((16000, 2), np.float32)),
+     r"audio array has shape \(16000, 2\): pass mono 16 kHz samples, e.g. x.mean\(axis=1\)"),
+    (lambda pipe: pipe.transcribe(np.zeros((2, 16000), np.float32)), r"e.g. x.mean\(axis=0\)"),
+    (lambda pipe: audio.log_mel(np.zeros(16000, np.float32), 81), r"n_mels 81: Whisper's mel filters have 80 bins"),
+    (lambda pipe: pipe.transcribe(np.zeros(16000, np.int16)), r"dtype int16: pass float samples in \[-1, 1\], e.g. x / 32768"),
+    (lambda pipe: pipe.transcribe([0.0] * 16000), "audio is a list: pass a path or a 1-D numpy array"),
+    (lambda pipe: pipe.transcribe(np.full(16000, np.nan, np.float32)), "audio array holds NaN or Inf samples"),
+    (lambda pipe: Pipeline("cpu", dtype="banana"), "--impl cpu takes --dtype float32, bfloat16 or float16, not 'banana'"),
+], ids=["stereo", "channels-first", "n_mels", "int16", "list", "nan", "dtype"])
+def test_api_errors_are_one_line(cpu_pipe, call, message):
+    with pytest.raises(MaxWhisperError, match=message) as err:
+        call(cpu_pipe)
+    assert "\n" not in str(err.value)
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -53,11 +98,52 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
+def write_wav(path, cut: bool = False, nan: bool = False) -> None:
+    samples = np.zeros(1600, np.float32)
+    samples[5] = np.nan if nan else 0.0
+    soundfile.write(path, samples, 16000, subtype="FLOAT" if nan else "PCM_16")
+    if cut:  # the header still promises every frame
+        path.write_bytes(path.read_bytes()[:1000])
+
+
+def write_ct2_dir(path, cut: bool = False) -> None:
+    path.mkdir()
+    model = weights.bundled_path()
+    if cut:  # the first MB of model.bin, with config.json
+        with open(model / "model.bin", "rb") as f:
+            (path / "model.bin").write_bytes(f.read(1 << 20))
+        shutil.copy(model / "config.json", path)
+    else:  # model.bin without config.json
+        (path / "model.bin").symlink_to(model / "model.bin")
+
+
+# inputs the table names as {tmp}/NAME, written into tmp_path for the cases that use them
+BAD_FILES = {"adir.wav": lambda p: p.mkdir(), "nan.wav": lambda p: write_wav(p, nan=True),
+             "cut.wav": lambda p: write_wav(p, cut=True), "ct2-noconfig": write_ct2_dir,
+             "ct2-cut": lambda p: write_ct2_dir(p, cut=True)}
+
+
 @pytest.mark.parametrize("argv, message", [
     (["transcribe", "nope.wav"], "audio file not found: nope.wav"),
+    (["transcribe", "{tmp}/adir.wav"], "{tmp}/adir.wav is a directory, not an audio file"),
+    (["transcribe", "{tmp}/nan.wav", "--impl", "cpu"], "{tmp}/nan.wav: holds NaN or Inf samples"),
+    (["encode", "{tmp}/nan.wav", "--out", "{tmp}/f.npy"], "{tmp}/nan.wav: holds NaN or Inf samples"),
+    (["transcribe", "{tmp}/cut.wav"], "{tmp}/cut.wav: truncated WAV: its header promises 3200 bytes"),
+    (["transcribe", str(CLIPS[0]), "--impl", "faster-whisper", "--model", "{tmp}/ct2-noconfig"],
+     "{tmp}/ct2-noconfig: no config.json here"),
+    (["transcribe", str(CLIPS[0]), "--impl", "faster-whisper", "--model", "{tmp}/ct2-cut"],
+     "{tmp}/ct2-cut: faster-whisper could not load this model (RuntimeError: "),
+    (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--dtype", "int8"], "--impl cpu takes --dtype float32, bfloat16"),
+    (["encode", str(CLIPS[0]), "--impl", "torch", "--dtype", "int8", "--out", "{tmp}/f.npy"],
+     "--dtype int8 is for transcribe --impl faster-whisper"),
+    (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--device", "gpu"], "--impl cpu runs on the CPU only"),
+    (["transcribe", str(CLIPS[0]), "--impl", "faster-whisper", "--device", "gpu"], "faster-whisper runs on the CPU only"),
+    (["encode", str(CLIPS[0]), "--out", "/nonexistent/dir/f.npy"], "--out /nonexistent/dir/f.npy: /nonexistent/dir is not a directory"),
+    (["encode", str(CLIPS[0]), "--out", "{tmp}"], "--out {tmp} is a directory; name the file"),
+    (["encode", str(CLIPS[0]), "--out", "{tmp}/noext"], "name the file {tmp}/noext.npy"),
     (["encode", str(CLIPS[0]), "--model", "tiny-xl", "--out", "x.npy"], "unknown model source 'tiny-xl'"),
     (["encode", str(CLIPS[0]), "--model", "/no/such/model.pt", "--out", "x.npy"], "model file not found"),
-    (["transcribe", str(CLIPS[0]), "--impl", "gpu"], "needs a CUDA GPU"),
+    (["transcribe", str(CLIPS[0]), "--impl", "gpu"], "needs a CUDA GPU for PyTorch and none is visible; use --impl cpu"),
     (["encode", str(CLIPS[0]), "--impl", "torch", "--device", "gpu", "--out", "x.npy"], "needs a CUDA GPU"),
     (["transcribe", str(CLIPS[0]), "--impl", "max-encoder", "--device", "gpu"], "needs a CUDA GPU for PyTorch"),
     # the max path needs only MAX to see a GPU: openai-whisper's loop stays on the CPU
@@ -66,10 +152,14 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--warps"], "--impl cpu has none; use --impl max"),
     (["transcribe", str(CLIPS[0]), "--impl", "gpu", "--graph-ops"], "--impl gpu has none; use --impl max"),
 ])
-def test_cli_errors_are_one_line(capsys, argv, message):
+def test_cli_errors_are_one_line(capsys, tmp_path, argv, message):
     status = gpu_status()
-    if "gpu" in argv and (status.max_gpu if "max" in argv else status.torch_cuda):
+    if ("CUDA GPU" in message or "accelerator" in message) and (status.max_gpu if "max" in argv else status.torch_cuda):
         pytest.skip("a GPU is present, so the GPU path is valid here")
+    argv, message = [a.format(tmp=tmp_path) for a in argv], message.format(tmp=tmp_path)
+    for name, write in BAD_FILES.items():
+        if any(str(tmp_path / name) in a for a in argv):
+            write(tmp_path / name)
     code, _, err = run_cli(capsys, *argv)
     assert code == 2
     assert err.startswith("maxwhisper: error: ") and err.count("\n") == 1 and message in err, err

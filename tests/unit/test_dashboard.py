@@ -195,6 +195,22 @@ def test_results_without_readable_runs_are_a_user_error(tmp_path):
         dashboard.build_report(SAMPLES, baseline=str(tmp_path / "0001_corrupt.json"))
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["{file}", "-o", "{tmp}/r.html"], "results directory {file} is a file; pass the directory holding the saved runs"),
+    ([SAMPLES, "-o", "{tmp}"], "-o {tmp} is a directory; name the file, e.g. {tmp}/report.html"),
+    ([SAMPLES, "-o", "{file}/r.html"], "-o {file}/r.html: {file} is a file, not a directory"),
+    ([SAMPLES, "-o", "{tmp}/r.html", "--github-json", "{tmp}"], "--github-json {tmp} is a directory; name the file"),
+    ([SAMPLES, "-o", "{tmp}/r.html", "--github-json", "{file}/g.json"], "--github-json {file}/g.json: {file} is a file, not a directory"),
+], ids=["results-file", "output-dir", "output-under-file", "github-json-dir", "github-json-under-file"])
+def test_bad_paths_are_one_line_errors(tmp_path, capsys, argv, message):
+    from maxwhisper import cli
+    (file := tmp_path / "run.json").write_text("{}")
+    argv, message = ([str(a).format(tmp=tmp_path, file=file) for a in argv], message.format(tmp=tmp_path, file=file))
+    assert cli.main(["dashboard", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("maxwhisper: error: ") and err.count("\n") == 1 and message in err, err
+
+
 def test_old_format_files_parse(tmp_path):
     """pytest-benchmark 3.x: no extra_info, iqr, data, datetime or commit time; name carries the date."""
     path = write_run(tmp_path / "results" / CPU_FOLDER, 0, {CASE: 1.0})

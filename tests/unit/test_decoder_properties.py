@@ -288,6 +288,14 @@ def test_taps_have_the_new_tokens_shape(max_decoder):
     (lambda d: d.new_state(features(0), 2).reorder([0, 2]), "source indices"),
     (lambda d: d.new_state(features(0)).step(np.zeros((1, 3), np.int64), [3]), "logit rows"),
     (lambda d: d.new_state(features(0)).step(np.zeros((1, 3), np.int64), []), "logit rows"),
+    (lambda d: d.new_state(features(0)).step(np.zeros((1, 3), np.int64), [0.5]), "logit rows"),
+    (lambda d: d.new_state(features(0), 2).step([[50257, 440], [50257]]), "token rows have different lengths"),
+    (lambda d: d.new_state(features(0), 2).reorder([0.5, 1.0]), "source indices"),
+    (lambda d: d.new_state(features(0), group=1.5), "empty batch: 1.5 token rows.*whole number"),
+    (lambda d: d.new_state(None), "audio features given as a NoneType: expected a numpy array"),
+    (lambda d: d.new_state(features(0).tolist()), "audio features given as a list"),
+    (lambda d: d.new_state(np.zeros((1, 1500, D), np.int64)), "audio features of dtype int64: expected"),
+    (lambda d: d.new_state(np.where(np.arange(D) == 5, np.nan, features(0))), "NaN or Inf in the audio features; check the encoder"),
 ])
 def test_bad_input_gets_one_clear_error(max_decoder, make, message):
     with pytest.raises(MaxWhisperError, match=message):
@@ -314,6 +322,15 @@ def test_weights_are_stored_in_half_only_where_no_value_rounds(max_decoder, bund
     cfg = DecoderConfig(bundled.dims, storage="float16")
     with pytest.raises(MaxWhisperError, match="not all half-representable.*storage='float32'"):
         MaxDecoder(cfg, perturbed)  # refused while binding the weights, before any compile
+
+
+def test_bad_decoder_settings_are_refused_before_any_compile(bundled, monkeypatch):
+    from maxwhisper.decoder import DecoderConfig, MaxDecoder
+    with pytest.raises(MaxWhisperError, match="unknown device 'tpu'; choose cpu or gpu"):
+        DecoderConfig(bundled.dims, "tpu")
+    monkeypatch.setenv("MAXWHISPER_CAPTURE", "yes")  # any value but 0 and 1 once meant "on"
+    with pytest.raises(MaxWhisperError, match="MAXWHISPER_CAPTURE='yes': set it to 1 .* or 0"):
+        MaxDecoder(DecoderConfig(bundled.dims), bundled.decoder_weights())
 
 
 def test_the_fused_step_on_gpu_is_the_warp_kernels_in_float32(bundled):

@@ -1,4 +1,6 @@
 """Weight loading: the CTranslate2 conversion is exact, and bad checkpoints fail in one clear line."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -100,17 +102,53 @@ def test_missing_tensor_is_named(tmp_path):
         weights.load(str(tmp_path))
 
 
+def write_model(path, dims=SMALL, drop: str | None = None, nan: str | None = None) -> None:
+    """SMALL's random weights as an openai-whisper .pt under `dims` (or, for a path without a suffix, a CTranslate2
+    directory), less the tensor `drop`, with a NaN in the tensor `nan`."""
+    sd = {k: v.clone() for k, v in weights.random_model(SMALL, seed=1).state_dict.items() if k != drop}
+    if nan:
+        sd[nan].view(-1)[0] = float("nan")
+    if path.suffix == ".pt":
+        torch.save({"dims": vars(dims), "model_state_dict": sd}, path)
+    else:
+        path.mkdir()
+        weights.write_ct2_model_bin(path / "model.bin", weights.whisper_to_ct2({k: v.numpy() for k, v in sd.items()}, dims))
+
+
+# models the table names as {tmp}/NAME, written into tmp_path for the cases that use them
+BAD_MODELS = {"empty.pt": lambda p: p.write_bytes(b""), "text.pt": lambda p: p.write_bytes(b"not a torch file"),
+              "partial.pt": lambda p: write_model(p, drop="decoder.ln.bias"),
+              "vocab.pt": lambda p: write_model(p, dims=dataclasses.replace(SMALL, n_vocab=301)),
+              "nan.pt": lambda p: write_model(p, nan="encoder.conv1.weight"),
+              "nan-ct2": lambda p: write_model(p, nan="decoder.token_embedding.weight")}
+
+
 @pytest.mark.parametrize("source, message", [
     ("tiny-xl", "unknown model source 'tiny-xl'"),
     ("random:huge", "unknown model size 'huge'"),
     ("random:tiny:x", "bad random source"),
+    ("random:tiny:1:2", "bad random source 'random:tiny:1:2'"),
+    (f"random:tiny:{2 ** 64}", r"bad random source .*SEED from 0 to 2\*\*64-1"),
+    ("", "empty model source: use bundled"),
     ("/nonexistent/model.pt", "model file not found: /nonexistent/model.pt"),
     ("base.en", r"not in openai-whisper's cache \(looked for .*base\.en\.pt\)"),
+    ("{tmp}/empty.pt", r"empty.pt: not a readable openai-whisper checkpoint \(EOFError\)"),
+    ("{tmp}/text.pt", r"\(UnpicklingError: Unsupported operand 110\): the file is corrupt or another format; pass"),
+    ("{tmp}/partial.pt", "tensor 'decoder.ln.bias' is missing; the checkpoint is incomplete"),
+    ("{tmp}/vocab.pt", r"'decoder.token_embedding.weight' has shape \(300, 64\), the dims need \(301, 64\); the "
+                       "checkpoint is corrupt or its weights are for another model"),
+    ("{tmp}/nan.pt", "nan.pt: tensor 'encoder.conv1.weight' holds NaN or Inf values; the checkpoint is corrupt"),
+    ("{tmp}/nan-ct2", "model.bin: tensor 'decoder.token_embedding.weight' holds NaN or Inf values"),
 ])
 def test_bad_sources_name_the_problem(source, message, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    with pytest.raises(MaxWhisperError, match=message):
+    source = source.format(tmp=tmp_path)
+    for name, write in BAD_MODELS.items():
+        if source == str(tmp_path / name):
+            write(tmp_path / name)
+    with pytest.raises(MaxWhisperError, match=message) as err:
         weights.load(source)
+    assert "\n" not in str(err.value)
 
 
 def test_empty_directory_and_bad_checkpoint(tmp_path):
