@@ -63,6 +63,7 @@ class GpuStatus:
     visible: bool  # the machine shows a GPU to this process (NVML, or an AMD /dev/kfd)
     max_gpu: bool  # MAX sees an accelerator
     torch_cuda: bool  # torch is a CUDA build and sees a GPU
+    max_error: str = ""  # why MAX's accelerator query failed, where it raised
 
 
 @functools.cache
@@ -70,13 +71,14 @@ def gpu_status() -> GpuStatus:
     import torch
 
     from maxwhisper.memory import nvml_handle
+    max_error = ""
     try:
         from max.driver import accelerator_count
         max_gpu = accelerator_count() > 0
-    except Exception:  # a broken driver install must skip, not error
-        max_gpu = False
+    except Exception as exc:  # a broken driver install skips on a CPU box; a GPU run names it (gpu_run_problem)
+        max_gpu, max_error = False, f"{type(exc).__name__}: {str(exc).strip()[:200]}"
     visible = nvml_handle() is not None or (os.path.exists("/dev/kfd") and os.getenv("CUDA_VISIBLE_DEVICES") != "")
-    return GpuStatus(visible or max_gpu, max_gpu, torch.cuda.is_available())
+    return GpuStatus(visible or max_gpu, max_gpu, torch.cuda.is_available(), max_error)
 
 
 INSTALL_MAX = ("MAX sees no accelerator: install max==26.7.0 on a supported GPU with its driver (NVIDIA: a "
@@ -93,13 +95,20 @@ def gpu_skip_reason(markers: set[str], status: GpuStatus) -> str | None:
     if "torch_cuda" in markers:
         return None if status.torch_cuda else f"no CUDA in torch: {INSTALL_TORCH}"
     if "gpu" in markers and not status.max_gpu:
-        return f"no GPU for MAX: {INSTALL_MAX}"
+        return f"no GPU for MAX: {INSTALL_MAX}" + (f" (MAX raised {status.max_error})" if status.max_error else "")
     return None
 
 
 def gpu_run_problem(status: GpuStatus, reasons: list[str | None], markexpr: str) -> str | None:
-    """The error for a GPU run (`-m gpu`) on a machine with a GPU where every gpu test would skip."""
-    if not status.visible or not re.search(r"(?<!not )\bgpu\b", markexpr) or not reasons or not all(reasons):
+    """The error for a GPU run (`-m gpu`) on a machine with a GPU where every gpu test would skip, or where MAX
+    cannot see the GPU: its tests are the ones a GPU run is for, so they may not skip there in silence."""
+    if not status.visible or not re.search(r"(?<!not )\bgpu\b", markexpr) or not reasons:
+        return None
+    max_skipped = sum(bool(r and r.startswith("no GPU for MAX")) for r in reasons)
+    if max_skipped and not all(reasons):
+        return (f"a GPU is visible but MAX cannot use it, so its {max_skipped} gpu tests would skip: {INSTALL_MAX}"
+                + (f" (MAX raised {status.max_error})" if status.max_error else ""))
+    if not all(reasons):
         return None
     missing = [m for m, lacking in ((INSTALL_MAX, not status.max_gpu), (INSTALL_TORCH, not status.torch_cuda)) if lacking]
     return (f"a GPU is visible but all {len(reasons)} gpu tests would skip, so this run would prove nothing. "

@@ -46,6 +46,16 @@ def test_other_runs_may_skip_gpu_tests(status, markexpr):
     assert gpu_run_problem(status, reasons, markexpr) is None
 
 
+def test_a_gpu_run_where_max_cannot_see_the_gpu_fails_even_if_torch_tests_run():
+    """A CUDA torch runs its torch_cuda tests, but MAX's (the product's) would all skip: a broken MAX install on a
+    GPU box is an error naming what MAX raised, not a quiet green run of PyTorch's tests alone."""
+    broken = GpuStatus(visible=True, max_gpu=False, torch_cuda=True, max_error="RuntimeError: CUDA driver too old")
+    reasons = [gpu_skip_reason(m, broken) for m in ({"gpu"}, {"gpu"}, {"gpu", "torch_cuda"})]
+    problem = gpu_run_problem(broken, reasons, "gpu")
+    assert problem and "its 2 gpu tests would skip" in problem and INSTALL_MAX in problem
+    assert "MAX raised RuntimeError: CUDA driver too old" in problem and "CUDA driver too old" in reasons[0]
+
+
 def test_a_gpu_run_with_one_runnable_test_passes_the_gate():
     reasons = [gpu_skip_reason(m, GPU_BOX_CPU_TORCH) for m in ({"gpu"}, {"gpu", "torch_cuda"})]
     assert gpu_run_problem(GPU_BOX_CPU_TORCH, reasons, "gpu") is None
