@@ -63,11 +63,23 @@ def breakdown(state, token) -> None:
 def blocks(decoder, features) -> None:
     """Median captured steps (batch 1, cache 100, 100 steps) of the warp kernels at each launch setting (threads
     a block, L2 prefetch on or off: MAXWHISPER_WARPS_BLOCK, _PREFETCH), in one process, interleaved over 3
-    rounds (a capture keeps the launch settings it was made with)."""
+    rounds (a capture keeps the launch settings it was made with). Each median is printed as it is measured,
+    with the GPU memory in use once its state is gone (18 captures in one process: a capture whose memory
+    is not given back shows as a climb), and a setting that cannot capture is reported and skipped."""
+    import gc
     import os
+
+    from maxwhisper.memory import _used_mb, nvml_handle
+
+    def gpu_memory() -> str:
+        handle = nvml_handle()
+        if handle is None:
+            return "unknown (no NVML)"
+        import pynvml
+        return f"{_used_mb(pynvml, handle) / 1024:.1f} GiB"
     token, results = np.full((1, 1), 440, np.int64), {}
     settings = [("64", "1"), ("64", "0"), ("32", "1"), ("128", "1"), ("256", "1"), ("256", "0")]
-    for _ in range(3):
+    for round_ in range(3):
         for block, prefetch in settings:
             os.environ["MAXWHISPER_WARPS_BLOCK"], os.environ["MAXWHISPER_WARPS_PREFETCH"] = block, prefetch
             state = decoder.new_state(features)
@@ -75,9 +87,18 @@ def blocks(decoder, features) -> None:
             state.step(np.random.default_rng(1).integers(0, 50000, (1, 100)))
             step = rewound(state, token)
             times = [timed(step) for _ in range(105)]
-            assert state._graph is not None, decoder.capture_error
+            captured = state._graph is not None
+            del state, step
+            gc.collect()
+            used = gpu_memory()
+            if not captured:
+                print(f"round {round_}, {block} threads, prefetch {prefetch}: not captured ({decoder.capture_error or "captures are GPU only"}); "
+                      f"GPU memory in use {used}", flush=True)
+                decoder.captures, decoder.capture_error = True, None  # the next setting tries again
+                continue
             results.setdefault((block, prefetch), []).append(np.median(times[5:]) * 1e3)
-            del state
+            print(f"round {round_}, {block} threads, prefetch {prefetch}: median {results[block, prefetch][-1]:.3f} ms; "
+                  f"GPU memory in use {used}", flush=True)
     for name in ("MAXWHISPER_WARPS_BLOCK", "MAXWHISPER_WARPS_PREFETCH"):
         os.environ.pop(name)
     for (block, prefetch), medians in results.items():
