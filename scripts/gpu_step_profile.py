@@ -92,7 +92,7 @@ def blocks(decoder, features) -> None:
             gc.collect()
             used = gpu_memory()
             if not captured:
-                print(f"round {round_}, {block} threads, prefetch {prefetch}: not captured ({decoder.capture_error or "captures are GPU only"}); "
+                print(f"round {round_}, {block} threads, prefetch {prefetch}: not captured ({decoder.capture_error or 'captures are GPU only'}); "
                       f"GPU memory in use {used}", flush=True)
                 decoder.captures, decoder.capture_error = True, None  # the next setting tries again
                 continue
