@@ -10,7 +10,7 @@ memory), the real per-run figures are the clean history. Two measurements:
   A slowdown of 0 measures how often the replays are called with nothing injected.
 For comparison each series is also judged with the other estimator of an interleaved ratio, and without
 drift cancelling (the case's raw median), and, where
-asv is installed, with asv's step detection in place of ruptures' (the alternative the README weighs).
+asv is installed, with asv's step detection in place of ruptures' (the alternative docs/benchmarks.md weighs).
 """
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def calibrate(results: pathlib.Path, thresholds: dict[str, float] | None = None,
 
 
 def table(calibrations: list[Calibration], source: str, replays: int = REPLAYS) -> str:
-    """A Markdown table, as the README shows it."""
+    """A Markdown table, as docs/benchmarks.md shows it."""
     sizes = " | ".join(f"{s:.0%}" if s else "none (clean)" for s in SLOWDOWNS)
     lines = [f"Real runs: {source}. {replays} replays per size; cells: called on the first slow run / within "
              f"{WITHIN} runs.", "",

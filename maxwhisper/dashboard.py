@@ -147,8 +147,8 @@ def build_report(results: pathlib.Path, baseline: str | None = None,
         raise MaxWhisperError(f"results directory {results} does not exist; run `make bench` first or pass RESULTS_DIR")
     runs, skipped = load_runs(results)
     if not runs:
-        raise MaxWhisperError(f"no readable pytest-benchmark runs under {results} "
-                              f"({len(skipped)} unreadable JSON files)")
+        raise MaxWhisperError(f"no readable pytest-benchmark runs under {results} ({len(skipped)} unreadable JSON "
+                              "files); save some with `make bench` (or pytest tests/bench --benchmark-autosave) first")
     pinned = None
     if baseline:
         try:

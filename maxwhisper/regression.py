@@ -10,7 +10,7 @@ a memory peak, maxwhisper.results.Figure); smaller is better.
 3. It belongs to this run while its first slow run is one of the last RECENT runs: called the night it
    lands, red for RECENT nights, then reported as persisting. Fewer than MIN_RUNS runs are not judged.
 PENALTY (swept over 1.5, 2 and 3) and the thresholds were chosen with `python -m maxwhisper.nightly --calibrate`
-on the committed real runs (README), MIN_RUNS by the false alarms it left on them; RECENT is set, not calibrated.
+on the committed real runs (docs/benchmarks.md), MIN_RUNS by the false alarms it left on them; RECENT is set, not calibrated.
 """
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 DEFAULT_THRESHOLD_PCT = 3.0
 # (group, "time" or "cpu time"): the smallest of calibrate.THRESHOLD_GRID with no false alarm on every set of
-# committed real runs (fixtures/bench_runs*; README); every other figure: 3%.
+# committed real runs (fixtures/bench_runs*; docs/benchmarks.md); every other figure: 3%.
 THRESHOLDS_PCT: dict[tuple[str, str], float] = {("compile-paired", "time"): 20.0}
 MEMORY_THRESHOLD_PCT = 3.0  # every memory figure; `--threshold memory=PCT` overrides
 PENALTY = 2.0
 NOISE_FLOOR = 0.002  # 0.2%: memory figures can repeat exactly, and a zero spread would make any change a step
 RECENT = 3
-SETTLED = 3  # runs a level needs before it is a baseline: a two-night dip on real runs was one (README)
+SETTLED = 3  # runs a level needs before it is a baseline: a two-night dip on real runs was one (docs/benchmarks.md)
 MIN_RUNS = 7  # a week of nights: judged from 4 runs, a history that began with a two-night dip raised
 # false alarms on real runs (fixtures/bench_runs_quiet, runs 4 to 6); from 7, none on either committed set
 

@@ -224,7 +224,7 @@ def partner(run: Run, result: Result) -> Result | None:
 
 
 # 10% of the rounds from each tail. Run-to-run spread (std) of the CPU-time figure over the 20 committed 30-round
-# runs: 1.8% with it, 1.9% with 25%, 2.0% untrimmed, 2.3% for the median (fixtures/bench_runs_30rounds, README)
+# runs: 1.8% with it, 1.9% with 25%, 2.0% untrimmed, 2.3% for the median (fixtures/bench_runs_30rounds, docs/benchmarks.md)
 TRIM = 0.1
 
 
@@ -250,7 +250,7 @@ ESTIMATORS = {"ratio of minima": ("rounds_s", ratio_of_minima),
               "CPU-time ratio of minima": ("rounds_cpu_s", ratio_of_minima),
               "CPU-time median per-round ratio": ("rounds_cpu_s", median_round_ratio),
               "CPU-time trimmed mean per-round ratio": ("rounds_cpu_s", trimmed_round_ratio)}
-# Chosen by calibration on the committed real runs (README, Nightly): the fewest false alarms in real order.
+# Chosen by calibration on the committed real runs (docs/benchmarks.md): the fewest false alarms in real order.
 ESTIMATOR, CPU_ESTIMATOR = "median per-round ratio", "CPU-time trimmed mean per-round ratio"
 
 

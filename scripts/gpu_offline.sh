@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU suite on a GPU box with no network, from a carried environment:
 #   PARTS    folder holding part00, part01, ... of a zstd tar of a Python 3.12 site-packages folder (max,
-#            openai-whisper, the bundled model, ...), made on a networked machine (README, "GPU box offline")
+#            openai-whisper, the bundled model, ...), made on a networked machine (docs/gpu.md, "GPU box offline")
 #   OUT      where the logs (run.log, warm.log, step-profile.log) and the benchmark JSON go
 #   TOTAL_S  seconds for everything after unpacking (default 540); each stage gets what is left
 #   GPU_JOBS the graphs to compile (scripts/gpu_warm.py's job names; default all); stages needing one left out

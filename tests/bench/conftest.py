@@ -40,6 +40,20 @@ def cpu_model() -> str:
         return platform.processor() or "unknown"
 
 
+def cpu_generation(cpuinfo: str | None = None) -> str:
+    """The CPU's family and model numbers ("f26m2"): the model name alone ("AMD EPYC") was the same on the CI
+    machine's AVX2 EPYC (family 25) and its Zen 5 (family 26), whose runs must not form one series."""
+    try:
+        if cpuinfo is None:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        first = cpuinfo.split("\n\n")[0].splitlines()  # the first processor's block
+        fields = dict(map(str.strip, line.split(":", 1)) for line in first if ":" in line)
+        return f"f{fields['cpu family']}m{fields['model']}"
+    except (OSError, KeyError):
+        return platform.machine() or "unknown"
+
+
 def cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo") as f:
@@ -109,7 +123,7 @@ def machine_id() -> str:
     """Storage folder per hardware: runs from different CPUs or GPUs never compare silently."""
     from pytest_benchmark.utils import get_machine_id
     gpu = gpu_info().get("gpu_name", "nogpu")
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{cpu_model()}-{os.cpu_count()}c-{gpu}".lower()).strip("-")
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{cpu_model()}-{cpu_generation()}-{os.cpu_count()}c-{gpu}".lower()).strip("-")
     return f"{get_machine_id()}-{slug}"
 
 
@@ -138,7 +152,8 @@ def benchmark(benchmark):
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info.update(gpu_info())
-    machine_info.update(cpu_model=cpu_model(), cpu_count=os.cpu_count(), machine_id=machine_id(),
+    machine_info.update(cpu_model=cpu_model(), cpu_generation=cpu_generation(), cpu_count=os.cpu_count(),
+                        machine_id=machine_id(),
                         cpu_simd=" ".join(sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))))
     for pkg in ("max", "torch", "openai-whisper"):
         machine_info[f"{pkg.replace('openai-', '')}_version"] = md.version(pkg)

@@ -189,7 +189,7 @@ def test_results_without_readable_runs_are_a_user_error(tmp_path):
     with pytest.raises(MaxWhisperError, match="does not exist"):
         dashboard.build_report(tmp_path / "nowhere")
     (tmp_path / "0001_corrupt.json").write_text("{")
-    with pytest.raises(MaxWhisperError, match="no readable"):
+    with pytest.raises(MaxWhisperError, match="no readable.*save some with `make bench`"):
         dashboard.build_report(tmp_path)
     with pytest.raises(MaxWhisperError, match="--baseline"):
         dashboard.build_report(SAMPLES, baseline=str(tmp_path / "0001_corrupt.json"))

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.unit
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "fixtures" / "bench_samples"
 BASELINE = next((SAMPLES / "Linux-CPython-3.11-64bit").glob("0001_*.json"))
-REAL_RUNS = ROOT / "fixtures" / "bench_runs"  # real runs from this project's CI machine (README: Nightly)
+REAL_RUNS = ROOT / "fixtures" / "bench_runs"  # real runs from this project's CI machine (docs/benchmarks.md)
 # Runs in the page after layout: for every chart, the title's and each legend item's box, as the browser drew them.
 LAYOUT_PROBE = """<script>
 const boxes = [...document.querySelectorAll("svg.chart")].map(svg => {

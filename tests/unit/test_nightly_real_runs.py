@@ -68,7 +68,7 @@ def test_the_committed_runs_are_a_calibratable_series(real_runs):
 
 
 # The MAX case each set's latest run slows, and by how much: the nightly's own 30-round encoder runs +10%
-# (called on the first run in 98% of replays there, README: calibration). The compile's own time varies
+# (called on the first run in 98% of replays there, docs/benchmarks.md: calibration). The compile's own time varies
 # run to run (spread ~6% at 15 rounds): its latest run +15% is not called on that night (58% of replays are),
 # +20% is. The two 10-round sets are noisier (run-to-run spread 6.7-6.9%): their latest runs +10% land inside
 # the clean runs' range and are not called; +20% is.

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 
 def noisy(n: int, sd: float = 0.005, seed: int = 0) -> list[float]:
     """n clean figures around 1.0, Gaussian: the rule's mechanics. Its rates on real noise are measured by
-    the calibration (tests/unit/test_nightly_real_runs.py, README)."""
+    the calibration (tests/unit/test_nightly_real_runs.py, docs/benchmarks.md)."""
     return list(1.0 + sd * np.random.default_rng(seed).standard_normal(n))
 
 
