@@ -61,7 +61,7 @@ def steps_up(values: list[float], threshold: float) -> list[tuple[int, float]]:
         settled = [level for (s, e), level in zip(segments[:i], levels) if e - s >= SETTLED]  # a dip is no level
         if settled and all(level > min(settled) * (1 + threshold) for level in levels[i:]):
             found = [(start, min(settled))]
-            if i < len(segments) - 1 and levels[-1] > max(levels[-2], min(settled)) * (1 + threshold):
+            if i < len(segments) - 1 and levels[-1] > levels[-2] * (1 + threshold):  # levels[-2] is above min(settled)
                 found.append((segments[-1][0], levels[-2]))  # a further step on top of an older one
             return found
     return []

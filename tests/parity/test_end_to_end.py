@@ -55,3 +55,10 @@ def test_max_transcript_is_close_to_the_script(clip, transcribe):
     from conftest import FIXTURES
     script = (FIXTURES / "audio" / f"{clip}.txt").read_text()
     assert word_error_rate(script, transcribe("max", clip)["text"]) < 0.6
+
+
+@pytest.mark.parametrize("impl", ["cpu", "max", "max-encoder"])
+def test_timings_add_up(impl, transcribe):
+    """result["timings"] (what `make demo` and the benchmarks print): encode and decode, both spent, make the total."""
+    t = transcribe(impl, "short")["timings"]
+    assert t["encode"] > 0 and t["decode"] > 0 and t["encode"] + t["decode"] == pytest.approx(t["total"], abs=1e-9)

@@ -291,6 +291,7 @@ def test_taps_have_the_new_tokens_shape(max_decoder):
     (lambda d: d.new_state(features(0)).step(np.zeros((1, 3), np.int64), [0.5]), "logit rows"),
     (lambda d: d.new_state(features(0), 2).step([[50257, 440], [50257]]), "token rows have different lengths"),
     (lambda d: d.new_state(features(0), 2).reorder([0.5, 1.0]), "source indices"),
+    (lambda d: d.new_state(features(0, 2), 1).reorder([1, 0]), "within each audio window's group"),
     (lambda d: d.new_state(features(0), group=1.5), "empty batch: 1.5 token rows.*whole number"),
     (lambda d: d.new_state(None), "audio features given as a NoneType: expected a numpy array"),
     (lambda d: d.new_state(features(0).tolist()), "audio features given as a list"),

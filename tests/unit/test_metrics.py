@@ -56,6 +56,20 @@ def test_one_position_far_off_fails_although_the_whole_looks_fine(dtype):
     assert ok_before and not result.ok and result.diff.worst_row == (700,), str(result)
 
 
+def test_a_quiet_position_off_fails_on_the_position_rule_alone():
+    """A position with a hundredth of the others' scale, off by 1% of itself: max|diff| and NMSE stay far inside
+    their float32 limits (1e-4 against 2e-3, 7e-12 against 6e-11), so only the per-position rule can fail it."""
+    from maxwhisper.metrics import TOLERANCES, compare_taps
+    e = np.random.default_rng(3).normal(0, 1, (1500, 384))
+    e[700] *= 0.01
+    a = e.copy()
+    a[700] += 1e-4 * np.sign(e[700])
+    result = compare_taps({"ln_post": a}, {"ln_post": e}, "float32")[0]
+    t = TOLERANCES["float32"]["ln_post"]
+    assert result.diff.max_abs <= t.scaled * result.scale and result.diff.nmse <= t.nmse
+    assert not result.ok and result.diff.worst_row == (700,), str(result)
+
+
 def test_bfloat16_allows_a_few_outlier_positions_only():
     from maxwhisper.metrics import compare_taps
     e = np.random.default_rng(1).normal(0, 1, (1500, 384))

@@ -56,6 +56,31 @@ def test_a_new_step_on_top_of_a_persisting_one_is_called_as_new():
     assert not regression.judge(values[:-1]).regressed  # the old step alone is no longer new
 
 
+def test_a_step_is_new_for_exactly_recent_runs():
+    """The boundary of RECENT: the step's RECENT-th slow run is still its call, the next is not."""
+    values = noisy(8) + [1.2] * regression.RECENT
+    assert regression.judge(values).regressed and regression.judge(values).since == 8
+    assert not regression.judge(values + [1.2]).regressed
+
+
+@pytest.mark.parametrize("dip, called", [(regression.SETTLED, True), (regression.SETTLED - 1, False)])
+def test_a_dip_is_a_baseline_once_it_lasted_settled_runs(dip, called):
+    """A lower level of SETTLED runs is the best earlier level, so the return to the old one is a step up from it;
+    one run shorter it is a dip, and the return is no step (on real runs a two-night dip was one)."""
+    values = noisy(8) + [0.85 * v for v in noisy(dip, seed=1)] + [1.0]
+    assert regression.judge(values).regressed == called
+
+
+def test_a_step_that_recovered_is_not_the_one_reported():
+    """Up, back down, then up again and a little more: the slowdown dates from the second rise (run 17), not from
+    the first (run 9), which recovered; the return itself is called as new."""
+    values = noisy(8) + [1.10] * 4 + noisy(4, seed=2) + [v + 0.06 for v in noisy(4, seed=3)]
+    assert regression.judge(values).regressed is False and regression.judge(values).since == 16  # 4 runs: not new
+    assert regression.judge(values[:17]).regressed and regression.judge(values[:17]).since == 16
+    call = regression.judge(values + [v + 0.08 for v in noisy(2, seed=4)])  # within 3% of the level before
+    assert not call.regressed and call.since == 16, call
+
+
 def test_a_short_history_is_not_judged():
     call = regression.judge([1.0, 1.0, 2.0])
     assert not call.regressed and call.rule.startswith("history too short")
