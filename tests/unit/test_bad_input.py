@@ -76,6 +76,16 @@ def test_float64_numpy_and_torch_inputs_are_converted_to_float32(max_encoder, cl
     assert len(seen) == 2 and all(s.dtype == np.float32 and np.array_equal(s, samples.astype(np.float32)) for s in seen)
 
 
+def test_a_pipeline_decodes_greedily_unless_told(cpu_pipe, monkeypatch):
+    """Temperature 0 by default (greedy, no fallback), as the benchmarks compare the paths; an explicit one passes
+    through (dropping the default failed this, 1 of 1: on the fixture clips greedy never falls back)."""
+    seen = []
+    monkeypatch.setattr("whisper.transcribe", lambda model, samples, **options: seen.append(options) or {"text": ""})
+    cpu_pipe.transcribe(np.zeros(1600, np.float32))
+    cpu_pipe.transcribe(np.zeros(1600, np.float32), temperature=(0.0, 0.4))
+    assert [options["temperature"] for options in seen] == [0.0, (0.0, 0.4)]
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda pipe: audio.log_mel(np.zeros((16000, 2), np.float32)),
      r"audio array has shape \(16000, 2\): pass mono 16 kHz samples, e.g. x.mean\(axis=1\)"),

@@ -275,6 +275,21 @@ def test_taps_have_the_new_tokens_shape(max_decoder):
     assert state.length == 4 and all(t.shape == (2, 1, D) for t in state.tap_arrays().values())
 
 
+def test_reused_cross_keys_follow_the_features_not_the_array(max_decoder):
+    """reuse_cross (a fallback decoding its window again) reuses the last keys and values only for equal features:
+    an array refilled in place with another window's features gets that window's keys and values (keeping the
+    array itself instead of a copy of it failed this, 1 of 1)."""
+    a, b, tokens = features(5), features(6), np.array([[50257, 440, 1000]])
+    want_a, want_b = run(max_decoder, a, tokens, []), run(max_decoder, b, tokens, [])
+    buf = a.copy()
+    got_a = max_decoder.new_state(buf, reuse_cross=True).step(tokens)
+    buf[:] = b
+    got_b = max_decoder.new_state(buf, reuse_cross=True).step(tokens)
+    max_decoder.forget_last()
+    np.testing.assert_allclose(got_a, want_a, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(got_b, want_b, atol=ATOL, rtol=0)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda d: d.new_state(features(0)).step(np.zeros((1, N_CTX + 1), np.int64)), "too many tokens.*n_text_ctx 448"),
     (lambda d: d.new_state(np.zeros((1, 1500, 512), np.float32)), r"audio features have shape \(1, 1500, 512\)"),

@@ -66,3 +66,23 @@ def test_output_is_a_layer_norm_with_the_models_gain_and_bias(max_encoder, bundl
     # |var - 1| <= 9.2e-6, mostly eps / var itself (1e-5 / var); 10x and 5x those.
     assert np.abs(z.mean(-1)).max() < 1e-6
     assert np.abs(z.var(-1) - 1).max() < 5e-5
+
+
+def test_the_torch_module_encodes_a_window_once_and_hands_out_copies(max_encoder):
+    """MaxAudioEncoder (openai-whisper's encoder seam) returns the last window's features again for an equal
+    log-mel, without encoding it again, and each caller gets its own tensor: a caller writing into its features
+    cannot change what the next one gets (returning the cached tensor itself failed this, 1 of 1)."""
+    import torch
+
+    from maxwhisper.encoder import MaxAudioEncoder
+    calls = []
+    module = MaxAudioEncoder(max_encoder)
+    module.encoder = lambda mel: calls.append(1) or max_encoder(mel)
+    mel = torch.from_numpy(np.random.default_rng(7).uniform(-1.5, 1.5, (1, 80, 3000)).astype(np.float32))
+    want = torch.from_numpy(max_encoder(mel.numpy()))
+    for _ in range(3):  # encoded, then reused twice
+        got = module(mel.clone())
+        assert torch.equal(got, want)
+        got.zero_()  # a caller that writes into the features it was given
+    other = module(mel + 0.25)
+    assert len(calls) == 2 and torch.equal(other, torch.from_numpy(max_encoder((mel + 0.25).numpy())))
