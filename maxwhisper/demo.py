@@ -36,7 +36,7 @@ def run_demo(fixtures: pathlib.Path, model: str = "bundled", dtype: str = "float
                          f"{t['encode']:.2f}", f"{t['decode']:.2f}", f"{t['total']:.2f}",
                          f"{r['audio_seconds'] / t['total']:.1f}x", text[:60] + ("..." if len(text) > 60 else "")))
     header = ("clip", "audio s", "impl", "WER vs cpu", "WER vs script", "same text", "encode s", "decode s",
-              "total s", "RTF", "text")
+              "total s", "x real time", "text")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
