@@ -230,17 +230,14 @@ def transcribe(pipelines):
 
 
 @pytest.fixture(scope="session")
-def cpu_transcript():
+def cpu_transcript(pipelines):
     """cpu_transcript(clip) -> openai-whisper float32 on the CPU, greedy, without word timestamps, as the GPU
     tests and the transcription benchmark run each path. Not the stored reference: that was transcribed with
     word timestamps, which move where transcribe() seeks in the long clip (without them its 6th segment starts
     at <|0.00|>, not <|0.28|>, and it has 15 segments, not 10: measured on the CPU)."""
-    from maxwhisper.pipelines import Pipeline
-    pipe = Pipeline("cpu", "bundled")
-
     @functools.cache
     def run(clip: str) -> dict:
-        return pipe.transcribe(next(c for c in CLIPS if c.stem == clip))
+        return pipelines["cpu"].transcribe(next(c for c in CLIPS if c.stem == clip))
     return run
 
 

@@ -378,8 +378,12 @@ class MaxEncoder:
 
     def run(self, mel) -> list[np.ndarray]:
         """All graph outputs as float32 numpy arrays (the taps when compiled with taps)."""
+        return self._execute(self.check_input(mel))
+
+    def _execute(self, mel: np.ndarray) -> list[np.ndarray]:
+        """`run` on a log-mel that check_input already returned."""
         from max.driver import CPU, Buffer
-        buf = Buffer.from_numpy(self.check_input(mel))
+        buf = Buffer.from_numpy(mel)
         if self.cfg.device == "gpu":
             buf = buf.to(self.device)
         outs = self.model.execute(buf)
@@ -396,7 +400,7 @@ class MaxEncoder:
     def __call__(self, mel) -> np.ndarray:
         """Encoder output (batch, n_ctx, d_model) float32."""
         mel = self.check_input(mel)
-        out = self.run(mel)[-1]
+        out = self._execute(mel)[-1]
         if not np.isfinite(out).all():  # finite input that overflowed: never hand NaN features to a decoder
             raise MaxWhisperError(f"the encoder's output overflowed to NaN or Inf: the mel reaches "
                                   f"{float(np.abs(mel).max()):.3g}, where a log-mel spectrogram lies "

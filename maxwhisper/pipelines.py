@@ -24,7 +24,7 @@ import whisper
 from maxwhisper import audio as audio_mod
 from maxwhisper import weights
 from maxwhisper.decoder import get_decoder
-from maxwhisper.encoder import MaxAudioEncoder, get_encoder
+from maxwhisper.encoder import DEVICES, MaxAudioEncoder, get_encoder
 from maxwhisper.errors import MaxWhisperError, reason
 from maxwhisper.inference import DecodeTimer, use_max_decoder
 from maxwhisper.reference import torch_encoder
@@ -94,7 +94,7 @@ class Pipeline:
         if self.dtype not in dtypes:
             raise MaxWhisperError(f"--impl {self.impl} takes --dtype {', '.join(dtypes[:-1])} or {dtypes[-1]}, not "
                                   f"{self.dtype!r}" + ("; int8 is faster-whisper's" if self.dtype == "int8" else ""))
-        if self.device not in ("cpu", "gpu"):
+        if self.device not in DEVICES:
             raise MaxWhisperError(f"unknown device {self.device!r}; choose cpu or gpu")
         if self.device == "gpu" and self.impl in ("cpu", "faster-whisper"):  # refused, not quietly run on the CPU
             raise MaxWhisperError(f"--impl {self.impl} runs on the CPU only, not --device gpu; on a GPU use --impl gpu "

@@ -44,8 +44,8 @@ def test_non_float_dtypes_are_rejected(max_encoder, array):
 
 
 @pytest.fixture(scope="module")
-def cpu_pipe():
-    return Pipeline("cpu", "bundled")
+def cpu_pipe(pipelines):
+    return pipelines["cpu"]
 
 
 @pytest.mark.parametrize("mel, message", [(None, "mel given as a NoneType: expected a numpy array"),
