@@ -20,6 +20,9 @@ ROOT = pathlib.Path(__file__).resolve().parent
 FIXTURES = ROOT / "fixtures"
 CLIPS = sorted((FIXTURES / "audio").glob("*.wav"))
 CLIP_NAMES = [c.stem for c in CLIPS]
+SHORT_CLIP = min(CLIPS, key=lambda p: p.stat().st_size)  # by file size: the shortest and longest audio
+LONG_CLIP = max(CLIPS, key=lambda p: p.stat().st_size)
+SAMPLES = FIXTURES / "bench_samples"  # synthetic benchmark runs (fixtures/make_bench_samples.py)
 
 # derandomize=False is explicit: with CI set, Hypothesis loads its own derandomized "ci" profile at import,
 # and a profile registered afterwards inherits it (the header then read "seed: None" on CI).
@@ -115,8 +118,20 @@ def gpu_run_problem(status: GpuStatus, reasons: list[str | None], markexpr: str)
             + " Also: ".join(missing))
 
 
+def wants_slow(markexpr: str) -> bool:
+    """Whether a `-m` expression asks for `slow` cases (`slow`, `parity and slow`, `slow or not slow`): any other
+    run leaves them out, so `pytest -m parity` or `pytest -m gpu` runs what plain `pytest` runs of those tests,
+    not every official size (pytest's `-m` replaces the one in addopts, it does not add to it)."""
+    return re.search(r"(?<!not )\bslow\b", markexpr) is not None
+
+
 @pytest.hookimpl(trylast=True)  # after `-m` deselected what the run does not ask for
 def pytest_collection_modifyitems(config, items):
+    if not wants_slow(config.getoption("markexpr") or ""):
+        slow = [item for item in items if any(m.name == "slow" for m in item.iter_markers())]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = [item for item in items if item not in slow]
     status = gpu_status()
     reasons = []
     for item in items:
@@ -162,7 +177,8 @@ def max_taps_encoder_random_tiny():
     """Seeded random weights with tiny's dims: the same compiled graph as tiny.en, other weights."""
     from maxwhisper import weights
     from maxwhisper.encoder import get_encoder
-    return get_encoder(weights.load("random:tiny:0"), "cpu", "float32", taps=True)
+    from maxwhisper.golden import SEED
+    return get_encoder(weights.load(f"random:tiny:{SEED}"), "cpu", "float32", taps=True)
 
 
 @pytest.fixture(scope="session")
@@ -208,8 +224,8 @@ def transcribe(pipelines):
     """transcribe(impl, clip, options=()) -> openai-whisper's result with word timestamps, computed once per
     session per arguments and shared by every end-to-end test; torch's RNG is seeded first, so sampled
     fallbacks draw the same numbers on every path. `options` is a tuple of transcribe() keyword items."""
-    import torch
     from maxwhisper.pipelines import Pipeline
+    from tests.helpers import transcribe_clip
     paths = dict(pipelines)
 
     @functools.cache
@@ -220,9 +236,7 @@ def transcribe(pipelines):
             paths[impl] = Pipeline(impl, "bundled")
         elif impl not in paths:  # "max-bfloat16": the MAX path with a bf16 encoder
             paths[impl] = Pipeline(impl.split("-")[0], "bundled", dtype=impl.split("-")[1])
-        torch.manual_seed(0)
-        path = next(c for c in CLIPS if c.stem == clip)
-        return paths[impl].transcribe(path, word_timestamps=True, **dict(options))
+        return transcribe_clip(paths[impl], clip, dict(options))
 
     def run(impl: str, clip: str, options: tuple = ()) -> dict:
         return cached(impl, clip, tuple(options))

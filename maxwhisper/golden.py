@@ -49,9 +49,9 @@ def stats(x: np.ndarray) -> np.ndarray:
 STAT_NAMES = ("mean", "std", "min", "max", "mean_abs", "rms")
 
 
-def random_mel(n_mels: int, seed: int = SEED) -> np.ndarray:
+def random_mel(n_mels: int, seed: int = SEED, batch: int = 1) -> np.ndarray:
     """A deterministic log-mel-like input in Whisper's value range ([-1.5, 1.5] after its scaling)."""
-    return np.random.default_rng(seed).uniform(-1.5, 1.5, (1, n_mels, 3000)).astype(np.float32)
+    return np.random.default_rng(seed).uniform(-1.5, 1.5, (batch, n_mels, 3000)).astype(np.float32)
 
 
 def taps_to_tensors(taps: dict[str, np.ndarray], mel: np.ndarray, channels: int | None = None) -> dict[str, np.ndarray]:

@@ -71,7 +71,7 @@ class _CastEncoder(torch.nn.Module):
 
 @dataclass
 class Pipeline:
-    """A loaded model ready to transcribe, on one of the three paths."""
+    """A loaded model ready to transcribe, on one of the paths in IMPLS."""
     impl: str = "max"
     model: str = "bundled"
     dtype: str = "float32"  # the encoder's (max and cpu paths), or faster-whisper's compute type (float32, int8)
@@ -94,6 +94,9 @@ class Pipeline:
         if self.dtype not in dtypes:
             raise MaxWhisperError(f"--impl {self.impl} takes --dtype {', '.join(dtypes[:-1])} or {dtypes[-1]}, not "
                                   f"{self.dtype!r}" + ("; int8 is faster-whisper's" if self.dtype == "int8" else ""))
+        if self.impl == "gpu" and self.dtype != "float32":  # refused, not quietly run in fp16 anyway
+            raise MaxWhisperError(f"--impl gpu runs openai-whisper's own fp16 path, so --dtype {self.dtype} would change "
+                                  "nothing; drop --dtype (it sets the MAX encoder's precision: --impl max --device gpu)")
         if self.device not in DEVICES:
             raise MaxWhisperError(f"unknown device {self.device!r}; choose cpu or gpu")
         if self.device == "gpu" and self.impl in ("cpu", "faster-whisper"):  # refused, not quietly run on the CPU

@@ -34,10 +34,11 @@ OFFICIAL_DIMS: dict[str, ModelDimensions] = {
         "base": (80, 512, 8, 6, 6, 51865), "base.en": (80, 512, 8, 6, 6, 51864),
         "small": (80, 768, 12, 12, 12, 51865), "small.en": (80, 768, 12, 12, 12, 51864),
         "medium": (80, 1024, 16, 24, 24, 51865), "medium.en": (80, 1024, 16, 24, 24, 51864),
-        "large-v2": (80, 1280, 20, 32, 32, 51865), "large-v3": (128, 1280, 20, 32, 32, 51866),
-        "large-v3-turbo": (128, 1280, 20, 32, 4, 51866),
+        "large-v1": (80, 1280, 20, 32, 32, 51865), "large-v2": (80, 1280, 20, 32, 32, 51865),
+        "large-v3": (128, 1280, 20, 32, 32, 51866), "large-v3-turbo": (128, 1280, 20, 32, 4, 51866),
     }.items()
 }
+OFFICIAL_DIMS |= {"large": OFFICIAL_DIMS["large-v3"], "turbo": OFFICIAL_DIMS["large-v3-turbo"]}  # openai-whisper's aliases
 
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 

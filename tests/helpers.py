@@ -118,3 +118,12 @@ def assert_words_agree(got: dict, want: dict, within_s: float) -> None:
     assert [w["word"] for w in words[0]] == [w["word"] for w in words[1]]
     for a, b in zip(*words):
         assert abs(a["start"] - b["start"]) <= within_s and abs(a["end"] - b["end"]) <= within_s, (a, b)
+
+
+def transcribe_clip(pipe, clip: str, options: dict | None = None) -> dict:
+    """A fixture clip through `pipe` as the parity tests compare it: torch's RNG seeded (sampled fallbacks
+    draw the same), with word timestamps."""
+    import torch
+    from conftest import CLIPS
+    torch.manual_seed(0)
+    return pipe.transcribe(next(c for c in CLIPS if c.stem == clip), word_timestamps=True, **(options or {}))

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import CLIPS
+from conftest import LONG_CLIP, SHORT_CLIP
 from maxwhisper.encoder import EncoderConfig, MaxEncoder
 from maxwhisper.memory import PeakMemory
 from maxwhisper.metrics import word_error_rate
@@ -18,7 +18,7 @@ from tests.bench.conftest import FULL
 pytestmark = pytest.mark.bench
 COLD = os.getenv("MAXWHISPER_BENCH_COLD") == "1"
 # The longest clip in full mode; quick mode (inside `make test`) only checks the machinery, on the shortest.
-CLIP = max(CLIPS, key=lambda p: p.stat().st_size) if FULL else min(CLIPS, key=lambda p: p.stat().st_size)
+CLIP = LONG_CLIP if FULL else SHORT_CLIP
 COMPILE_SNIPPET = """
 import time, sys
 start = time.perf_counter()

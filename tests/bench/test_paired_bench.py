@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CLIPS
+from conftest import LONG_CLIP, SHORT_CLIP
 from maxwhisper.encoder import EncoderConfig, MaxEncoder, get_encoder
+from maxwhisper.golden import random_mel
 from maxwhisper.memory import PeakMemory
 from maxwhisper.metrics import word_error_rate
 from maxwhisper.paired import Rounds, probe
@@ -33,8 +34,6 @@ LONG_ROUNDS = 3  # every path on the long clip: ~30 s a round
 # A warm load, ~3 s a round. With 5 rounds the per-run CPU-time figure spread 7-9% between quiet runs (per-round
 # ratios ~12% apart within a run), and a 15% compile slowdown was called in about a quarter of replays.
 COMPILE_ROUNDS = 15 if MODE == "full" else 1
-SHORT_CLIP = min(CLIPS, key=lambda p: p.stat().st_size)
-LONG_CLIP = max(CLIPS, key=lambda p: p.stat().st_size)
 
 
 def finish(benchmark, rounds: Rounds, n: int, normalisation: str, partner: str = "", **extra) -> None:
@@ -48,7 +47,7 @@ def finish(benchmark, rounds: Rounds, n: int, normalisation: str, partner: str =
 def test_paired_encoder(benchmark, bundled, batch):
     """MAX float32 encoder against PyTorch eager on the same mel, with the probe, round by round."""
     benchmark.group = "encoder-paired"
-    mel = np.random.default_rng(0).uniform(-1.5, 1.5, (batch, bundled.dims.n_mels, 3000)).astype(np.float32)
+    mel = random_mel(bundled.dims.n_mels, batch=batch)
     from max.driver import Buffer
     encoder, buf = get_encoder(bundled, "cpu", "float32"), Buffer.from_numpy(mel)
     module, x = torch_encoder(bundled, "cpu", torch.float32), torch.from_numpy(mel)
@@ -93,7 +92,7 @@ def test_paired_compile(benchmark, bundled):
            **memory.as_extra_info())
     # The timed load gave a working model: one call (untimed) equals the cached encoder's output bit for bit
     # (the same graph and weights; the CPU encoder repeats bit-identically, measured on the Zen 5 EPYC).
-    mel = np.random.default_rng(0).uniform(-1.5, 1.5, (1, bundled.dims.n_mels, 3000)).astype(np.float32)
+    mel = random_mel(bundled.dims.n_mels)
     out = compiled.run(mel)[0]
     assert out.shape == (1, bundled.dims.n_audio_ctx, bundled.dims.n_audio_state) and np.isfinite(out).all()
     np.testing.assert_array_equal(out, get_encoder(bundled, "cpu", "float32").run(mel)[0])

@@ -7,7 +7,10 @@ blocks as graph ops instead of the fused CPU op (what the GPU runs). The warp ke
 tiny.en by default and on every size under slow. The other sizes
 compile their own two graphs (minutes each on 2 cores; large-v3 needs several GB of RAM): marked slow.
 Features are dense N(0, 1) from a fixed seed; tokens are random ids; the protocol is the parity suite's
-(a 3-token prefill, then single steps), checked stage by stage with the decoder tolerances.
+(a 3-token prefill, then single steps), checked stage by stage with the decoder tolerances, which were measured
+on the bundled weights and real clips; on these inputs (tiny.en's random half weights) every stage measured
+within a tenth of its limit on both CPU kernels (logits max|diff| 4.3e-6 and 3.3e-6 against 5.1e-5, NMSE
+5.5e-13 and 4.2e-13 against 8e-11; Zen 5 EPYC).
 """
 import gc
 

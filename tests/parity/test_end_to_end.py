@@ -26,7 +26,8 @@ def test_tokens_equal_stored_reference(clip, impl, transcribe, expected_transcri
 
 @pytest.mark.parametrize("clip", CLIP_NAMES)
 def test_max_encoder_word_timestamps_equal_pytorch(clip, transcribe):
-    # PyTorch's alignment pass over MAX features (encoder parity ~1e-5): word times agree to the 20 ms frame
+    # PyTorch's alignment pass over MAX features (encoder parity ~1e-5). Measured: every word's start and end
+    # equal on all three clips (225 words, Zen 5 EPYC); 0.02 s allows one 20 ms frame, the alignment's step.
     assert_words_agree(transcribe("max-encoder", clip), transcribe("cpu", clip), 0.02)
 
 
@@ -44,7 +45,7 @@ def test_bfloat16_encoder_stays_within_bfloat16_noise(clip, transcribe, expected
 def test_long_clip_spans_several_windows(transcribe):
     result = transcribe("max", "long")
     assert result["audio_seconds"] > 60
-    assert result["segments"][-1]["end"] > 30, "the second 30 s window was never decoded"
+    assert result["segments"][-1]["end"] > 60, "the third 30 s window was never decoded"
 
 
 @pytest.mark.parametrize("clip", CLIP_NAMES)
@@ -59,6 +60,9 @@ def test_max_transcript_is_close_to_the_script(clip, transcribe):
 
 @pytest.mark.parametrize("impl", ["cpu", "max", "max-encoder"])
 def test_timings_add_up(impl, transcribe):
-    """result["timings"] (what `make demo` and the benchmarks print): encode and decode, both spent, make the total."""
+    """result["timings"] (what `make demo` and the benchmarks print): every phase named; the encoder's seconds,
+    counted where the encoder runs, are part of the total and the decode is the rest (a decode figure taken as
+    the whole total failed this in the mutation sweep, docs/suite.md)."""
     t = transcribe(impl, "short")["timings"]
+    assert set(t) == {"load", "compile", "encode", "decode", "total"}
     assert t["encode"] > 0 and t["decode"] > 0 and t["encode"] + t["decode"] == pytest.approx(t["total"], abs=1e-9)

@@ -18,12 +18,11 @@ import tempfile
 
 import pytest
 
+from conftest import ROOT, SAMPLES
 from maxwhisper import dashboard
 
 pytestmark = pytest.mark.unit
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-SAMPLES = ROOT / "fixtures" / "bench_samples"
 BASELINE = next((SAMPLES / "Linux-CPython-3.11-64bit").glob("0001_*.json"))
 REAL_RUNS = ROOT / "fixtures" / "bench_runs"  # real runs from this project's CI machine (docs/benchmarks.md)
 # Runs in the page after layout: for every chart, the title's and each legend item's box, as the browser drew them.
@@ -63,9 +62,15 @@ def screenshot(page: pathlib.Path, png: pathlib.Path, profile: pathlib.Path) -> 
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> pathlib.Path:
+def browser() -> str:
+    """chromium's path; the test skips, saying how to install it, where there is none."""
     if CHROMIUM is None:
         pytest.skip("chromium not found on PATH (Debian: apt-get install chromium, or `make chromium`)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def report(browser, tmp_path_factory) -> pathlib.Path:
     return build_sample_report(tmp_path_factory.mktemp("report") / "report.html")
 
 
@@ -118,9 +123,7 @@ def test_no_legend_covers_its_title_on_the_sample_page(report, tmp_path):
     assert_legends_clear(charts)
 
 
-def test_page_from_the_committed_real_runs(tmp_path):
-    if CHROMIUM is None:
-        pytest.skip("chromium not found on PATH (Debian: apt-get install chromium, or `make chromium`)")
+def test_page_from_the_committed_real_runs(browser, tmp_path):
     page = tmp_path / "real.html"
     args = argparse.Namespace(results=str(REAL_RUNS), output=str(page), baseline=None, threshold=[], github_json=None)
     assert dashboard.main(args) == 0  # the committed runs are clean (tests/unit/test_nightly_real_runs.py)

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.unit
 N_VOCAB, N_CTX, D = 51864, 448, 384  # tiny.en
 seeds = st.integers(0, 2**32 - 1)
 # Same graph, other split of the work: measured max |diff| 2e-5 on logits up to |40| (float32 sums in
-# another order); 1e-3 is 50x that and still far below the gap between distinct tokens' logits.
+# another order); on the Zen 5 EPYC, 8 random prefill splits: decoder_block 3.4e-5, the warp kernels'
+# emulation 0 (each token's sums in the same order either way). 1e-3 is 30x the worst and still far below
+# the gap between distinct tokens' logits.
 ATOL = 1e-3
 
 

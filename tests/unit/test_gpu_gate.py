@@ -89,3 +89,22 @@ def test_collection_hook_skips_and_fails_as_the_rules_say(monkeypatch):
     monkeypatch.setattr(conftest, "gpu_status", lambda: GPU_BOX_NOTHING)
     with pytest.raises(pytest.UsageError, match="would skip"):
         conftest.pytest_collection_modifyitems(FakeConfig("gpu"), [FakeItem("gpu"), FakeItem("gpu", "torch_cuda")])
+
+
+@pytest.mark.parametrize("markexpr, runs_slow", [
+    ("", False), ("parity", False), ("gpu", False), ("unit and not slow", False), ("not slow", False),
+    ("slow", True), ("parity and slow", True), ("slow or not slow", True),
+])
+def test_slow_cases_run_only_when_the_marker_expression_names_them(markexpr, runs_slow):
+    assert conftest.wants_slow(markexpr) == runs_slow
+
+
+def test_a_marker_run_collects_no_slow_case():
+    """`pytest -m parity` (as the README has it) leaves out the slow cases that plain `pytest` leaves out."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "parity", "-p", "no:cacheprovider",
+                          "tests/parity/test_decoder_sizes.py"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    collected = [line for line in out.stdout.splitlines() if "::" in line]
+    assert collected and not any("large-v3" in line or "graph-ops" in line for line in collected), out.stdout

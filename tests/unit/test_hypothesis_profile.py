@@ -11,7 +11,10 @@ pytestmark = pytest.mark.unit
 
 
 def test_this_run_has_a_seed_to_replay(pytestconfig):
-    assert pytestconfig.getoption("hypothesis_seed") is not None
+    """The seed in the header is the one Hypothesis draws from (its plugin reads the option after ours sets it)."""
+    import hypothesis.core
+    seed = pytestconfig.getoption("hypothesis_seed")
+    assert seed is not None and hypothesis.core.global_force_seed == seed
 
 
 @pytest.mark.parametrize("ci", ["", "1"])

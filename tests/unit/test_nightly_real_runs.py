@@ -17,12 +17,12 @@ import sys
 
 import pytest
 
+from conftest import ROOT
 from maxwhisper import calibrate, regression
 from maxwhisper.results import load_runs, split_series
 
 pytestmark = pytest.mark.unit
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 SETS = ("bench_runs", "bench_runs_quiet", "bench_runs_30rounds", "bench_runs_compile15")
 REAL_RUN_SETS = [pytest.param(ROOT / "fixtures" / name, id=name) for name in SETS]
 GROUPS = {"bench_runs": {"encoder-paired", "compile-paired"},

@@ -25,6 +25,11 @@ def test_bundled_is_tiny_en_and_fills_every_whisper_parameter(bundled):
     assert torch.allclose(bundled.state_dict["encoder.positional_embedding"], sinusoids(1500, 384), atol=5e-4)
 
 
+def test_every_name_openai_whisper_knows_is_an_official_size():
+    import whisper
+    assert set(weights.OFFICIAL_DIMS) == set(whisper._MODELS)
+
+
 @pytest.mark.parametrize("name", weights.OFFICIAL_DIMS)
 def test_expected_shapes_are_openai_whispers(name):
     """weights.expected_shapes, which every load checks against, lists openai-whisper's own tensors. It is written
