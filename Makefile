@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 RESULTS ?= .benchmarks
 
-.PHONY: demo test bench nightly golden fixtures gpu chromium clean-venv
+.PHONY: venv demo test bench nightly golden fixtures gpu chromium clean-venv
 
 # uv installs the same packages as pip faster (measured here: 36 s against 107 s from empty caches, plus about
 # 27 s to compile the bytecode, which pip does too: where PYTHONDONTWRITEBYTECODE is set, as on this machine, a
@@ -28,6 +28,8 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "note: chromium not installed; the browser test will skip"; }
+
+venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m maxwhisper demo

@@ -197,7 +197,8 @@ def kernel_probe():
     A test of one op feeds the other op the smallest inputs (tests/helpers.py: `kernel_probe_run`)."""
     from max.dtype import DType
     from max.graph import DeviceRef, Graph, TensorType
-    from maxwhisper.encoder import _session, kernel_attention
+    from maxwhisper.encoder import kernel_attention
+    from maxwhisper.session import get_session
     from maxwhisper.gemv import KERNELS_PATH, gemv_nt
     from tests.helpers import ATTENTION_HEADS, ATTENTION_WIDTH
     cpu = DeviceRef.CPU()
@@ -209,7 +210,7 @@ def kernel_probe():
         graph.output(gemv_nt(x, w, n.shape[0]), gemv_nt(x, w_half, n.shape[0]),
                      gemv_nt(x, w, n.shape[0], pairs=False), gemv_nt(x, w, n.shape[0], pairs=True),
                      kernel_attention(qkv, ATTENTION_HEADS))
-    return _session("cpu").load(graph)
+    return get_session("cpu").load(graph)
 
 
 @pytest.fixture(scope="session")

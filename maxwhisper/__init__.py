@@ -1,6 +1,7 @@
-"""maxwhisper: Whisper's audio encoder as a MAX graph, checked against PyTorch and benchmarked.
+"""maxwhisper: Whisper's encoder and decoder as MAX graphs, checked against PyTorch and benchmarked.
 
-Data flows one way: weights -> layout -> encoder (graph, session) -> features -> pipelines (decoder).
+Data flows one way: weights -> layout -> graphs (encoder, decoder) -> session -> features -> tokens
+(inference: openai-whisper's decoding loop on the MAX decoder) -> pipelines and the CLI.
 """
 from maxwhisper.errors import MaxWhisperError
 

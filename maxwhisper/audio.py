@@ -1,4 +1,4 @@
-"""Audio in, log-mel out: 16 kHz WAV without ffmpeg, anything else through ffmpeg when installed."""
+"""Audio in, log-mel out: 16 kHz WAV or FLAC without ffmpeg, anything else through ffmpeg when installed."""
 from __future__ import annotations
 
 import pathlib
@@ -12,7 +12,6 @@ import whisper
 from maxwhisper.errors import MaxWhisperError, reason
 
 SAMPLE_RATE = whisper.audio.SAMPLE_RATE  # 16000
-N_FRAMES = whisper.audio.N_FRAMES  # 3000 mel frames = 30 s
 
 
 def load_audio(path: str | pathlib.Path) -> np.ndarray:

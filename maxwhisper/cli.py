@@ -81,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, impls):
-        sp.add_argument("audio", help="audio file (16 kHz WAV read directly; other formats need ffmpeg)")
+        sp.add_argument("audio", help="audio file (16 kHz WAV or FLAC read directly; other formats need ffmpeg)")
         sp.add_argument("--impl", choices=impls, default=impls[0])
         sp.add_argument("--model", default="bundled", help="bundled | CT2 dir | file.pt | tiny, base.en... | random:SIZE")
         sp.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "int8"], default="float32",

@@ -49,8 +49,9 @@ import torch
 from whisper.model import ModelDimensions
 
 from maxwhisper import exact
-from maxwhisper.encoder import DEVICES, LN_EPS, _max_dtype, _session, _stderr, as_float32, config_key, max_device, \
-    require_array
+from maxwhisper.session import (DEVICES, LN_EPS, as_float32, config_key, get_session, max_device, max_dtype,
+                                require_array, stderr_line)
+from maxwhisper.stages import decoder_tap_names
 from maxwhisper.errors import MaxWhisperError
 from maxwhisper.layout import decoder_weights_to_max
 
@@ -67,11 +68,6 @@ def capture_setting() -> bool:
     if value not in ("", "0", "1"):
         raise MaxWhisperError(f"MAXWHISPER_CAPTURE={value!r}: set it to 1 (capture GPU steps) or 0 (run them eagerly)")
     return value == "1"
-
-
-def tap_names(n_layer: int) -> list[str]:
-    """The step graph's taps, in order: the embedding sum, each block's output, the final LayerNorm."""
-    return ["embed", *(f"block{i}" for i in range(n_layer)), "ln"]
 
 
 @dataclass(frozen=True)
@@ -176,7 +172,7 @@ def _graph_weights(cfg: DecoderConfig, dev):
 
     def weight(name: str):
         if name not in nodes:
-            dtype = _max_dtype(_stored(cfg, name))
+            dtype = max_dtype(_stored(cfg, name))
             nodes[name] = Weight(name, dtype, shapes[name], dev)
         return nodes[name]
     return weight
@@ -380,12 +376,12 @@ class MaxDecoder:
                 raise MaxWhisperError(f"decoder weight {name} has shape {tuple(registry[name].shape)}, "
                                       f"expected {shape} for these model dimensions")
         dims = cfg.dims
-        (progress or _stderr)(f"compiling MAX decoder (d={dims.n_text_state} layers={dims.n_text_layer} "
+        (progress or stderr_line)(f"compiling MAX decoder (d={dims.n_text_state} layers={dims.n_text_layer} "
                               f"vocab={dims.n_vocab}, {cfg.device}, {cfg.dtype}"
                               + (f", {cfg.storage} weights" if cfg.fused else "") + "); the first compile takes a few "
                               "minutes on 2 cores, later ones load from ~/.cache/modular")
         start = time.perf_counter()
-        session = _session(cfg.device)
+        session = get_session(cfg.device)
         self.cross_model = session.load(build_cross_graph(cfg), weights_registry=registry)
         self.step_model = session.load(build_step_graph(cfg), weights_registry=registry)
         self.compile_s = time.perf_counter() - start
@@ -407,7 +403,7 @@ class MaxDecoder:
         mutant._last_cross = None
         if mutant.cfg.bugs & WEIGHT_BUGS:
             registry = _registry(mutant.cfg, decoder_weights)
-            mutant.step_model = _session(self.cfg.device).load(build_step_graph(mutant.cfg), weights_registry=registry)
+            mutant.step_model = get_session(self.cfg.device).load(build_step_graph(mutant.cfg), weights_registry=registry)
         return mutant
 
     def _to_device(self, array: np.ndarray):
@@ -492,16 +488,16 @@ class DecoderState:
                            else [Buffer.zeros(shape, DType.float32, decoder.device) for _ in range(2 * dims.n_text_layer)])
         self.taps: list = []
         self._taps_repeat = 1  # taps of one row stand for each row of its group (_prefill_group_once)
-        self._graph: CapturedStep | None = None
+        self._captured: CapturedStep | None = None
         self.capture = decoder.captures  # whether this state's single-token steps replay a captured graph
         # On CPU a MAX buffer views its numpy array: a single-token step writes its token, position and cache
         # count into these and hands MAX the same buffers again (each step's fresh arrays and buffers cost
         # 0.15 ms of the step's 0.27 ms of Python, measured on AMD EPYC, AVX2)
-        self._one: tuple[list[np.ndarray], list] | None = None
+        self._single_token_inputs: tuple[list[np.ndarray], list] | None = None
         if decoder.cfg.device == "cpu":
             one = [np.zeros((self.batch, 1), np.int64), np.zeros(1, np.int64), np.zeros((1, 1), np.float32),
                    np.zeros(1, np.int64), np.zeros(1, np.int64)]  # tokens, position, causal mask, rows, count
-            self._one = one, [decoder._to_device(a) for a in one]
+            self._single_token_inputs = one, [decoder._to_device(a) for a in one]
 
     @property
     def batch(self) -> int:
@@ -515,9 +511,9 @@ class DecoderState:
         n = self.batch
         return [arrays[kv][i * n:(i + 1) * n] for i in range(self.decoder.cfg.dims.n_text_layer) for kv in (0, 1)]
 
-    def step(self, tokens, rows=None) -> np.ndarray:
-        """Logits (batch, len(rows), n_vocab) for `tokens` (batch, new) following the cached ones, at the
-        new tokens' positions `rows` (default: all of them)."""
+    def step(self, tokens, logit_positions=None) -> np.ndarray:
+        """Logits (batch, len(logit_positions), n_vocab) for `tokens` (batch, new) following the cached ones, at
+        `logit_positions` among the new tokens (default: all of them)."""
         try:
             tokens = np.asarray(tokens)
         except ValueError:  # rows of different lengths
@@ -538,35 +534,37 @@ class DecoderState:
         if self.filled == 0 and self.group > 1 and new > 1:
             per_window = tokens.reshape(self.n_audio, self.group, new)
             if (per_window == per_window[:, :1]).all():  # a beam or best-of group's prompt, one row per window
-                return self._prefill_group_once(tokens[::self.group], rows)
+                return self._prefill_group_once(tokens[::self.group], logit_positions)
         bugs, d = self.decoder.cfg.bugs, self.decoder
         start = 0 if "pos_offset_reset" in bugs else self.length
         if "cache_off_by_one" in bugs and self.filled:  # the newest cached position is overwritten
             self.filled -= 1
-        if new == 1 and rows is None and self._one is not None:  # a host step: the same input buffers again
-            arrays, buffers = self._one
+        one_token = new == 1 and logit_positions is None
+        if one_token and self._single_token_inputs is not None:  # a host step: the same input buffers again
+            arrays, buffers = self._single_token_inputs
             arrays[0][:], arrays[1][0], arrays[4][0] = tokens, start, self.filled
             return self._finish(d.step_model.execute(*buffers, *self.caches, *self.cross), new)
-        if new == 1 and rows is None and self._graph is not None:  # a replay: no fresh input arrays either
-            return self._finish(self._graph.outputs, new, self._graph.step(tokens, start, self.filled))
+        if one_token and self._captured is not None:  # a replay: no fresh input arrays either
+            return self._finish(self._captured.outputs, new, self._captured.step(tokens, start, self.filled))
         positions = np.arange(start, start + new, dtype=np.int64)
         causal = np.triu(np.full((new, new), -np.inf, np.float32), k=1)
         if "no_causal_mask" in bugs:
             causal[:] = 0.0
-        rows = np.arange(new, dtype=np.int64) if rows is None else np.asarray(rows)
-        if rows.ndim != 1 or len(rows) == 0 or rows.dtype.kind not in "iu" or (rows < 0).any() or (rows >= new).any():
-            raise MaxWhisperError(f"logit rows {rows.tolist()} must be positions among the {new} new tokens")
+        logit_positions = np.arange(new, dtype=np.int64) if logit_positions is None else np.asarray(logit_positions)
+        picked = logit_positions
+        if picked.ndim != 1 or len(picked) == 0 or picked.dtype.kind not in "iu" or (picked < 0).any() or (picked >= new).any():
+            raise MaxWhisperError(f"logit positions {picked.tolist()} must be among the {new} new tokens (0 to {new - 1})")
         repeat = None  # a row asked for twice goes through the graph once (the fused kernel takes at most `new`)
-        if len(set(rows.tolist())) < len(rows):
-            rows, repeat = np.unique(rows, return_inverse=True)
-        inputs = [tokens.astype(np.int64), positions, causal, rows, np.array([self.filled], np.int64)]
-        if self.capture and d.cfg.device == "gpu" and new == 1 and self._graph is None:
+        if len(set(logit_positions.tolist())) < len(logit_positions):
+            logit_positions, repeat = np.unique(logit_positions, return_inverse=True)
+        inputs = [tokens.astype(np.int64), positions, causal, logit_positions, np.array([self.filled], np.int64)]
+        if self.capture and d.cfg.device == "gpu" and new == 1 and self._captured is None:
             try:
-                self._graph = CapturedStep(self, inputs)
+                self._captured = CapturedStep(self, inputs)
             except (RuntimeError, ValueError) as exc:  # the runtime cannot capture this graph: run steps eagerly
                 self.capture, d.captures, d.capture_error = False, False, f"{type(exc).__name__}: {exc}"
-        if self._graph is not None and new == 1:  # a single-token step on GPU: one replay of a captured graph
-            outs, logits = self._graph.outputs, self._graph.step(tokens, start, self.filled)
+        if self._captured is not None and new == 1:  # a single-token step on GPU: one replay of a captured graph
+            outs, logits = self._captured.outputs, self._captured.step(tokens, start, self.filled)
         else:
             outs = d.step_model.execute(*map(d._to_device, inputs), *self.caches, *self.cross)
             logits = None
@@ -593,12 +591,12 @@ class DecoderState:
         for buf, a in zip(self.caches, arrays):
             buf.inplace_copy_from(Buffer.from_numpy(a))
 
-    def _prefill_group_once(self, tokens: np.ndarray, rows) -> np.ndarray:
+    def _prefill_group_once(self, tokens: np.ndarray, logit_positions) -> np.ndarray:
         """The first step of groups whose rows all hold the same tokens (openai-whisper repeats the prompt
         for each beam or best-of candidate): one row per audio window is decoded, and its cache rows, logits
         and taps are copied to the rest of its group. A batch-5 prompt of 190 tokens took 500 ms."""
         one = DecoderState(self.decoder, self.window_cross, 1)
-        logits = one.step(tokens, rows)
+        logits = one.step(tokens, logit_positions)
         new = tokens.shape[1]
         theirs = iter(one.cache_arrays())
 
@@ -611,7 +609,7 @@ class DecoderState:
 
     def tap_arrays(self) -> dict[str, np.ndarray]:
         """The last step's taps by name, each (batch, new, d)."""
-        names = tap_names(self.decoder.cfg.dims.n_text_layer)
+        names = decoder_tap_names(self.decoder.cfg.dims.n_text_layer)
         return {n: np.repeat(self.decoder._to_numpy(t), self._taps_repeat, axis=0) for n, t in zip(names, self.taps)}
 
     def cache_arrays(self) -> list[np.ndarray]:

@@ -12,9 +12,7 @@ activations (all as (batch, time, channels)) as extra outputs for the parity sui
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,10 +24,10 @@ from whisper.model import ModelDimensions
 from maxwhisper import exact
 from maxwhisper.errors import MaxWhisperError
 from maxwhisper.layout import encoder_weights_to_max
+from maxwhisper.session import (DEVICES, LN_EPS, as_float32, config_key, get_session, max_device, max_dtype,
+                                require_array, stderr_line)
 
 DTYPES = ("float32", "bfloat16", "float16")
-DEVICES = ("cpu", "gpu")
-LN_EPS = 1e-5
 # Bug classes that have made public MAX Whisper encoders "run fine but understand nothing", as graph mutants
 # (those a wrong weight or input binding expresses exactly, such as a convolution without its shifted taps, a
 # missing positional embedding, a wrong attention scale, an untransposed projection or a reshaped mel, the
@@ -39,18 +37,13 @@ BUGS = ("stride_by_slicing", "tanh_gelu", "no_ln_post",
         "ln_eps", "ln_unbiased_var", "mlp_tanh_gelu")
 # How many blocks a mutant carrying only these bugs is built with (its taps stop there): the first stage where
 # each fails lies within them, which is all the self-check asserts. Less graph: a shorter cold compile
-# (all twelve mutants at full depth took 265 s cold on 2 cores).
+# (twelve mutants at full depth once took 265 s cold on 2 cores; these six, built this deep, 210 s).
 BUG_DEPTH = {"stride_by_slicing": 0, "tanh_gelu": 0, "ln_eps": 1, "ln_unbiased_var": 1, "mlp_tanh_gelu": 1}
 MATMUL_WEIGHTS = ("qkv.w", "out.w", "fc1.w", "fc2.w")
 # the attention kernel's scratch per head (encoder_attention.mojo's HEAD_CAP): up to 1504 frames' keys in tiles
 # (1536 rounds them up to tiles of 48), then their values, 64 wide
 ATTENTION_HEAD_CAP = (1536 + 1504) * 64
 PRODUCT_WEIGHTS = ("conv1.w", "conv2.w", *MATMUL_WEIGHTS)  # split into parts for exact products
-
-
-def tap_names(n_layer: int) -> list[str]:
-    """Names of the taps, in graph order; the last one is the encoder output."""
-    return ["conv1", "conv2", "pos_emb", *(f"block{i}" for i in range(n_layer)), "ln_post"]
 
 
 @dataclass(frozen=True)
@@ -65,8 +58,8 @@ class EncoderConfig:
     # 0 = plain products. get_encoder sets it on GPU, whose float32 products round like TF32.
     weight_parts: int = 0
     # the two convolutions as one matrix product of three shifted copies (im2col); None: on GPU. MAX's GPU
-    # convolution ran at 0.04 TFLOP/s on an sm_86 GPU (MAX's own notes, max/pipelines minimax_music3), and
-    # the H100 encoder's cost per window (~10 ms in bfloat16) is of that order; not yet timed on a GPU
+    # convolution ran at 0.04 TFLOP/s on an sm_86 GPU (MAX's own notes, max/pipelines minimax_music3); on an
+    # H100 the float32 encoder at batch 1 took 20.2 ms this way against 98.6 ms before (docs/gpu.md)
     conv_as_matmul: bool | None = None
     # self-attention as one Mojo kernel (maxwhisper/kernels/encoder_attention.mojo) instead of two batched
     # products around a softmax of the whole (heads, T, T) scores; None: on CPU, except with exact products,
@@ -103,27 +96,6 @@ class EncoderConfig:
     @property
     def n_frames(self) -> int:
         return 2 * self.dims.n_audio_ctx
-
-
-def config_key(cfg) -> tuple:
-    """A config dataclass's hashable identity: every field, ModelDimensions (not hashable) as its values."""
-    values = (getattr(cfg, f.name) for f in dataclasses.fields(cfg))
-    return tuple(tuple(vars(v).values()) if isinstance(v, ModelDimensions) else v for v in values)
-
-
-def _max_dtype(name: str):
-    from max.dtype import DType
-    return {"float32": DType.float32, "bfloat16": DType.bfloat16, "float16": DType.float16}[name]
-
-
-def max_device(device: str):
-    """The max.driver device for 'cpu' or 'gpu', with a clear error when there is no GPU."""
-    from max.driver import CPU, Accelerator, accelerator_count
-    if device == "cpu":
-        return CPU()
-    if accelerator_count() == 0:
-        raise MaxWhisperError("no GPU: MAX sees no accelerator on this machine; use --device cpu (or --impl cpu)")
-    return Accelerator()
 
 
 def conv1d(x, w, b, stride: int = 1, weight_parts: int = 0):
@@ -165,7 +137,7 @@ def build_graph(cfg: EncoderConfig):
     from max.dtype import DType
     from max.graph import DeviceRef, Graph, TensorType, Weight
 
-    cdt = _max_dtype(cfg.dtype)
+    cdt = max_dtype(cfg.dtype)
     dev = DeviceRef.GPU() if cfg.device == "gpu" else DeviceRef.CPU()
     shapes, nodes = weight_shapes(cfg.dims, cfg.weight_parts), {}
 
@@ -208,7 +180,7 @@ def encoder_forward(cfg: EncoderConfig, mel, weight, bugs: frozenset[str] = froz
     from max.dtype import DType
     from max.graph import ops
 
-    d, h, cdt = cfg.dims.n_audio_state, cfg.dims.n_audio_head, _max_dtype(cfg.dtype)
+    d, h, cdt = cfg.dims.n_audio_state, cfg.dims.n_audio_head, max_dtype(cfg.dtype)
 
     def gelu(x, mlp: bool = False):
         tanh = "tanh_gelu" in bugs or (mlp and "mlp_tanh_gelu" in bugs)
@@ -302,38 +274,7 @@ def _registry(cfg: EncoderConfig, encoder_weights: dict[str, np.ndarray]) -> dic
     return out
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-_SESSIONS: dict[str, object] = {}
 _MODELS: dict[tuple, "MaxEncoder"] = {}
-
-
-def _session(device: str):
-    if device not in _SESSIONS:
-        from max.engine import InferenceSession
-        _SESSIONS[device] = InferenceSession(devices=[max_device(device)])
-    return _SESSIONS[device]
-
-
-def require_array(value, what: str):
-    """`value` if it is a numpy array or a torch tensor, else a clear error."""
-    if not isinstance(value, (np.ndarray, torch.Tensor)):
-        raise MaxWhisperError(f"{what} given as a {type(value).__name__}: expected a numpy array or a torch tensor")
-    return value
-
-
-def as_float32(value, what: str, expected: str, fix: str) -> np.ndarray:
-    """A float array or tensor as a contiguous float32 array; other dtypes and NaN or Inf get a clear error."""
-    if not (value.is_floating_point() if isinstance(value, torch.Tensor) else value.dtype.kind == "f"):
-        raise MaxWhisperError(f"{what} of dtype {value.dtype}: expected {expected}")
-    if isinstance(value, torch.Tensor):
-        value = value.detach().to("cpu", torch.float32).numpy()
-    value = np.ascontiguousarray(value, dtype=np.float32)
-    if not np.isfinite(value).all():
-        raise MaxWhisperError(f"NaN or Inf in the {what}; {fix}")
-    return value
 
 
 class MaxEncoder:
@@ -353,10 +294,10 @@ class MaxEncoder:
             if tuple(registry[name].shape) != shape:
                 raise MaxWhisperError(f"encoder weight {name} has shape {tuple(registry[name].shape)}, "
                                       f"expected {shape} for these model dimensions")
-        (progress or _stderr)(f"compiling MAX encoder ({_describe(cfg)}); the first compile of a new graph "
+        (progress or stderr_line)(f"compiling MAX encoder ({_describe(cfg)}); the first compile of a new graph "
                               "takes about 100 s on 2 cores, later ones load from ~/.cache/modular")
         start = time.perf_counter()
-        self.model = _session(cfg.device).load(build_graph(cfg), weights_registry=registry)
+        self.model = get_session(cfg.device).load(build_graph(cfg), weights_registry=registry)
         self.compile_s = time.perf_counter() - start
 
     def check_input(self, mel) -> np.ndarray:
@@ -427,11 +368,11 @@ def get_encoder(loaded, device: str = "cpu", dtype: str = "float32", taps: bool 
         if dtype != "float32":
             raise MaxWhisperError(f"exact products are float32's; this encoder computes in {dtype}")
         parts = exact.parts_for(
-            loaded.sha256, lambda: encoder_weights_to_max(loaded.encoder_weights(), loaded.dims.n_audio_layer),
+            loaded.encoder_sha256, lambda: encoder_weights_to_max(loaded.encoder_weights(), loaded.dims.n_audio_layer),
             PRODUCT_WEIGHTS)
     cfg = EncoderConfig(loaded.dims, device, dtype, taps, tuple(frozenset(v) for v in variants), parts, conv_as_matmul,
                         attention_kernel)
-    key = (cfg.key, loaded.sha256)
+    key = (cfg.key, loaded.encoder_sha256)
     if key not in _MODELS:
         _MODELS[key] = MaxEncoder(cfg, loaded.encoder_weights(), progress)
     return _MODELS[key]
@@ -493,4 +434,4 @@ def conv_stem_graph(device: str = "cpu"):
 
 def load_conv_stem(device: str = "cpu"):
     """Compiled `conv_stem_graph`; call model.execute(x, filter, bias) with max.driver Buffers."""
-    return _session(device).load(conv_stem_graph(device))
+    return get_session(device).load(conv_stem_graph(device))

@@ -65,7 +65,7 @@ def taps_to_tensors(taps: dict[str, np.ndarray], mel: np.ndarray, channels: int 
 
 
 def metadata(loaded: weights.LoadedModel, **extra) -> dict[str, str]:
-    meta = {"source": loaded.source, "weights_sha256": loaded.sha256, "dtype": "float32", "seed": str(SEED),
+    meta = {"source": loaded.source, "weights_sha256": loaded.encoder_sha256, "dtype": "float32", "seed": str(SEED),
             "dims": json.dumps(vars(loaded.dims)), "taps": json.dumps(list(extra.pop("taps")))}
     for pkg in ("openai-whisper", "torch", "max", "numpy"):
         meta[f"version.{pkg}"] = md.version(pkg)

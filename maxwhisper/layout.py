@@ -76,7 +76,8 @@ def decoder_weights_to_max(w: dict[str, np.ndarray], n_layer: int) -> dict[str, 
     """openai-whisper TextDecoder tensors (names without `decoder.`) -> the MAX decoder graphs' names.
 
     The token embedding appears twice: as rows for the lookup (`tok_emb`, (n_vocab, d)) and transposed
-    for the tied logits product (`logits.w`, (d, n_vocab)), which the graph streams row by row.
+    for the tied logits product (`logits.w`, (d, n_vocab)), which the graph-op step streams row by row (the
+    fused CPU step packs the embedding itself, (n_vocab, d), in gemv_nt's panels: decoder._registry).
     """
     emb = w["token_embedding.weight"]
     out = {"tok_emb": emb, "logits.w": linear_to_max(emb), "pos": w["positional_embedding"],

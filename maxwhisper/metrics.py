@@ -1,4 +1,5 @@
-"""Numbers that judge the encoder: tensor agreement, word error rate, and FLOPs per call."""
+"""Numbers that judge the encoder and the decoder: tensor agreement with each stage's tolerance, word error
+rate, and FLOPs per call."""
 from __future__ import annotations
 
 from dataclasses import dataclass

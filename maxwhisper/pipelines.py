@@ -24,10 +24,11 @@ import whisper
 from maxwhisper import audio as audio_mod
 from maxwhisper import weights
 from maxwhisper.decoder import get_decoder
-from maxwhisper.encoder import DEVICES, MaxAudioEncoder, get_encoder
+from maxwhisper.encoder import MaxAudioEncoder, get_encoder
 from maxwhisper.errors import MaxWhisperError, reason
 from maxwhisper.inference import DecodeTimer, use_max_decoder
 from maxwhisper.reference import torch_encoder
+from maxwhisper.session import DEVICES
 
 IMPLS = ("cpu", "gpu", "max", "max-encoder", "faster-whisper")
 

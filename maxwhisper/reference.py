@@ -1,4 +1,5 @@
-"""The PyTorch reference: openai-whisper's AudioEncoder with the same taps the MAX graph exposes."""
+"""The PyTorch reference: openai-whisper's AudioEncoder and TextDecoder, run stage by stage, with the same taps
+the MAX graphs expose (stages.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from whisper.model import AudioEncoder
 
-from maxwhisper.encoder import tap_names
+from maxwhisper.stages import decoder_tap_names, encoder_tap_names
 
 
 @torch.no_grad()
@@ -24,7 +25,7 @@ def torch_taps(encoder: AudioEncoder, mel) -> dict[str, np.ndarray]:
         x = block(x)
         taps.append(x)
     taps.append(encoder.ln_post(x))
-    names = tap_names(len(encoder.blocks))
+    names = encoder_tap_names(len(encoder.blocks))
     return {name: t.contiguous().numpy() for name, t in zip(names, taps)}
 
 
@@ -43,7 +44,6 @@ def torch_encoder(loaded, device: str = "cpu", dtype: torch.dtype = torch.float3
 def torch_decoder_taps(decoder, tokens, features) -> dict[str, np.ndarray]:
     """openai-whisper's TextDecoder.forward in one pass (no cache), with the MAX step graph's taps:
     embed, each block's output, the final LayerNorm, and the logits; each (batch, tokens, channels)."""
-    from maxwhisper.decoder import tap_names
     x_tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
     xa = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     x = decoder.token_embedding(x_tokens) + decoder.positional_embedding[:x_tokens.shape[-1]]
@@ -53,7 +53,7 @@ def torch_decoder_taps(decoder, tokens, features) -> dict[str, np.ndarray]:
         taps.append(x)
     x = decoder.ln(x)
     taps.append(x)
-    out = {name: t.contiguous().numpy() for name, t in zip(tap_names(len(decoder.blocks)), taps)}
+    out = {name: t.contiguous().numpy() for name, t in zip(decoder_tap_names(len(decoder.blocks)), taps)}
     out["logits"] = (x @ decoder.token_embedding.weight.T).contiguous().numpy()
     return out
 

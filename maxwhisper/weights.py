@@ -58,7 +58,7 @@ class LoadedModel:
         return h.hexdigest()[:16]
 
     @functools.cached_property
-    def sha256(self) -> str:
+    def encoder_sha256(self) -> str:
         """Hash of the encoder weights, recorded in golden metadata."""
         return self._hash("encoder.")
 

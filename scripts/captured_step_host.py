@@ -37,10 +37,10 @@ def main() -> None:
     outputs = decoder.step_model.execute(*map(decoder._to_device, inputs), *state.caches, *state.cross)
     model, decoder.step_model = decoder.step_model, StubbedReplay(outputs)
     try:
-        state._graph, state._one = CapturedStep(state, inputs), None  # the GPU's path: no host-buffer step
+        state._captured, state._single_token_inputs = CapturedStep(state, inputs), None  # the GPU's path: no host-buffer step
     finally:
         decoder.step_model = model
-    graph, step = state._graph, rewound(state, np.full((1, 1), 440, np.int64))
+    graph, step = state._captured, rewound(state, np.full((1, 1), 440, np.int64))
 
     def median_us() -> float:
         return np.median([timed(step) for _ in range(2000)][100:]) * 1e6

@@ -40,7 +40,7 @@ def breakdown(state, token) -> None:
     saved = (state.length, state.filled)
     step = rewound(state, token)
     step()  # captures
-    graph = state._graph
+    graph = state._captured
     assert graph is not None, state.decoder.capture_error
 
     def copies():  # the three inputs a step changes, as a replayed step copies them
@@ -87,7 +87,7 @@ def blocks(decoder, features) -> None:
             state.step(np.random.default_rng(1).integers(0, 50000, (1, 100)))
             step = rewound(state, token)
             times = [timed(step) for _ in range(105)]
-            captured = state._graph is not None
+            captured = state._captured is not None
             del state, step
             gc.collect()
             used = gpu_memory()

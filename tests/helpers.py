@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from maxwhisper.encoder import tap_names
+from maxwhisper.stages import encoder_tap_names
 from maxwhisper.metrics import compare_taps, parity_report
 
 GOLDEN = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "golden"
@@ -55,7 +55,7 @@ def kernel_probe_run(probe, gemv: list[np.ndarray] | None = None,
 
 def as_taps(outputs: list[np.ndarray]) -> dict[str, np.ndarray]:
     """A taps graph's outputs by stage name."""
-    return dict(zip(tap_names(len(outputs) - 4), outputs))
+    return dict(zip(encoder_tap_names(len(outputs) - 4), outputs))
 
 
 def assert_parity(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], dtype: str = "float32",

@@ -102,7 +102,7 @@ def _max_gpu_gemm_gflops(n: int) -> float:
     from max.dtype import DType
     from max.engine import InferenceSession
     from max.graph import DeviceRef, Graph, TensorType, ops
-    from maxwhisper.encoder import max_device
+    from maxwhisper.session import max_device
     dev = max_device("gpu")
     t = TensorType(DType.bfloat16, [n, n], DeviceRef.GPU())
     with Graph("gemm_ceiling", input_types=[t, t]) as graph:

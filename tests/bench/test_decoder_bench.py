@@ -101,7 +101,7 @@ class MaxStepper:
         return self.state.step(self.token)
 
     def close(self):
-        self.captured, self.capture_error = self.state._graph is not None, self.state.decoder.capture_error
+        self.captured, self.capture_error = self.state._captured is not None, self.state.decoder.capture_error
         self.state = None
 
 

@@ -20,10 +20,11 @@ import pytest
 import torch
 
 from maxwhisper import weights
-from maxwhisper.encoder import MaxAudioEncoder, get_encoder, max_device
+from maxwhisper.encoder import MaxAudioEncoder, get_encoder
 from maxwhisper.memory import PeakMemory
 from maxwhisper.metrics import encoder_flops
 from maxwhisper.reference import torch_encoder
+from maxwhisper.session import max_device
 from maxwhisper.golden import random_mel
 from tests.bench.conftest import FULL, ROUNDS, WARMUP, gemm_ceiling_gflops, torch_cuda
 from tests.helpers import native_bf16_or_slow

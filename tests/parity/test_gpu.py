@@ -98,6 +98,6 @@ def test_gpu_captured_steps_replay_the_eager_steps(kernel, bundled, clip_feature
         state = decoder.new_state(clip_features["short"])
         state.capture = capture
         steps = [state.step(tokens[:, :3])[:, -1]] + [state.step(tokens[:, i:i + 1])[:, -1] for i in range(3, 24)]
-        assert (state._graph is not None) == capture, decoder.capture_error
+        assert (state._captured is not None) == capture, decoder.capture_error
         runs.append(np.concatenate(steps))
     np.testing.assert_array_equal(runs[0], runs[1])

@@ -15,7 +15,8 @@ import pytest
 
 from conftest import CLIPS
 from maxwhisper import weights
-from maxwhisper.encoder import BUGS, tap_names
+from maxwhisper.encoder import BUGS
+from maxwhisper.stages import encoder_tap_names
 from maxwhisper.metrics import compare_taps
 from maxwhisper.reference import torch_taps
 from tests.helpers import as_taps
@@ -108,7 +109,7 @@ class Mutants:
             if self._graph is None:
                 mutants = get_encoder(self.bundled, "cpu", "float32", taps=True,
                                       variants=[frozenset([b]) for b in BUGS])
-                names = tap_names(self.bundled.dims.n_audio_layer)
+                names = encoder_tap_names(self.bundled.dims.n_audio_layer)
                 self._graph = {b: dict(zip(names, taps)) for b, taps in zip(BUGS, mutants.run_variants(self.mel))}
             return self._graph[bug]
         if bug not in self._taps:

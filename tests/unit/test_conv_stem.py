@@ -17,7 +17,8 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture(scope="session", params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
 def conv_stem(request):
-    from maxwhisper.encoder import load_conv_stem, max_device
+    from maxwhisper.encoder import load_conv_stem
+    from maxwhisper.session import max_device
     return request.param, max_device(request.param), load_conv_stem(request.param)
 
 

@@ -249,9 +249,9 @@ def test_replayed_steps_copy_in_each_token_position_and_count(max_decoder, token
         # captured over stale inputs (token 0 at position 0, an empty cache): every step must copy its own in
         inputs = [np.zeros((n, 1), np.int64), np.zeros(1, np.int64), np.zeros((1, 1), np.float32),
                   np.zeros(1, np.int64), np.zeros(1, np.int64)]
-        state._graph, state._one = CapturedStep(state, inputs), None
+        state._captured, state._single_token_inputs = CapturedStep(state, inputs), None
         # kept as returned: each must be its own (the captured logits come back through one host buffer)
-        first.append(state.step(tokens[:, k:k + 1], rows=[0]))
+        first.append(state.step(tokens[:, k:k + 1], logit_positions=[0]))
         first += [state.step(tokens[:, t:t + 1]) for t in range(k + 1, tokens.shape[1])]
     replayed = np.concatenate(first, axis=1)
     assert replayed.shape == (n, tokens.shape[1], N_VOCAB)
@@ -303,9 +303,9 @@ def test_reused_cross_keys_follow_the_features_not_the_array(max_decoder):
     (lambda d: d.new_state(features(0)).step(np.full((1, 1), N_VOCAB)), r"token ids must be integers in \[0, 51864\)"),
     (lambda d: d.new_state(features(0)).step(np.zeros((1, 1), np.float32)), "token ids must be integers"),
     (lambda d: d.new_state(features(0), 2).reorder([0, 2]), "source indices"),
-    (lambda d: d.new_state(features(0)).step(np.zeros((1, 3), np.int64), [3]), "logit rows"),
-    (lambda d: d.new_state(features(0)).step(np.zeros((1, 3), np.int64), []), "logit rows"),
-    (lambda d: d.new_state(features(0)).step(np.zeros((1, 3), np.int64), [0.5]), "logit rows"),
+    (lambda d: d.new_state(features(0)).step(np.zeros((1, 3), np.int64), [3]), "logit positions"),
+    (lambda d: d.new_state(features(0)).step(np.zeros((1, 3), np.int64), []), "logit positions"),
+    (lambda d: d.new_state(features(0)).step(np.zeros((1, 3), np.int64), [0.5]), "logit positions"),
     (lambda d: d.new_state(features(0), 2).step([[50257, 440], [50257]]), "token rows have different lengths"),
     (lambda d: d.new_state(features(0), 2).reorder([0.5, 1.0]), "source indices"),
     (lambda d: d.new_state(features(0, 2), 1).reorder([1, 0]), "within each audio window's group"),
