@@ -41,7 +41,7 @@ def test_encoder_out_shape_is_whisper_conv_stem_shape(batch, mels, frames, d):
 def test_every_official_size_maps_3000_frames_onto_its_context(size):
     dims = OFFICIAL_DIMS[size]
     assert layout.encoder_out_shape(1, dims.n_mels, 3000, dims.n_audio_state) == (1, dims.n_audio_ctx, dims.n_audio_state)
-    assert dims.n_mels == (128 if size.startswith("large-v3") else 80)
+    assert dims.n_mels == (128 if size.startswith("large-v3") or size in ("large", "turbo") else 80)  # the aliases: v3
     assert dims.n_audio_state % dims.n_audio_head == 0 and dims.n_audio_state // dims.n_audio_head == 64
 
 
