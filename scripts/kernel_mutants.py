@@ -1,0 +1,188 @@
+"""A mutation sweep of the Mojo kernels: does the suite catch a plausible bug in each CPU kernel?
+
+Each mutant is one text edit of a kernel file, applied to a copy of the working tree (never to it); the
+copy's tests that exercise that kernel then run against the mutated kernels, compiled afresh (the kernels'
+cache folder is named by their content, so a mutant never reuses the real kernels' compile, and the real
+kernels keep theirs). A mutant is caught when at least one test fails; the summary names the first.
+
+    .venv/bin/python scripts/kernel_mutants.py              # every mutant (minutes each: a recompile)
+    .venv/bin/python scripts/kernel_mutants.py ln_eps cross_scale   # some of them
+    .venv/bin/python scripts/kernel_mutants.py --list
+
+A baseline run of each selection on the unmutated copy comes first: a selection that fails without a bug
+proves nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNELS = "maxwhisper/kernels"
+
+# The tests that run each kernel on the CPU, without the emulated warp kernels (a second graph to compile)
+SELECTIONS = {
+    "decoder_block.mojo": ["tests/parity/test_decoder_parity.py", "tests/unit/test_decoder_properties.py",
+                           "tests/parity/test_decoder_end_to_end.py", "-k", "not warps and not bug"],
+    "gemv_nt.mojo": ["tests/unit/test_gemv.py", "tests/parity/test_decoder_parity.py",
+                     "tests/parity/test_decoder_end_to_end.py", "-k", "not warps and not bug"],
+    "encoder_attention.mojo": ["tests/unit/test_encoder_attention.py", "tests/parity/test_live.py",
+                               "tests/parity/test_golden.py"],
+}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str
+    old: str
+    new: str
+    what: str
+
+
+MUTANTS = [
+    Mutant("ln_eps", "decoder_block.mojo", "comptime LN_EPS = 1e-5", "comptime LN_EPS = 1e-4",
+           "LayerNorm epsilon 1e-4 instead of 1e-5"),
+    Mutant("ln_unbiased", "decoder_block.mojo", "sq / Float64(D) + LN_EPS", "sq / Float64(D - 1) + LN_EPS",
+           "LayerNorm variance over D - 1"),
+    Mutant("gelu_tanh", "decoder_block.mojo", "v = 0.5 * v * (1 + erf(v * Float32(0.7071067811865476)))",
+           "v = 0.5 * v * (2 - 2 / (exp(Float32(1.5957691216057308) * (v + Float32(0.044715) * v * v * v)) + 1))",
+           "tanh GELU instead of erf in the MLP"),
+    Mutant("no_residual_mlp", "decoder_block.mojo",
+           "_linear_chunk[WT, False, True](wide, fc2_w, fc2_b, tmp, y, R, D, 4 * D, i)",
+           "_linear_chunk[WT, False, False](wide, fc2_w, fc2_b, y, y, R, D, 4 * D, i)",
+           "the MLP's output replaces the residual stream instead of adding to it"),
+    Mutant("self_drops_newest", "decoder_block.mojo", "    var S = P + T\n", "    var S = P + T - 1\n",
+           "self-attention misses the newest key (the token itself)"),
+    Mutant("no_mask", "decoder_block.mojo", "s += mask.unsafe_load(t * T + j - P)", "pass",
+           "the causal mask ignored among the new tokens"),
+    Mutant("append_one_late", "decoder_block.mojo", "var row = dst.unsafe_offset((P + t) * DH)",
+           "var row = dst.unsafe_offset((P + t + 1) * DH)", "new keys and values cached one position late"),
+    Mutant("cross_scale", "decoder_block.mojo",
+           "    var scale = Float32(1.0 / sqrt(Float64(DH)))\n    var per_window",
+           "    var scale = Float32(1.0 / sqrt(Float64(DH + 1)))\n    var per_window",
+           "cross-attention scale 1/sqrt(65): 0.8% off"),
+    Mutant("cross_window_zero", "decoder_block.mojo", "var vb = cv.unsafe_offset((a * H + hh) * C * DH)",
+           "var vb = cv.unsafe_offset(hh * C * DH)", "every row mixes the first audio window's values"),
+    Mutant("softmax_tail", "decoder_block.mojo", "        row.unsafe_store(c, e)\n        total += e\n",
+           "        row.unsafe_store(c, e)\n", "softmax's total misses the columns past the last whole vector"),
+    Mutant("mix_half", "decoder_block.mojo",
+           "            comptime for half in range(2):\n                _mix_tiled[MIX_TILE_ROWS, half]",
+           "            comptime for half in range(1):\n                _mix_tiled[MIX_TILE_ROWS, half]",
+           "a full tile of rows mixes only the first half of each head's values"),
+    Mutant("logits_last_chunk", "decoder_block.mojo", "(V + chunk - 1) // chunk)", "V // chunk)",
+           "the logits product skips the vocabulary's last partial chunk (the timestamp tokens)"),
+    Mutant("gemv_k_tail", "gemv_nt.mojo", "for k in range(steps * PK, K):", "for k in range(steps * PK, steps * PK):",
+           "a row's last K % 8 products dropped (no Whisper width has them)"),
+    Mutant("gemv_pair_swap", "gemv_nt.mojo", "offset=(j % 2) * PK]()", "offset=((j + 1) % 2) * PK]()",
+           "the pairs kernel (AVX-512) swaps the two rows of each vector"),
+    Mutant("gemv_five_rows", "gemv_nt.mojo", "_tile[5, WT, PAIRS]", "_tile[4, WT, PAIRS]",
+           "five rows of x (a beam of 5) tiled as four: the fifth row's outputs never written"),
+    Mutant("enc_scale", "encoder_attention.mojo", "    var scale = Float32(1.0 / sqrt(Float64(DH)))\n    var qb",
+           "    var scale = Float32(1.0 / sqrt(Float64(DH + 1)))\n    var qb", "attention scale 1/sqrt(65): 0.8% off"),
+    Mutant("enc_exp_coefficient", "encoder_attention.mojo", "p = p.fma(r, Vec(5.0000001201e-1))",
+           "p = p.fma(r, Vec(5.0001e-1))", "one coefficient of the exponential's polynomial 2e-5 off"),
+    Mutant("enc_last_rows", "encoder_attention.mojo",
+           "            if n - i == rt:\n                _scores[rt]", "            if n - i == rt and rt > 4:\n                _scores[rt]",
+           "the scores of an item's last 1 to 4 rows never computed (the window's last 4 frames)"),
+    Mutant("enc_values_past_t", "encoder_attention.mojo", "var c1 = min(T, c0 + VBLOCK)", "var c1 = min(SP, c0 + VBLOCK)",
+           "the output sums run over the tile padding past the last frame"),
+]
+
+
+def copy_tree(dst: Path) -> None:
+    """The working tree's tracked and untracked files (not .venv, caches or results) into dst."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        src = ROOT / f
+        if src.is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / f)
+
+
+def compiles(tree: Path, log: Path) -> bool:
+    """Whether the tree's kernels build (`mojo precompile`): a mutant that does not build proves nothing."""
+    mojo = ROOT / ".venv/bin/mojo"
+    out = Path(tempfile.mkdtemp(prefix="mutant-")) / "kernels.mojoc"
+    try:
+        done = subprocess.run([str(mojo), "precompile", str(tree / KERNELS), "-o", str(out)], capture_output=True,
+                              text=True, timeout=600, cwd=tree / "maxwhisper")
+        log.write_text(done.stdout + done.stderr)
+        return done.returncode == 0 and out.is_file()
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+
+
+def run_selection(tree: Path, selection: list[str], log: Path) -> tuple[int, str, float]:
+    """pytest on the selection in tree; returns (exit code, first failing test or '', seconds)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    cmd = [str(ROOT / ".venv/bin/python"), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+           "--benchmark-disable", "-o", "addopts=-m 'not slow and not gpu'", *selection]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    log.write_text(done.stdout + done.stderr)
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", done.stdout, re.M)
+    return done.returncode, failed[0] if failed else "", time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--logs", type=Path, default=Path(tempfile.gettempdir()) / "kernel_mutants",
+                        help="folder for each run's pytest output")
+    args = parser.parse_args()
+    mutants = MUTANTS
+    if args.list:
+        for m in mutants:
+            print(f"{m.name:20s} {m.file:24s} {m.what}")
+        return 0
+    unknown = set(args.names) - {m.name for m in mutants}
+    if unknown:
+        sys.exit(f"unknown mutant(s) {sorted(unknown)}: see --list")
+    chosen = [m for m in mutants if not args.names or m.name in args.names]
+    args.logs.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kernel-mutants-") as tmp:
+        tree = Path(tmp)
+        copy_tree(tree)
+        for file in sorted({m.file for m in chosen}):  # the baseline: each selection passes unmutated
+            code, first, secs = run_selection(tree, SELECTIONS[file], args.logs / f"baseline-{file}.log")
+            print(f"baseline {file}: exit {code} in {secs:.0f} s", flush=True)
+            if code != 0:
+                sys.exit(f"the unmutated selection for {file} fails ({first}): see {args.logs}")
+        for m in chosen:
+            path = tree / KERNELS / m.file
+            source = path.read_text()
+            if source.count(m.old) != 1:
+                sys.exit(f"{m.name}: its text occurs {source.count(m.old)} times in {m.file}, not once")
+            path.write_text(source.replace(m.old, m.new))
+            try:
+                if compiles(tree, args.logs / f"{m.name}.build.log"):
+                    code, first, secs = run_selection(tree, SELECTIONS[m.file], args.logs / f"{m.name}.log")
+                else:
+                    code, first, secs = -1, "", 0.0
+            finally:
+                path.write_text(source)
+            verdict = {1: "caught", 0: "missed", -1: "does not build"}.get(code, f"error (exit {code})")
+            rows.append((m, verdict, first, secs))
+            print(f"{m.name}: {verdict} {first} ({secs:.0f} s)", flush=True)
+    print("\n| mutant | kernel | bug | verdict | first failing test |\n| --- | --- | --- | --- | --- |")
+    for m, verdict, first, secs in rows:
+        print(f"| `{m.name}` | {m.file} | {m.what} | {verdict} | `{first}` |")
+    caught = sum(v == "caught" for _, v, _, _ in rows)
+    print(f"\ncaught {caught} of {len(rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
