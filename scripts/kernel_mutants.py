@@ -8,6 +8,7 @@ kernels keep theirs). A mutant is caught when at least one test fails; the summa
     .venv/bin/python scripts/kernel_mutants.py              # every mutant (minutes each: a recompile)
     .venv/bin/python scripts/kernel_mutants.py ln_eps cross_scale   # some of them
     .venv/bin/python scripts/kernel_mutants.py --list
+    .venv/bin/python scripts/kernel_mutants.py --parity-only gemv_pair_swap   # would the model's parity alone?
 
 A baseline run of each selection on the unmutated copy comes first: a selection that fails without a bug
 proves nothing.
@@ -138,6 +139,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--parity-only", action="store_true",
+                        help="leave out tests/unit: whether the model-level parity tests alone catch each mutant")
     parser.add_argument("--logs", type=Path, default=Path(tempfile.gettempdir()) / "kernel_mutants",
                         help="folder for each run's pytest output")
     args = parser.parse_args()
@@ -151,12 +154,14 @@ def main() -> int:
         sys.exit(f"unknown mutant(s) {sorted(unknown)}: see --list")
     chosen = [m for m in mutants if not args.names or m.name in args.names]
     args.logs.mkdir(parents=True, exist_ok=True)
+    selections = {file: [a for a in selection if not (args.parity_only and a.startswith("tests/unit/"))]
+                  for file, selection in SELECTIONS.items()}
     rows = []
     with tempfile.TemporaryDirectory(prefix="kernel-mutants-") as tmp:
         tree = Path(tmp)
         copy_tree(tree)
         for file in sorted({m.file for m in chosen}):  # the baseline: each selection passes unmutated
-            code, first, secs = run_selection(tree, SELECTIONS[file], args.logs / f"baseline-{file}.log")
+            code, first, secs = run_selection(tree, selections[file], args.logs / f"baseline-{file}.log")
             print(f"baseline {file}: exit {code} in {secs:.0f} s", flush=True)
             if code != 0:
                 sys.exit(f"the unmutated selection for {file} fails ({first}): see {args.logs}")
@@ -168,7 +173,7 @@ def main() -> int:
             path.write_text(source.replace(m.old, m.new))
             try:
                 if compiles(tree, args.logs / f"{m.name}.build.log"):
-                    code, first, secs = run_selection(tree, SELECTIONS[m.file], args.logs / f"{m.name}.log")
+                    code, first, secs = run_selection(tree, selections[m.file], args.logs / f"{m.name}.log")
                 else:
                     code, first, secs = -1, "", 0.0
             finally:
