@@ -1,7 +1,7 @@
 """A mutation sweep of the Mojo kernels: does the suite catch a plausible bug in each CPU kernel?
 
-Each mutant is one text edit of a kernel file, applied to a copy of the working tree (never to it); the
-copy's tests that exercise that kernel then run against the mutated kernels, compiled afresh (the kernels'
+Each mutant (scripts/kernel_mutants.toml) is one text edit of a kernel file, applied to a copy of the working
+tree (never to it); the copy's tests that exercise that kernel then run against the mutated kernels, compiled afresh (the kernels'
 cache folder is named by their content, so a mutant never reuses the real kernels' compile, and the real
 kernels keep theirs). A mutant is caught when at least one test fails; the summary names the first.
 
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,54 +50,7 @@ class Mutant:
     what: str
 
 
-MUTANTS = [
-    Mutant("ln_eps", "decoder_block.mojo", "comptime LN_EPS = 1e-5", "comptime LN_EPS = 1e-4",
-           "LayerNorm epsilon 1e-4 instead of 1e-5"),
-    Mutant("ln_unbiased", "decoder_block.mojo", "sq / Float64(D) + LN_EPS", "sq / Float64(D - 1) + LN_EPS",
-           "LayerNorm variance over D - 1"),
-    Mutant("gelu_tanh", "decoder_block.mojo", "v = 0.5 * v * (1 + erf(v * Float32(0.7071067811865476)))",
-           "v = 0.5 * v * (2 - 2 / (exp(Float32(1.5957691216057308) * (v + Float32(0.044715) * v * v * v)) + 1))",
-           "tanh GELU instead of erf in the MLP"),
-    Mutant("no_residual_mlp", "decoder_block.mojo",
-           "_linear_chunk[WT, False, True](wide, fc2_w, fc2_b, tmp, y, R, D, 4 * D, i)",
-           "_linear_chunk[WT, False, False](wide, fc2_w, fc2_b, y, y, R, D, 4 * D, i)",
-           "the MLP's output replaces the residual stream instead of adding to it"),
-    Mutant("self_drops_newest", "decoder_block.mojo", "    var S = P + T\n", "    var S = P + T - 1\n",
-           "self-attention misses the newest key (the token itself)"),
-    Mutant("no_mask", "decoder_block.mojo", "s += mask.unsafe_load(t * T + j - P)", "pass",
-           "the causal mask ignored among the new tokens"),
-    Mutant("append_one_late", "decoder_block.mojo", "var row = dst.unsafe_offset((P + t) * DH)",
-           "var row = dst.unsafe_offset((P + t + 1) * DH)", "new keys and values cached one position late"),
-    Mutant("cross_scale", "decoder_block.mojo",
-           "    var scale = Float32(1.0 / sqrt(Float64(DH)))\n    var per_window",
-           "    var scale = Float32(1.0 / sqrt(Float64(DH + 1)))\n    var per_window",
-           "cross-attention scale 1/sqrt(65): 0.8% off"),
-    Mutant("cross_window_zero", "decoder_block.mojo", "var vb = cv.unsafe_offset((a * H + hh) * C * DH)",
-           "var vb = cv.unsafe_offset(hh * C * DH)", "every row mixes the first audio window's values"),
-    Mutant("softmax_tail", "decoder_block.mojo", "        row.unsafe_store(c, e)\n        total += e\n",
-           "        row.unsafe_store(c, e)\n", "softmax's total misses the columns past the last whole vector"),
-    Mutant("mix_half", "decoder_block.mojo",
-           "            comptime for half in range(2):\n                _mix_tiled[MIX_TILE_ROWS, half]",
-           "            comptime for half in range(1):\n                _mix_tiled[MIX_TILE_ROWS, half]",
-           "a full tile of rows mixes only the first half of each head's values"),
-    Mutant("logits_last_chunk", "decoder_block.mojo", "(V + chunk - 1) // chunk)", "V // chunk)",
-           "the logits product skips the vocabulary's last partial chunk (the timestamp tokens)"),
-    Mutant("gemv_k_tail", "gemv_nt.mojo", "for k in range(steps * PK, K):", "for k in range(steps * PK, steps * PK):",
-           "a row's last K % 8 products dropped (no Whisper width has them)"),
-    Mutant("gemv_pair_swap", "gemv_nt.mojo", "offset=(j % 2) * PK]()", "offset=((j + 1) % 2) * PK]()",
-           "the pairs kernel (AVX-512) swaps the two rows of each vector"),
-    Mutant("gemv_five_rows", "gemv_nt.mojo", "_tile[5, WT, PAIRS]", "_tile[4, WT, PAIRS]",
-           "five rows of x (a beam of 5) tiled as four: the fifth row's outputs never written"),
-    Mutant("enc_scale", "encoder_attention.mojo", "    var scale = Float32(1.0 / sqrt(Float64(DH)))\n    var qb",
-           "    var scale = Float32(1.0 / sqrt(Float64(DH + 1)))\n    var qb", "attention scale 1/sqrt(65): 0.8% off"),
-    Mutant("enc_exp_coefficient", "encoder_attention.mojo", "p = p.fma(r, Vec(5.0000001201e-1))",
-           "p = p.fma(r, Vec(5.0001e-1))", "one coefficient of the exponential's polynomial 2e-5 off"),
-    Mutant("enc_last_rows", "encoder_attention.mojo",
-           "            if n - i == rt:\n                _scores[rt]", "            if n - i == rt and rt > 4:\n                _scores[rt]",
-           "the scores of an item's last 1 to 4 rows never computed (the window's last 4 frames)"),
-    Mutant("enc_values_past_t", "encoder_attention.mojo", "var c1 = min(T, c0 + VBLOCK)", "var c1 = min(SP, c0 + VBLOCK)",
-           "the output sums run over the tile padding past the last frame"),
-]
+MUTANTS = [Mutant(**m) for m in tomllib.loads((ROOT / "scripts" / "kernel_mutants.toml").read_text())["mutant"]]
 
 
 def copy_tree(dst: Path) -> None:
