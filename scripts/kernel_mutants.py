@@ -1,9 +1,9 @@
 """A mutation sweep of the Mojo kernels: does the suite catch a plausible bug in each CPU kernel?
 
 Each mutant (scripts/kernel_mutants.toml) is one text edit of a kernel file, applied to a copy of the working
-tree (never to it); the copy's tests that exercise that kernel then run against the mutated kernels, compiled afresh (the kernels'
-cache folder is named by their content, so a mutant never reuses the real kernels' compile, and the real
-kernels keep theirs). A mutant is caught when at least one test fails; the summary names the first.
+tree (never to it); the copy's tests that exercise that kernel then run against the mutated kernels, compiled
+afresh (the kernels' cache folder is named by their content, so a mutant never reuses the real kernels'
+compile, and the real kernels keep theirs). A mutant is caught when at least one test fails; the summary names the first.
 
     .venv/bin/python scripts/kernel_mutants.py              # every mutant (minutes each: a recompile)
     .venv/bin/python scripts/kernel_mutants.py ln_eps cross_scale   # some of them
