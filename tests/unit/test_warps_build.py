@@ -62,7 +62,10 @@ GPU_STEP_GRAPH = textwrap.dedent("""
     assert cfg.warps
     InferenceSession(devices=[driver.Accelerator()]).load(build_step_graph(cfg),
                                                           weights_registry=_registry(cfg, loaded.decoder_weights()))
-    print("compiled for", driver.get_virtual_device_target_arch())
+    print("compiled for", driver.get_virtual_device_target_arch(), flush=True)
+    import os
+    os._exit(0)  # past the compile, skip the runtime's teardown: once in CI it aborted there ("terminate called
+    # without an active exception", exit -6) after the graph had compiled, and passed in 11 runs after
 """)
 
 
