@@ -108,7 +108,8 @@ def calibrate(results: pathlib.Path, thresholds: dict[str, float] | None = None,
             for metric, figs in variants:
                 if len(figs) >= MIN_SERIES:
                     label = f"{history[-1][1].name} · {metric} · {figs[-1].normalisation}"
-                    threshold = regression.threshold_pct(group, metric.split(" [")[0], thresholds)
+                    threshold = regression.threshold_pct(group, metric.split(" [")[0], thresholds,
+                                                         "interleaved" in per_run[-1]["time"].normalisation)
                     out.append(calibrate_values(f"{label} · >{threshold:g}%", [f.value for f in figs], threshold,
                                                 judge, replays))
     return out, "; ".join(sources)

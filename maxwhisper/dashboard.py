@@ -116,8 +116,9 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
     """Every figure of one case over the series, judged by maxwhisper.regression."""
     history = [(run, run.results[key]) for run in runs if key in run.results]
     group = history[-1][1].group
-    threshold = regression.threshold_pct(group, "time", thresholds)
     per_run = {id(run): figures(run, result) for run, result in history}
+    interleaved = "interleaved" in per_run[id(history[-1][0])]["time"].normalisation
+    threshold = regression.threshold_pct(group, "time", thresholds, interleaved)
     metrics = dict.fromkeys(metric for figs in per_run.values() for metric in figs)
     judged = []
     for metric in metrics:
@@ -127,7 +128,7 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
                   == latest.normalisation else None for run in runs]
         judged.append(Judged(metric, latest.normalisation, latest.unit, values,
                              regression.judge([v for v in values if v is not None],
-                                              regression.threshold_pct(group, metric, thresholds))))
+                                              regression.threshold_pct(group, metric, thresholds, interleaved))))
     vs_baseline = None
     if baseline is not None and key in baseline.results and history[-1][0] is runs[-1]:
         old = figures(baseline, baseline.results[key])["time"].value

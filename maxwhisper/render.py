@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from maxwhisper.regression import DEFAULT_THRESHOLD_PCT, MEMORY_THRESHOLD_PCT, RECENT
+from maxwhisper.regression import (BLOCK_MEMORY_PCT, BLOCK_THRESHOLD_PCT, DEFAULT_THRESHOLD_PCT, MEMORY_THRESHOLD_PCT,
+                                   RECENT)
 from maxwhisper.results import RATIO_GROUP, Machine, Result, Run, time_figure
 
 if TYPE_CHECKING:
@@ -279,8 +280,10 @@ def render_html(report: Report) -> str:
                        for machine, runs in report.series.items())
     baseline = f" · baseline {html.escape(report.baseline.short)}" if report.baseline else ""
     rule = (f"regression: ruptures change points over each figure's whole history leave the latest level above the "
-            f"best earlier one by more than the threshold (time: per group, default {DEFAULT_THRESHOLD_PCT:g}%; "
-            f"memory: {MEMORY_THRESHOLD_PCT:g}%), and the step's first slow run is one of the last {RECENT}; times are "
+            f"best earlier one by more than the threshold (per group as calibrated on real runs; otherwise "
+            f"{DEFAULT_THRESHOLD_PCT:g}% for time and {MEMORY_THRESHOLD_PCT:g}% for memory of a case timed round by "
+            f"round against its partner or probe, {BLOCK_THRESHOLD_PCT:g}% and {BLOCK_MEMORY_PCT:g}% for one timed in a "
+            f"block of its own), and the step's first slow run is one of the last {RECENT}; times are "
             f"judged as ratios to their PyTorch partner or to the machine-speed probe (column 'normalised by')")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>maxwhisper benchmarks</title>'
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head><body>'

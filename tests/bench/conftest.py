@@ -152,8 +152,9 @@ def benchmark(benchmark):
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info.update(gpu_info())
+    # bench_mode: the nightly's series keep full and quick runs apart, also in a run without an interleaved case
     machine_info.update(cpu_model=cpu_model(), cpu_generation=cpu_generation(), cpu_count=os.cpu_count(),
-                        machine_id=machine_id(),
+                        machine_id=machine_id(), bench_mode="full" if FULL else "quick",
                         cpu_simd=" ".join(sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))))
     for pkg in ("max", "torch", "openai-whisper"):
         machine_info[f"{pkg.replace('openai-', '')}_version"] = md.version(pkg)

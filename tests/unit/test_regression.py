@@ -150,3 +150,22 @@ def test_rounds_interleave_partner_peers_probe_and_case_and_keep_the_timed_round
     info = rounds.extra_info(timed, "partner", "full", "cpu")
     assert info["rounds_s"]["case"] == [0.1, 0.2] and len(info["rounds_s"]["partner"]) == 2
     assert len(info["peers_s"]["peer"]) == len(info["rounds_cpu_s"]["probe"]) == 2
+
+
+@pytest.mark.parametrize("group, metric, interleaved, expected", [
+    ("encoder-paired", "time", True, regression.DEFAULT_THRESHOLD_PCT),        # calibrated on the five sets
+    ("encoder-paired", "peak host memory", True, regression.MEMORY_THRESHOLD_PCT),
+    ("compile-paired", "time", True, 20.0),                                      # its own, from the loaded set
+    ("decoder-step", "time", False, 25.0),                                       # the standard suite's real runs
+    ("encoder-latency", "peak host memory", False, 7.5),
+    ("decoder-prefill", "time", False, regression.BLOCK_THRESHOLD_PCT),          # block-timed, not calibrated
+    ("decoder-prefill", "peak host memory", False, regression.BLOCK_MEMORY_PCT),
+])
+def test_each_figure_takes_its_calibrated_threshold_or_its_kinds(group, metric, interleaved, expected):
+    assert regression.threshold_pct(group, metric, interleaved=interleaved) == expected
+
+
+def test_explicit_thresholds_override_the_calibrated_ones():
+    overrides = {"decoder-step": 5.0, "memory": 1.0}
+    assert regression.threshold_pct("decoder-step", "time", overrides, interleaved=False) == 5.0
+    assert regression.threshold_pct("encoder-latency", "peak host memory", overrides, interleaved=False) == 1.0
