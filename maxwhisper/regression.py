@@ -22,9 +22,9 @@ DEFAULT_THRESHOLD_PCT = 3.0  # a case timed round by round against its partner o
 MEMORY_THRESHOLD_PCT = 3.0  # such a case's memory figures; `--threshold memory=PCT` overrides every memory figure
 # (group, figure): the smallest of calibrate.THRESHOLD_GRID with no false alarm on every set of committed real runs
 # (fixtures/bench_runs*; docs/benchmarks.md). The standard suite's cases are timed in blocks of their own, read
-# against a same-run partner or the GEMM probe: at 3%, 20 clean runs (fixtures/bench_runs_zen5_standard) raised
-# false alarms on 8 of their 38 figures, so they have their own; block-timed groups those runs did not cover
-# take the widest any of them needed.
+# against a same-run partner or the GEMM probe: at 3%, 20 clean runs raised false alarms on 8 of their 38 figures
+# (10 of 14 nights), so they have their own, set on those runs and checked on 20 fresh ones
+# (fixtures/bench_runs_zen5_standard); block-timed groups they did not cover take the widest any of them needed.
 THRESHOLDS_PCT: dict[tuple[str, str], float] = {
     ("compile-paired", "time"): 20.0, ("decoder-step", "time"): 25.0, ("decoder-step", "peak host memory"): 3.0,
     ("encoder-latency", "time"): 10.0, ("encoder-latency", "peak host memory"): 7.5, ("gemm-ceiling", "time"): 10.0}
