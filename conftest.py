@@ -20,6 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parent
 FIXTURES = ROOT / "fixtures"
 CLIPS = sorted((FIXTURES / "audio").glob("*.wav"))
 CLIP_NAMES = [c.stem for c in CLIPS]
+CLIP_PATHS = {c.stem: c for c in CLIPS}  # each fixture clip by name
 SHORT_CLIP = min(CLIPS, key=lambda p: p.stat().st_size)  # by file size: the shortest and longest audio
 LONG_CLIP = max(CLIPS, key=lambda p: p.stat().st_size)
 SAMPLES = FIXTURES / "bench_samples"  # synthetic benchmark runs (fixtures/make_bench_samples.py)
@@ -128,10 +129,12 @@ def wants_slow(markexpr: str) -> bool:
 @pytest.hookimpl(trylast=True)  # after `-m` deselected what the run does not ask for
 def pytest_collection_modifyitems(config, items):
     if not wants_slow(config.getoption("markexpr") or ""):
-        slow = [item for item in items if any(m.name == "slow" for m in item.iter_markers())]
+        keep, slow = [], []
+        for item in items:
+            (slow if any(m.name == "slow" for m in item.iter_markers()) else keep).append(item)
         if slow:
             config.hook.pytest_deselected(items=slow)
-            items[:] = [item for item in items if item not in slow]
+            items[:] = keep
     status = gpu_status()
     reasons = []
     for item in items:
@@ -252,7 +255,7 @@ def cpu_transcript(pipelines):
     at <|0.00|>, not <|0.28|>, and it has 15 segments, not 10: measured on the CPU)."""
     @functools.cache
     def run(clip: str) -> dict:
-        return pipelines["cpu"].transcribe(next(c for c in CLIPS if c.stem == clip))
+        return pipelines["cpu"].transcribe(CLIP_PATHS[clip])
     return run
 
 

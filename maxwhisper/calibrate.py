@@ -98,18 +98,18 @@ def calibrate(results: pathlib.Path, thresholds: dict[str, float] | None = None,
             group = history[-1][1].group
             per_run = [figures(run, result) for run, result in history]
             variants = [(metric, [f[metric] for f in per_run if metric in f]) for metric in per_run[-1]]
-            if raw and "interleaved" in per_run[-1]["time"].normalisation:
+            interleaved = per_run[-1]["time"].interleaved
+            if raw and interleaved:
                 for name in ESTIMATORS:  # only the runs that recorded what the estimator reads
                     figs = [time_figure(run, result, name) for run, result in history]
-                    figs = [f for f in figs if "interleaved" in f.normalisation]
+                    figs = [f for f in figs if f.interleaved]
                     variants += [(f"time [{name}]", figs)] if name not in (ESTIMATOR, CPU_ESTIMATOR) else []
             if raw and per_run[-1]["time"].normalisation != raw_figure(history[-1][1]).normalisation:
                 variants.append(("time", [raw_figure(result) for _, result in history]))
             for metric, figs in variants:
                 if len(figs) >= MIN_SERIES:
                     label = f"{history[-1][1].name} · {metric} · {figs[-1].normalisation}"
-                    threshold = regression.threshold_pct(group, metric.split(" [")[0], thresholds,
-                                                         "interleaved" in per_run[-1]["time"].normalisation)
+                    threshold = regression.threshold_pct(group, metric.split(" [")[0], thresholds, interleaved)
                     out.append(calibrate_values(f"{label} · >{threshold:g}%", [f.value for f in figs], threshold,
                                                 judge, replays))
     return out, "; ".join(sources)

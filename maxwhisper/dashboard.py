@@ -117,7 +117,7 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
     history = [(run, run.results[key]) for run in runs if key in run.results]
     group = history[-1][1].group
     per_run = {id(run): figures(run, result) for run, result in history}
-    interleaved = "interleaved" in per_run[id(history[-1][0])]["time"].normalisation
+    interleaved = per_run[id(history[-1][0])]["time"].interleaved
     threshold = regression.threshold_pct(group, "time", thresholds, interleaved)
     metrics = dict.fromkeys(metric for figs in per_run.values() for metric in figs)
     judged = []

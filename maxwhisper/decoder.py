@@ -551,9 +551,10 @@ class DecoderState:
         if "no_causal_mask" in bugs:
             causal[:] = 0.0
         logit_positions = np.arange(new, dtype=np.int64) if logit_positions is None else np.asarray(logit_positions)
-        picked = logit_positions
-        if picked.ndim != 1 or len(picked) == 0 or picked.dtype.kind not in "iu" or (picked < 0).any() or (picked >= new).any():
-            raise MaxWhisperError(f"logit positions {picked.tolist()} must be among the {new} new tokens (0 to {new - 1})")
+        if (logit_positions.ndim != 1 or len(logit_positions) == 0 or logit_positions.dtype.kind not in "iu"
+                or (logit_positions < 0).any() or (logit_positions >= new).any()):
+            raise MaxWhisperError(f"logit positions {logit_positions.tolist()} must be among the {new} new tokens "
+                                  f"(0 to {new - 1})")
         repeat = None  # a row asked for twice goes through the graph once (the fused kernel takes at most `new`)
         if len(set(logit_positions.tolist())) < len(logit_positions):
             logit_positions, repeat = np.unique(logit_positions, return_inverse=True)

@@ -208,6 +208,11 @@ class Figure:
     normalisation: str  # "partner (interleaved)", "probe (interleaved)", "partner (same run)", ...
     unit: str
 
+    @property
+    def interleaved(self) -> bool:
+        """Read against a partner or probe timed round by round with the case (else a same-run median, or raw)."""
+        return "interleaved" in self.normalisation
+
 
 def partner(run: Run, result: Result) -> Result | None:
     """The same encoder-latency case on the other implementation (MAX <-> PyTorch) in `run`; for a

@@ -124,6 +124,6 @@ def transcribe_clip(pipe, clip: str, options: dict | None = None) -> dict:
     """A fixture clip through `pipe` as the parity tests compare it: torch's RNG seeded (sampled fallbacks
     draw the same), with word timestamps."""
     import torch
-    from conftest import CLIPS
+    from conftest import CLIP_PATHS
     torch.manual_seed(0)
-    return pipe.transcribe(next(c for c in CLIPS if c.stem == clip), word_timestamps=True, **(options or {}))
+    return pipe.transcribe(CLIP_PATHS[clip], word_timestamps=True, **(options or {}))
