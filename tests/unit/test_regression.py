@@ -156,6 +156,7 @@ def test_rounds_interleave_partner_peers_probe_and_case_and_keep_the_timed_round
     ("encoder-paired", "time", True, regression.DEFAULT_THRESHOLD_PCT),        # calibrated on the five sets
     ("encoder-paired", "peak host memory", True, regression.MEMORY_THRESHOLD_PCT),
     ("compile-paired", "time", True, 20.0),                                      # its own, from the loaded set
+    ("decoder-paired", "cpu time", True, regression.DEFAULT_THRESHOLD_PCT),      # its own set: no false alarm at 3%
     ("decoder-step", "time", False, 25.0),                                       # the standard suite's real runs
     ("encoder-latency", "peak host memory", False, 7.5),
     ("decoder-prefill", "time", False, regression.BLOCK_THRESHOLD_PCT),          # block-timed, not calibrated
