@@ -94,7 +94,8 @@ def calibrate(results: pathlib.Path, thresholds: dict[str, float] | None = None,
                        f"{series[0].when:%Y-%m-%d %H:%M} to {series[-1].when:%Y-%m-%d %H:%M} UTC")
         keys = [key for key in series[-1].results if sum(key in run.results for run in series) >= MIN_SERIES]
         for key in keys:
-            history = [(run, run.results[key]) for run in series if key in run.results]
+            history = [(run, run.results[key]) for run in series if key in run.results  # as the nightly judges:
+                       and (run.results[key].neighbours_share or 0) <= regression.BUSY_SHARE]  # busy runs left out
             group = history[-1][1].group
             per_run = [figures(run, result) for run, result in history]
             variants = [(metric, [f[metric] for f in per_run if metric in f]) for metric in per_run[-1]]

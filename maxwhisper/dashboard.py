@@ -40,6 +40,7 @@ class Row:
     judged: list[Judged]
     missing: bool = False  # measured in earlier runs of the series, absent from its latest run
     vs_baseline: Call | None = None
+    busy_share: float | None = None  # the latest run's neighbours' CPU share, where over regression.BUSY_SHARE
 
     @property
     def run(self) -> Run:
@@ -70,6 +71,9 @@ class Row:
     def rule(self) -> str:
         if self.missing:
             return f"missing from the latest run (last seen {self.run.short})"
+        if self.busy_share is not None:
+            return (f"not judged: other processes used {self.busy_share:.0%} of the CPUs during this run (limit "
+                    f"{regression.BUSY_SHARE:.0%}); rerun it on a quiet machine")
         deciding = [(metric, call) for metric, call in self.calls if call.regressed] or self.calls
         return "; ".join(f"{metric}: {call.rule}" for metric, call in deciding)
 
@@ -120,21 +124,24 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
     interleaved = per_run[id(history[-1][0])]["time"].interleaved
     threshold = regression.threshold_pct(group, "time", thresholds, interleaved)
     metrics = dict.fromkeys(metric for figs in per_run.values() for metric in figs)
+    busy = {id(run): share for run, result in history if (share := result.neighbours_share or 0) > regression.BUSY_SHARE}
+    latest_busy = busy.get(id(runs[-1])) if history[-1][0] is runs[-1] else None
     judged = []
     for metric in metrics:
         latest = next(per_run[id(run)][metric] for run, _ in reversed(history) if metric in per_run[id(run)])
         # only figures normalised as the latest one is compare with it (a run without the probe, say, does not)
         values = [fig.value if (fig := per_run.get(id(run), {}).get(metric)) and fig.normalisation
                   == latest.normalisation else None for run in runs]
-        judged.append(Judged(metric, latest.normalisation, latest.unit, values,
-                             regression.judge([v for v in values if v is not None],
-                                              regression.threshold_pct(group, metric, thresholds, interleaved))))
+        quiet = [v for v, run in zip(values, runs) if v is not None and id(run) not in busy]  # busy runs: charted only
+        call = (Call(False, None, "not judged (busy run)") if latest_busy is not None else
+                regression.judge(quiet, regression.threshold_pct(group, metric, thresholds, interleaved)))
+        judged.append(Judged(metric, latest.normalisation, latest.unit, values, call))
     vs_baseline = None
-    if baseline is not None and key in baseline.results and history[-1][0] is runs[-1]:
+    if baseline is not None and key in baseline.results and history[-1][0] is runs[-1] and latest_busy is None:
         old = figures(baseline, baseline.results[key])["time"].value
         change = figures(*history[-1])["time"].value / old - 1
         vs_baseline = Call(change * 100 > threshold, change, f"{change:+.1%} vs pinned {baseline.short}")
-    return Row(machine, history, threshold, judged, history[-1][0] is not runs[-1], vs_baseline)
+    return Row(machine, history, threshold, judged, history[-1][0] is not runs[-1], vs_baseline, latest_busy)
 
 
 def build_report(results: pathlib.Path, baseline: str | None = None,

@@ -10,6 +10,7 @@ before every timed round of the case; `rounds.extra_info(benchmark)` stores all 
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -26,6 +27,35 @@ def probe() -> Callable[[], object]:
     def run():
         return torch.matmul(torch.matmul(a, b), b)
     return run
+
+
+def busy_cpu_s() -> tuple[float, float] | None:
+    """(CPU seconds all processes have used on this machine since boot, this process's own and its finished
+    children's: a case that times a fresh process is no neighbour of itself), from /proc/stat; None without it."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields) - sum(fields[3:5])  # all but idle and iowait
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + own.children_user + own.children_system
+
+
+class Neighbours:
+    """The share of the machine's CPU time that other processes used from creation to `share()`. A run beside
+    another job is slower in ways no partner or probe cancels, so the nightly does not judge it
+    (regression.BUSY_SHARE)."""
+
+    def __init__(self):
+        self.start, self.wall = busy_cpu_s(), time.perf_counter()
+
+    def share(self) -> float | None:
+        end = busy_cpu_s()
+        if self.start is None or end is None:
+            return None
+        foreign = (end[0] - self.start[0]) - (end[1] - self.start[1])
+        return max(0.0, foreign) / ((time.perf_counter() - self.wall) * (os.cpu_count() or 1))
 
 
 def timed(fn: Callable[[], object]) -> float:

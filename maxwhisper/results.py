@@ -72,6 +72,11 @@ class Result:
         value = self.extra.get(key)
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
+    @property
+    def neighbours_share(self) -> float | None:
+        """The share of the CPUs other processes used while the case ran (runs from 2026-11-27 on; else None)."""
+        return self.memory("neighbours_cpu_share")
+
     def rounds(self, member: str, clock: str = "rounds_s") -> list[float] | None:
         """Per-round seconds of "case", "partner" or "probe" from an interleaved benchmark (maxwhisper.paired),
         wall time ("rounds_s") or the process's CPU time ("rounds_cpu_s")."""

@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from maxwhisper.paired import Neighbours
+
 FULL = os.getenv("MAXWHISPER_BENCH") == "full"
 ROUNDS, WARMUP = (10, 2) if FULL else (3, 1)
 
@@ -136,7 +138,10 @@ INJECTED_SLEEP_S = float(os.getenv("MAXWHISPER_BENCH_INJECT_SLEEP_S") or 0)
 
 @pytest.fixture
 def benchmark(benchmark):
-    """pytest-benchmark's fixture; under MAXWHISPER_BENCH_INJECT_SLEEP_S each timed call also sleeps that long."""
+    """pytest-benchmark's fixture, recording the share of the CPUs other processes used during the case
+    (`neighbours_cpu_share`: the nightly does not judge a busy run); under MAXWHISPER_BENCH_INJECT_SLEEP_S each
+    timed call also sleeps that long."""
+    neighbours = Neighbours()
     if INJECTED_SLEEP_S:
         pedantic = benchmark.pedantic
 
@@ -147,7 +152,9 @@ def benchmark(benchmark):
                 return out
             return pedantic(slowed, args, kwargs, **options)
         benchmark.pedantic = slowed_pedantic
-    return benchmark
+    yield benchmark
+    if (share := neighbours.share()) is not None:
+        benchmark.extra_info["neighbours_cpu_share"] = round(share, 4)
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

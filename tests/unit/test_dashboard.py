@@ -96,6 +96,29 @@ def test_a_short_history_is_not_judged(tmp_path):
     assert not row.regressed and row.rule.startswith("time: history too short")
 
 
+def busy_history(tmp_path, medians: list[float], busy: set[int]) -> pathlib.Path:
+    """CASE's runs, those at the nights in `busy` beside a job that took 15% of the CPUs (quiet: 0.1%)."""
+    for night, median in enumerate(medians):
+        share = 0.15 if night in busy else 0.001
+        write_run(tmp_path / "results" / CPU_FOLDER, night, {CASE: median}, extras={CASE: {"neighbours_cpu_share": share}})
+    return tmp_path / "results"
+
+
+def test_a_busy_latest_run_is_not_judged(tmp_path, capsys):
+    results = busy_history(tmp_path, QUIET + [1.2], busy={len(QUIET)})
+    row = only_row(results)
+    assert not row.regressed and row.rule.startswith("not judged: other processes used 15% of the CPUs")
+    assert dashboard.main(cli_args(results, tmp_path)) == 0 and "rerun it on a quiet machine" in capsys.readouterr().out
+
+
+def test_busy_runs_leave_the_history_so_a_step_they_hid_is_called_on_the_first_quiet_run(tmp_path):
+    slow = [1.2] * 4  # a 20% step that landed while the machine was busy for three nights
+    row = only_row(busy_history(tmp_path, QUIET + slow, busy={8, 9, 10}))
+    assert row.regressed and "step up" in row.rule and row.change == pytest.approx(0.2, abs=0.01)
+    # judged with the busy runs in, the step began three runs back: old news, not red
+    assert not only_row(busy_history(tmp_path / "all", QUIET + slow, busy=set())).regressed
+
+
 def test_group_threshold_override_applies_to_its_group_only(tmp_path):
     results = history(tmp_path, QUIET + [1.2])
     assert dashboard.main(cli_args(results, tmp_path, "--threshold", "encoder-latency=30")) == 0

@@ -170,3 +170,30 @@ def test_explicit_thresholds_override_the_calibrated_ones():
     overrides = {"decoder-step": 5.0, "memory": 1.0}
     assert regression.threshold_pct("decoder-step", "time", overrides, interleaved=False) == 5.0
     assert regression.threshold_pct("encoder-latency", "peak host memory", overrides, interleaved=False) == 1.0
+
+
+@pytest.mark.parametrize("who, busy", [("other", True), ("child", False), ("self", False)])
+def test_neighbours_counts_other_processes_cpu_time_and_not_this_ones(who, busy):
+    """Another process spinning for 0.6 s uses one CPU of os.cpu_count(); this process, or a child it waits for
+    (a case timing a fresh process), is no neighbour."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from maxwhisper.paired import Neighbours
+    neighbours = Neighbours()
+    spin = [sys.executable, "-c", "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass"]
+    if who == "other":  # a process this one has not reaped: its CPU time is not yet this process's children's
+        other = subprocess.Popen(spin)
+        os.waitid(os.P_PID, other.pid, os.WEXITED | os.WNOWAIT)
+    elif who == "child":
+        subprocess.run(spin, check=True)
+    else:
+        end = time.process_time() + 0.6
+        while time.process_time() < end:
+            pass
+    share = neighbours.share()
+    if who == "other":
+        other.wait()
+    # the child's 0.6 s over a bit more wall time (its start): about 0.9 of one CPU's share
+    assert (share > 0.5 / os.cpu_count()) is busy and share <= 1.0
