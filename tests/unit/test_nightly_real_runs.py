@@ -27,19 +27,22 @@ from maxwhisper.results import load_runs, split_series
 pytestmark = pytest.mark.unit
 
 SETS = ("bench_runs", "bench_runs_quiet", "bench_runs_30rounds", "bench_runs_compile15", "bench_runs_zen5_30rounds",
-        "bench_runs_zen5_standard", "bench_runs_zen5_every_path", "bench_runs_zen5_decoder_paired")
+        "bench_runs_zen5_standard", "bench_runs_zen5_every_path", "bench_runs_zen5_decoder_paired",
+        "bench_runs_zen5_decoder_neighbours", "bench_runs_zen5_beam5")
 REAL_RUN_SETS = [pytest.param(ROOT / "fixtures" / name, id=name) for name in SETS]
 GROUPS = {"bench_runs": {"encoder-paired", "compile-paired"},
           "bench_runs_quiet": {"encoder-paired", "compile-paired", "transcribe-paired"},
           "bench_runs_30rounds": {"encoder-paired"}, "bench_runs_compile15": {"compile-paired"},
           "bench_runs_zen5_30rounds": {"encoder-paired"},
           "bench_runs_zen5_standard": {"encoder-latency", "decoder-step", "gemm-ceiling"},
-          "bench_runs_zen5_every_path": {"transcribe-every-path"}, "bench_runs_zen5_decoder_paired": {"decoder-paired"}}
+          "bench_runs_zen5_every_path": {"transcribe-every-path"}, "bench_runs_zen5_decoder_paired": {"decoder-paired"},
+          "bench_runs_zen5_decoder_neighbours": {"decoder-paired"}, "bench_runs_zen5_beam5": {"transcribe-every-path-beam5"}}
 CASES = {"encoder-paired": "test_paired_encoder[1]", "compile-paired": "test_paired_compile",
          "transcribe-paired": "test_paired_transcribe", "encoder-latency": "test_encoder_latency[max-cpu-float32-b1-bundled]",
          "decoder-step": "test_decoder_step[max-cpu-b1-cache100]", "gemm-ceiling": "test_gemm_ceiling[float32]",
          "transcribe-every-path": "test_paired_transcribe_every_path[greedy]",
-         "decoder-paired": "test_paired_decoder_step"}
+         "decoder-paired": "test_paired_decoder_step",
+         "transcribe-every-path-beam5": "test_paired_transcribe_every_path[beam5]"}
 
 
 def nightly(results: pathlib.Path, tmp_path: pathlib.Path, *extra: str) -> subprocess.CompletedProcess:
@@ -93,9 +96,12 @@ SLOWED = {"bench_runs": ("encoder-paired", 0.20), "bench_runs_quiet": ("encoder-
           "bench_runs_30rounds": ("encoder-paired", 0.10), "bench_runs_compile15": ("compile-paired", 0.20),
           "bench_runs_zen5_30rounds": ("encoder-paired", 0.05), "bench_runs_zen5_standard": ("encoder-latency", 0.15),
           "bench_runs_zen5_every_path": ("transcribe-every-path", 0.10),
-          "bench_runs_zen5_decoder_paired": ("decoder-paired", 0.10)}
+          "bench_runs_zen5_decoder_paired": ("decoder-paired", 0.10),
+          "bench_runs_zen5_decoder_neighbours": ("decoder-paired", 0.10),
+          "bench_runs_zen5_beam5": ("transcribe-every-path-beam5", 0.20)}
 NORMALISATION = {"encoder-paired": "partner (interleaved", "compile-paired": "probe (interleaved",
                  "transcribe-every-path": "partner (interleaved", "decoder-paired": "partner (interleaved",
+                 "transcribe-every-path-beam5": "partner (interleaved",
                  "encoder-latency": "PyTorch partner (same run"}
 
 
@@ -127,3 +133,22 @@ def test_nightly_calibrate_prints_the_table(tmp_path):
     out = nightly(ROOT / "fixtures" / "bench_runs_compile15", tmp_path, "--calibrate", "--replays", "5")
     assert out.returncode == 0 and "| test_paired_compile · cpu time · probe (interleaved, CPU time) · >" in out.stdout
     assert "| 10% | 15% | 20% |" in out.stdout and "false alarms per clean run" in out.stdout
+
+
+def test_the_runs_beside_a_neighbour_are_left_out_and_would_have_raised_false_alarms(tmp_path):
+    """fixtures/bench_runs_zen5_decoder_neighbours: 6 of its 20 runs ran beside a nice-19 job. They are the runs
+    over regression.BUSY_SHARE, and judged with them in, the clean decoder step raises false alarms."""
+    real_runs = ROOT / "fixtures" / "bench_runs_zen5_decoder_neighbours"
+    runs, _ = load_runs(real_runs)
+    shares = [run.results[f"tests/bench/test_paired_bench.py::{CASES['decoder-paired']}"].neighbours_share for run in runs]
+    assert [i + 1 for i, share in enumerate(shares) if share > regression.BUSY_SHARE] == [4, 8, 9, 13, 17, 18]
+    judged, _ = calibrate.calibrate(real_runs, replays=2, raw=False)
+    assert all(c.false_alarms == 0 for c in judged)
+    blind = shutil.copytree(real_runs, tmp_path / "runs")
+    for path in blind.rglob("*.json"):  # the same runs as if nothing had measured the neighbours
+        run = json.loads(path.read_text())
+        for bench in run["benchmarks"]:
+            bench["extra_info"].pop("neighbours_cpu_share")
+        path.write_text(json.dumps(run))
+    judged, _ = calibrate.calibrate(blind, replays=2, raw=False)
+    assert sum(c.false_alarms for c in judged) > 0
