@@ -1,7 +1,7 @@
 """Calibrate the regression rule on real runs: `python -m maxwhisper.nightly --calibrate [--results DIR]`.
 
 For each case of each series with at least MIN_SERIES runs, and each judged figure (drift-cancelled time,
-memory), the real per-run figures are the clean history. Two measurements:
+memory), the real per-run figures are the clean history. Three measurements:
 - false alarms: the rule run as each night would run it, on every prefix of the clean history in its real
   order (one call per night that has MIN_RUNS runs of history); the share of nights called regressed.
 - the smallest threshold of THRESHOLD_GRID that is quiet: no false alarm in real order, and at most CLEAN_CALLS of
@@ -107,11 +107,17 @@ def calibrate(results: pathlib.Path, thresholds: dict[str, float] | None = None,
                        f"{series[0].when:%Y-%m-%d %H:%M} to {series[-1].when:%Y-%m-%d %H:%M} UTC")
         keys = [key for key in series[-1].results if sum(key in run.results for run in series) >= MIN_SERIES]
         for key in keys:
-            history = [(run, run.results[key]) for run in series if key in run.results  # as the nightly judges:
-                       and (run.results[key].neighbours_share or 0) <= regression.BUSY_SHARE]  # busy runs left out
+            everything = [(run, run.results[key]) for run in series if key in run.results]
+            # as the nightly judges: times without the busy runs, memory with them
+            history = [(run, result) for run, result in everything
+                       if (result.neighbours_share or 0) <= regression.BUSY_SHARE]
+            if len(history) < MIN_SERIES:
+                continue
             group = history[-1][1].group
             per_run = [figures(run, result) for run, result in history]
-            variants = [(metric, [f[metric] for f in per_run if metric in f]) for metric in per_run[-1]]
+            memory = [figures(run, result) for run, result in everything]
+            variants = [(metric, [f[metric] for f in (memory if "memory" in metric else per_run) if metric in f])
+                        for metric in per_run[-1]]
             interleaved = per_run[-1]["time"].interleaved
             if raw and interleaved:
                 for name in ESTIMATORS:  # only the runs that recorded what the estimator reads

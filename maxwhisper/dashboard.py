@@ -12,7 +12,7 @@ import json
 import math
 import pathlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from maxwhisper import regression
 from maxwhisper.errors import MaxWhisperError
@@ -29,6 +29,7 @@ class Judged:
     unit: str
     values: list[float | None]
     call: Call
+    threshold_pct: float
 
 
 @dataclass
@@ -71,11 +72,17 @@ class Row:
     def rule(self) -> str:
         if self.missing:
             return f"missing from the latest run (last seen {self.run.short})"
-        if self.busy_share is not None:
-            return (f"not judged: other processes used {self.busy_share:.0%} of the CPUs during this run (limit "
-                    f"{regression.BUSY_SHARE:.0%}); rerun it on a quiet machine")
-        deciding = [(metric, call) for metric, call in self.calls if call.regressed] or self.calls
-        return "; ".join(f"{metric}: {call.rule}" for metric, call in deciding)
+        calls = [(m, c) for m, c in self.calls if "memory" in m] if self.busy_share is not None else self.calls
+        deciding = [(metric, call) for metric, call in calls if call.regressed] or calls
+        busy = ([f"times not judged: other processes used {self.busy_share:.0%} of the CPUs during this run (limit "
+                 f"{regression.BUSY_SHARE:.0%}); rerun it on a quiet machine"] if self.busy_share is not None else [])
+        return "; ".join(busy + [f"{metric}: {call.rule}" for metric, call in deciding])
+
+    @property
+    def state(self) -> str:
+        """REGRESSED, MISSING, BUSY (its times not judged) or ok."""
+        return ("REGRESSED" if self.regressed else "MISSING" if self.missing
+                else "BUSY" if self.busy_share is not None else "ok")
 
     @property
     def worst(self) -> float:
@@ -99,6 +106,11 @@ class Report:
     @property
     def missing(self) -> list[Row]:
         return [row for row in self.rows if row.missing]
+
+    @property
+    def busy(self) -> list[Row]:
+        """Cases whose latest run ran beside other processes: their times were not judged."""
+        return [row for row in self.rows if row.state == "BUSY"]
 
 
 def parse_thresholds(specs: list[str] | None) -> dict[str, float]:
@@ -132,10 +144,16 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
         # only figures normalised as the latest one is compare with it (a run without the probe, say, does not)
         values = [fig.value if (fig := per_run.get(id(run), {}).get(metric)) and fig.normalisation
                   == latest.normalisation else None for run in runs]
-        quiet = [v for v, run in zip(values, runs) if v is not None and id(run) not in busy]  # busy runs: charted only
-        call = (Call(False, None, "not judged (busy run)") if latest_busy is not None else
-                regression.judge(quiet, regression.threshold_pct(group, metric, thresholds, interleaved)))
-        judged.append(Judged(metric, latest.normalisation, latest.unit, values, call))
+        pct_ = regression.threshold_pct(group, metric, thresholds, interleaved)
+        if "memory" in metric:  # a neighbour moves times, not this process's memory
+            call = regression.judge([v for v in values if v is not None], pct_)
+        elif latest_busy is not None:
+            call = Call(False, None, "not judged (busy run)")
+        else:  # busy runs are charted, not judged
+            call = regression.judge([v for v, run in zip(values, runs) if v is not None and id(run) not in busy], pct_)
+            if busy:
+                call = replace(call, rule=f"{call.rule}, {len(busy)} busy run{'s' * (len(busy) > 1)} left out")
+        judged.append(Judged(metric, latest.normalisation, latest.unit, values, call, pct_))
     vs_baseline = None
     if baseline is not None and key in baseline.results and history[-1][0] is runs[-1] and latest_busy is None:
         old = figures(baseline, baseline.results[key])["time"].value
@@ -183,13 +201,13 @@ def build_report(results: pathlib.Path, baseline: str | None = None,
 
 def summary_text(report: Report) -> str:
     """One line per case, worst first, naming the normalisation and the rule that decided it."""
-    n, m = len(report.regressions), len(report.missing)
+    n, m, b = len(report.regressions), len(report.missing), len(report.busy)
     skipped = f", {len(report.skipped)} unreadable file(s) skipped" if report.skipped else ""
+    busy = f", {b} not judged (busy)" if b else ""
     lines = [f"{len(report.rows)} cases in {len(report.series)} series: {n} regression{'s' * (n != 1)}, "
-             f"{m} missing from the latest run{skipped}"]
+             f"{m} missing from the latest run{busy}{skipped}"]
     for row in report.rows:  # plain ASCII: a nightly log may not be UTF-8
-        flag = "REGRESSED" if row.regressed else "MISSING" if row.missing else "ok"
-        lines.append(f"{flag:9} {pct(row.change):8} {row.latest.name} [{row.latest.group or 'no group'}, "
+        lines.append(f"{row.state:9} {pct(row.change):8} {row.latest.name} [{row.latest.group or 'no group'}, "
                      f"vs {row.normalisation}] on {row.machine.short}: {row.rule}")
     return "\n".join(lines)
 

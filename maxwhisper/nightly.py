@@ -20,7 +20,7 @@ import shlex
 import subprocess
 import sys
 
-from maxwhisper import dashboard, regression
+from maxwhisper import dashboard
 from maxwhisper.errors import MaxWhisperError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=".benchmarks", help="pytest-benchmark storage folder (default .benchmarks)")
     p.add_argument("--baseline", default=None, help="a saved run (file) to compare against as well")
     p.add_argument("--threshold", action="append", default=[], metavar="GROUP=PCT",
-                   help=f"regression threshold per benchmark group (default {regression.DEFAULT_THRESHOLD_PCT:g})")
+                   help="regression threshold per benchmark group, e.g. encoder-paired=5 (defaults: maxwhisper/regression.py)")
     p.add_argument("-o", "--output", default="report.html", help="dashboard HTML (default report.html)")
     p.add_argument("--github-json", default=None, help="also write github-action-benchmark customSmallerIsBetter JSON")
     p.add_argument("--pytest-args", default="",

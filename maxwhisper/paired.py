@@ -37,15 +37,18 @@ def busy_cpu_s() -> tuple[float, float] | None:
             fields = [int(v) for v in f.readline().split()[1:]]
     except (OSError, ValueError):
         return None
-    busy = sum(fields) - sum(fields[3:5])  # all but idle and iowait
+    # user nice system idle iowait irq softirq steal (guest time is already in user and nice): all but idle and
+    # iowait. Steal counts: another virtual machine on the same cores is a neighbour too.
+    busy = sum(fields[:8]) - sum(fields[3:5])
     own = os.times()
     return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + own.children_user + own.children_system
 
 
 class Neighbours:
-    """The share of the machine's CPU time that other processes used from creation to `share()`. A run beside
-    another job is slower in ways no partner or probe cancels, so the nightly does not judge it
-    (regression.BUSY_SHARE)."""
+    """The share of the machine's CPU time that other processes used from creation to `share()`, as a fraction of
+    all its cores (calibrated on 2). A run beside another job is slower in ways no partner or probe cancels, so
+    the nightly does not judge its times (regression.BUSY_SHARE). It sees CPU neighbours only, not another process
+    on the GPU; kernel threads working for this process (interrupts, reclaim) count as neighbours."""
 
     def __init__(self):
         self.start, self.wall = busy_cpu_s(), time.perf_counter()

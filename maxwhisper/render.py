@@ -172,13 +172,13 @@ def case_card(row: Row, runs: list[Run], baseline: Run | None) -> str:
     timed = [j for j in row.judged if "time" in j.metric]
     times = [Line(j.metric, j.values, PALETTE[4 + i]) for i, j in enumerate(timed)]
     figure = svg_chart(f"judged: time over {judged.normalisation.split(' (')[0]}", _ticks(runs), times, judged.unit)
-    flag = ('<span class="flag">REGRESSED</span> ' if row.regressed
-            else '<span class="flag">MISSING</span> ' if row.missing else "")
+    flag = f'<span class="flag">{row.state}</span> ' if row.state != "ok" else ""
     baseline_note = f" · dashed line: baseline {baseline.short}" if ref else ""
     return (f'<article class="case" id="{_slug(row.machine.label, row.latest.key)}"><h3>{flag}'
             f'{html.escape(row.latest.name)}</h3><p class="muted">{html.escape(row.latest.group or "no group")} · '
-            f'{html.escape(_describe(row.latest))} · normalised by {html.escape(judged.normalisation)} · threshold '
-            f'{row.threshold_pct:g}% · {html.escape(row.rule)}{baseline_note}</p>'
+            f'{html.escape(_describe(row.latest))} · normalised by {html.escape(judged.normalisation)} · thresholds '
+            f'{", ".join(f"{j.metric} {j.threshold_pct:g}%" for j in row.judged)} · {html.escape(row.rule)}'
+            f'{baseline_note}</p>'
             f'<div class="charts">{figure}{latency}{memory}</div></article>')
 
 
@@ -230,9 +230,9 @@ def _table(report: Report) -> str:
                  _g(r.gflops) if r.gflops else "—",
                  *(f"{r.memory(k):.0f}" if r.memory(k) is not None else "—"
                    for k in ("peak_rss_mb", "peak_device_mb")),
-                 "REGRESSED" if row.regressed else "MISSING" if row.missing else "ok", row.rule]
+                 row.state, row.rule]
         cells = [c if c.startswith("<a ") else html.escape(c) for c in cells]
-        state = "regressed" if row.regressed else "missing" if row.missing else "ok"
+        state = row.state.lower()
         body.append(f'<tr class="{state}" data-case="{html.escape(r.key)}" data-normalisation="'
                     f'{html.escape(row.normalisation)}">'
                     + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -248,7 +248,7 @@ h3{margin:0 0 2px;font-size:15px}.muted{color:#6b7280;margin:2px 0 10px}
 .good{background:#dcfce7;color:#166534}.warn{background:#fef3c7;color:#92400e;font-weight:400}
 table{border-collapse:collapse;width:100%;background:#fff}th,td{padding:5px 8px;border-bottom:1px solid #e5e7eb;
 text-align:left;font-variant-numeric:tabular-nums}th{background:#f3f4f6}
-tr.regressed td{background:#fee2e2;color:#7f1d1d}tr.missing td{background:#fef3c7}
+tr.regressed td{background:#fee2e2;color:#7f1d1d}tr.missing td{background:#fef3c7}tr.busy td{background:#e0e7ff}
 td:first-child{white-space:nowrap}.flag{background:#dc2626;color:#fff;border-radius:4px;padding:1px 6px;font-size:12px}
 .case{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:12px;margin:12px 0}
 .charts{display:flex;flex-wrap:wrap;gap:12px}.chart{background:#fff}
@@ -269,6 +269,10 @@ def render_html(report: Report) -> str:
     callout += "".join(f'<div class="callout warn">missing from the latest run: {html.escape(row.latest.name)} on '
                        f'{html.escape(row.machine.short)} (last seen {html.escape(row.run.short)})</div>'
                        for row in report.missing)
+    if report.busy:
+        callout += (f'<div class="callout warn">{len(report.busy)} case(s) ran beside other processes; their times '
+                    f'were not judged: {html.escape(", ".join(row.latest.name for row in report.busy))}. Rerun on a '
+                    f'quiet machine.</div>')
     skipped = "".join(f"<li><code>{html.escape(str(path.relative_to(report.source)))}</code>: "
                       f"{html.escape(reason)}</li>" for path, reason in report.skipped)
     warnings = [f"Skipped {len(report.skipped)} unreadable file(s):<ul>{skipped}</ul>"] if skipped else []
@@ -280,7 +284,7 @@ def render_html(report: Report) -> str:
                        for machine, runs in report.series.items())
     baseline = f" · baseline {html.escape(report.baseline.short)}" if report.baseline else ""
     rule = (f"regression: ruptures change points over each figure's whole history leave the latest level above the "
-            f"best earlier one by more than the threshold (per group as calibrated on real runs; otherwise "
+            f"best earlier one by more than the threshold (per group and figure as calibrated on real runs; otherwise "
             f"{DEFAULT_THRESHOLD_PCT:g}% for time and {MEMORY_THRESHOLD_PCT:g}% for memory of a case timed round by "
             f"round against its partner or probe, {BLOCK_THRESHOLD_PCT:g}% and {BLOCK_MEMORY_PCT:g}% for one timed in a "
             f"block of its own), and the step's first slow run is one of the last {RECENT}; times are "

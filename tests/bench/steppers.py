@@ -10,6 +10,13 @@ import torch
 
 from tests.helpers import decoder_named
 
+NEXT_TOKEN = 440  # the token every timed step decodes
+
+
+def cache_tokens(batch: int, cache: int) -> np.ndarray:
+    """The tokens both implementations prime their caches with: the same inputs, so their logits compare."""
+    return np.random.default_rng(0).integers(0, 50000, (batch, cache))
+
 
 class TorchStepper:
     """openai-whisper's PyTorchInference, primed to a cache of `cache` tokens; each call decodes one
@@ -22,11 +29,11 @@ class TorchStepper:
         self.device = device
         self.features = features.to(device)
         self.inference = PyTorchInference(model, cache)
-        self.tokens = torch.randint(0, 50000, (batch, cache), device=device)
+        tokens = torch.from_numpy(cache_tokens(batch, cache)).to(device)
         with torch.no_grad():
-            self.inference.logits(self.tokens, self.features)
+            self.inference.logits(tokens, self.features)
         self.saved = dict(self.inference.kv_cache)
-        self.next = torch.cat([self.tokens, self.tokens[:, -1:]], 1)
+        self.next = torch.cat([tokens, torch.full((batch, 1), NEXT_TOKEN, device=device)], 1)
 
     def restore(self):
         self.inference.kv_cache.clear()
@@ -53,9 +60,9 @@ class MaxStepper:
         self.weight_bytes = 2 if decoder.cfg.storage == "float16" else 4 * max(1, decoder.cfg.weight_parts)
         self.state = decoder.new_state(features.numpy(), batch)
         self.state.capture = capture
-        self.state.step(np.random.default_rng(0).integers(0, 50000, (batch, cache)))
+        self.state.step(cache_tokens(batch, cache))
         self.saved = (self.state.length, self.state.filled)
-        self.token = np.full((batch, 1), 440, np.int64)
+        self.token = np.full((batch, 1), NEXT_TOKEN, np.int64)
 
     def restore(self):
         """Back to `cache` tokens (the caches are kept in place: a step writes past the count)."""

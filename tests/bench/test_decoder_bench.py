@@ -63,6 +63,7 @@ def step_cases():
 
 
 _MEDIANS: dict[tuple, float] = {}
+_OUTPUTS: dict[tuple, np.ndarray] = {}  # the CPU cases' logits, for MAX against PyTorch
 
 
 @pytest.mark.parametrize("impl, device, batch, cache", list(step_cases()))
@@ -101,6 +102,9 @@ def test_decoder_step(benchmark, impl, device, batch, cache, bundled, torch_mode
     assert out.shape == (batch, 1, bundled.dims.n_vocab) and np.isfinite(out).all()
     if device == "cpu":
         np.testing.assert_array_equal(out, first)
+        _OUTPUTS[(impl, batch, cache)] = out
+        if impl == "max" and ("torch", batch, cache) in _OUTPUTS:  # the same tokens (steppers.cache_tokens)
+            assert_parity({"logits": out}, {"logits": _OUTPUTS[("torch", batch, cache)]}, "decoder-float32")
     else:
         np.testing.assert_allclose(out, first, atol=1e-2)
 

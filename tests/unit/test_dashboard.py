@@ -96,25 +96,40 @@ def test_a_short_history_is_not_judged(tmp_path):
     assert not row.regressed and row.rule.startswith("time: history too short")
 
 
-def busy_history(tmp_path, medians: list[float], busy: set[int]) -> pathlib.Path:
-    """CASE's runs, those at the nights in `busy` beside a job that took 15% of the CPUs (quiet: 0.1%)."""
+def busy_history(tmp_path, medians: list[float], busy: set[int], memory: dict[int, float] | None = None,
+                 unrecorded: int = 0) -> pathlib.Path:
+    """CASE's runs: those at the nights in `busy` beside a job that took 15% of the CPUs, the others at 0.1%, the
+    first `unrecorded` from before runs recorded it; peak memory 600 MB unless `memory` says otherwise."""
     for night, median in enumerate(medians):
-        share = 0.15 if night in busy else 0.001
-        write_run(tmp_path / "results" / CPU_FOLDER, night, {CASE: median}, extras={CASE: {"neighbours_cpu_share": share}})
+        extra = {"peak_rss_mb": (memory or {}).get(night, 600.0)}
+        if night >= unrecorded:
+            extra["neighbours_cpu_share"] = 0.15 if night in busy else 0.001
+        write_run(tmp_path / "results" / CPU_FOLDER, night, {CASE: median}, extras={CASE: extra})
     return tmp_path / "results"
 
 
-def test_a_busy_latest_run_is_not_judged(tmp_path, capsys):
-    results = busy_history(tmp_path, QUIET + [1.2], busy={len(QUIET)})
+def test_a_busy_latest_run_is_shown_and_its_times_are_not_judged(tmp_path, capsys):
+    results = busy_history(tmp_path, QUIET + [1.2], busy={len(QUIET)}, unrecorded=4)
     row = only_row(results)
-    assert not row.regressed and row.rule.startswith("not judged: other processes used 15% of the CPUs")
-    assert dashboard.main(cli_args(results, tmp_path)) == 0 and "rerun it on a quiet machine" in capsys.readouterr().out
+    assert not row.regressed and row.state == "BUSY"
+    assert row.rule.startswith("times not judged: other processes used 15% of the CPUs during this run (limit 2%)")
+    assert dashboard.main(cli_args(results, tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "0 regressions, 0 missing from the latest run, 1 not judged (busy)" in out and "\nBUSY " in out
+    assert "their times were not judged" in (tmp_path / "report.html").read_text()
+
+
+def test_memory_is_judged_on_a_busy_run(tmp_path):
+    """A neighbour moves this process's times, not its memory: a 20% memory step on a busy night is called."""
+    row = only_row(busy_history(tmp_path, QUIET + [1.2], busy={len(QUIET)}, memory={len(QUIET): 720.0}))
+    assert row.regressed and row.rule.startswith("times not judged") and "peak host memory: step up" in row.rule
 
 
 def test_busy_runs_leave_the_history_so_a_step_they_hid_is_called_on_the_first_quiet_run(tmp_path):
     slow = [1.2] * 4  # a 20% step that landed while the machine was busy for three nights
-    row = only_row(busy_history(tmp_path, QUIET + slow, busy={8, 9, 10}))
+    row = only_row(busy_history(tmp_path, QUIET + slow, busy={8, 9, 10}, unrecorded=4))
     assert row.regressed and "step up" in row.rule and row.change == pytest.approx(0.2, abs=0.01)
+    assert "3 busy runs left out" in row.rule
     # judged with the busy runs in, the step began three runs back: old news, not red
     assert not only_row(busy_history(tmp_path / "all", QUIET + slow, busy=set())).regressed
 

@@ -182,7 +182,12 @@ def test_neighbours_counts_other_processes_cpu_time_and_not_this_ones(who, busy)
     import subprocess
     import sys
     import time
-    from maxwhisper.paired import Neighbours
+    from maxwhisper.paired import Neighbours, busy_cpu_s
+    if busy_cpu_s() is None:
+        pytest.skip("no /proc/stat here: Neighbours measures nothing and the nightly judges every run")
+    quiet = Neighbours()
+    time.sleep(0.3)
+    background = quiet.share()  # what the machine's other processes use anyway, read against, not assumed zero
     neighbours = Neighbours()
     spin = [sys.executable, "-c", "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass"]
     if who == "other":  # a process this one has not reaped: its CPU time is not yet this process's children's
@@ -197,5 +202,5 @@ def test_neighbours_counts_other_processes_cpu_time_and_not_this_ones(who, busy)
     share = neighbours.share()
     if who == "other":
         other.wait()
-    # the child's 0.6 s over a bit more wall time (its start): about 0.9 of one CPU's share
-    assert (share > 0.5 / os.cpu_count()) is busy and share <= 1.0
+    # the spinner's 0.6 s over a bit more wall time (its start): about 0.9 of one CPU's share above the background
+    assert (share - background > 0.5 / os.cpu_count()) is busy and share <= 1.0
