@@ -3,7 +3,7 @@ a memory peak, maxwhisper.results.Figure); smaller is better.
 
 0. A case that ran while other processes used more than BUSY_SHARE of the machine's CPUs is left out of its
    history, and a busy latest run is reported as not judged: no partner or probe cancels a neighbour (the
-   decoder step rose up to 13% beside a low-priority job whose load the GEMM probe never showed).
+   decoder step rose up to 12% beside a low-priority job whose load the GEMM probe never showed).
 1. Segment the case's whole history (log figures) into constant levels with ruptures' PELT change-point
    search (L2 cost). Its penalty is PENALTY x noise^2 x ln(runs), where noise is the robust (MAD) spread of
    run-to-run differences before the latest run, floored at NOISE_FLOOR.
