@@ -110,7 +110,7 @@ def calibrate(results: pathlib.Path, thresholds: dict[str, float] | None = None,
             everything = [(run, run.results[key]) for run in series if key in run.results]
             # as the nightly judges: times without the busy runs, memory with them
             history = [(run, result) for run, result in everything
-                       if (result.neighbours_share or 0) <= regression.BUSY_SHARE]
+                       if not result.busy]
             if len(history) < MIN_SERIES:
                 continue
             group = history[-1][1].group

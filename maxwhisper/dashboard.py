@@ -136,7 +136,7 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
     interleaved = per_run[id(history[-1][0])]["time"].interleaved
     threshold = regression.threshold_pct(group, "time", thresholds, interleaved)
     metrics = dict.fromkeys(metric for figs in per_run.values() for metric in figs)
-    busy = {id(run): share for run, result in history if (share := result.neighbours_share or 0) > regression.BUSY_SHARE}
+    busy = {id(run): result.neighbours_share for run, result in history if result.busy}
     latest_busy = busy.get(id(runs[-1])) if history[-1][0] is runs[-1] else None
     judged = []
     for metric in metrics:

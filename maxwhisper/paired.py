@@ -53,12 +53,17 @@ class Neighbours:
     def __init__(self):
         self.start, self.wall = busy_cpu_s(), time.perf_counter()
 
-    def share(self) -> float | None:
+    def measure(self) -> tuple[float, float] | None:
+        """(share of the machine's CPU time, CPU seconds) other processes used so far; None without /proc/stat."""
         end = busy_cpu_s()
         if self.start is None or end is None:
             return None
-        foreign = (end[0] - self.start[0]) - (end[1] - self.start[1])
-        return max(0.0, foreign) / ((time.perf_counter() - self.wall) * (os.cpu_count() or 1))
+        foreign = max(0.0, (end[0] - self.start[0]) - (end[1] - self.start[1]))
+        return foreign / ((time.perf_counter() - self.wall) * (os.cpu_count() or 1)), foreign
+
+    def share(self) -> float | None:
+        measured = self.measure()
+        return None if measured is None else measured[0]
 
 
 def timed(fn: Callable[[], object]) -> float:

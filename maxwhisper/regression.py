@@ -1,8 +1,8 @@
 """The regression rule. Input: one figure per run for one case, oldest first (a drift-cancelled time ratio or
 a memory peak, maxwhisper.results.Figure); smaller is better.
 
-0. A case that ran while other processes used more than BUSY_SHARE of the machine's CPUs is left out of its
-   history, and a busy latest run is reported as not judged: no partner or probe cancels a neighbour (the
+0. A case that ran while other processes used more than BUSY_SHARE of the machine's CPUs (and BUSY_SECONDS of
+   CPU time) has its times left out of their history, and a busy latest run's times are reported as not judged: no partner or probe cancels a neighbour (the
    decoder step rose up to 12% beside a low-priority job whose load the GEMM probe never showed).
 1. Segment the case's whole history (log figures) into constant levels with ruptures' PELT change-point
    search (L2 cost). Its penalty is PENALTY x noise^2 x ln(runs), where noise is the robust (MAD) spread of
@@ -40,11 +40,19 @@ BLOCK_THRESHOLD_PCT, BLOCK_MEMORY_PCT = 30.0, 7.5
 PENALTY = 2.0
 # Measured on the Zen 5 EPYC during decoder-paired: quiet runs 0-0.4%, beside a nice-19 job 5-28% (docs/benchmarks.md)
 BUSY_SHARE = 0.02
+# /proc/stat counts in 10 ms ticks: over a case of a fraction of a second a tick or two of kernel work reads as several
+# percent (4-8% on the 0.1 s bf16 GEMM probe on a quiet machine), ten ticks do not
+BUSY_SECONDS = 0.1
 NOISE_FLOOR = 0.002  # 0.2%: memory figures can repeat exactly, and a zero spread would make any change a step
 RECENT = 3
 SETTLED = 3  # runs a level needs before it is a baseline: a two-night dip on real runs was one (docs/benchmarks.md)
 MIN_RUNS = 7  # a week of nights: judged from 4 runs, a history that began with a two-night dip raised
 # false alarms on real runs (fixtures/bench_runs_quiet, runs 4 to 6); from 7, none on either committed set
+
+
+def busy(share: float | None, seconds: float | None) -> bool:
+    """Whether other processes' CPU use (a share of the machine, and seconds where recorded) makes a run unjudgeable."""
+    return share is not None and share > BUSY_SHARE and (seconds is None or seconds > BUSY_SECONDS)
 
 
 @dataclass(frozen=True)

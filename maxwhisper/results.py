@@ -77,6 +77,12 @@ class Result:
         """The share of the CPUs other processes used while the case ran (runs from 2026-11-27 on; else None)."""
         return self.memory("neighbours_cpu_share")
 
+    @property
+    def busy(self) -> bool:
+        """Other processes used enough CPU while the case ran that its times are not judged (regression.busy)."""
+        from maxwhisper.regression import busy
+        return busy(self.neighbours_share, self.memory("neighbours_cpu_s"))
+
     def rounds(self, member: str, clock: str = "rounds_s") -> list[float] | None:
         """Per-round seconds of "case", "partner" or "probe" from an interleaved benchmark (maxwhisper.paired),
         wall time ("rounds_s") or the process's CPU time ("rounds_cpu_s")."""

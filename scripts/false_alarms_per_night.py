@@ -34,7 +34,7 @@ def rates(replays: int) -> list[tuple[float, str, str, str, float]]:
         for series in split_series(runs).values():
             for key in series[-1].results:
                 history = [(run, run.results[key]) for run in series if key in run.results
-                           and (run.results[key].neighbours_share or 0) <= regression.BUSY_SHARE]
+                           and not run.results[key].busy]
                 if only not in key or len(history) < calibrate.MIN_SERIES:
                     continue
                 per: dict[str, list[float]] = {}

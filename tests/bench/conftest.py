@@ -153,8 +153,8 @@ def benchmark(benchmark):
             return pedantic(slowed, args, kwargs, **options)
         benchmark.pedantic = slowed_pedantic
     yield benchmark
-    if (share := neighbours.share()) is not None:
-        benchmark.extra_info["neighbours_cpu_share"] = round(share, 4)
+    if (measured := neighbours.measure()) is not None:
+        benchmark.extra_info.update(neighbours_cpu_share=round(measured[0], 4), neighbours_cpu_s=round(measured[1], 3))
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -142,8 +142,8 @@ def test_the_runs_beside_a_neighbour_are_left_out_and_would_have_raised_false_al
     over regression.BUSY_SHARE, and judged with them in, the clean decoder step raises false alarms."""
     real_runs = ROOT / "fixtures" / "bench_runs_zen5_decoder_neighbours"
     runs, _ = load_runs(real_runs)
-    shares = [run.results[f"tests/bench/test_paired_bench.py::{CASES['decoder-paired']}"].neighbours_share for run in runs]
-    assert [i + 1 for i, share in enumerate(shares) if share > regression.BUSY_SHARE] == [4, 8, 9, 13, 17, 18]
+    cases = [run.results[f"tests/bench/test_paired_bench.py::{CASES['decoder-paired']}"] for run in runs]
+    assert [i + 1 for i, case in enumerate(cases) if case.busy] == [4, 8, 9, 13, 17, 18]
     judged, _ = calibrate.calibrate(real_runs, replays=2, raw=False)
     assert all(c.false_alarms == 0 for c in judged)
     blind = shutil.copytree(real_runs, tmp_path / "runs")

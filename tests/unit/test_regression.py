@@ -204,3 +204,14 @@ def test_neighbours_counts_other_processes_cpu_time_and_not_this_ones(who, busy)
         other.wait()
     # the spinner's 0.6 s over a bit more wall time (its start): about 0.9 of one CPU's share above the background
     assert (share - background > 0.5 / os.cpu_count()) is busy and share <= 1.0
+
+
+@pytest.mark.parametrize("share, seconds, busy", [
+    (0.2, 6.0, True),     # a neighbour through a 15 s case (fixtures/bench_runs_zen5_decoder_neighbours: 19-28%)
+    (0.08, 0.03, False),  # three 10 ms ticks of kernel work over a 0.2 s case: measured on a quiet machine
+    (0.004, 0.12, False),  # the busiest quiet decoder-paired run
+    (0.2, None, True),    # runs that recorded only the share
+    (None, None, False),  # runs from before it was recorded
+])
+def test_a_run_is_busy_when_other_processes_took_both_a_share_and_real_seconds(share, seconds, busy):
+    assert regression.busy(share, seconds) is busy
