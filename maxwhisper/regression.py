@@ -34,7 +34,8 @@ THRESHOLDS_PCT: dict[tuple[str, str], float] = {
     ("transcribe-every-path", "time"): 5.0, ("transcribe-every-path-beam5", "time"): 15.0,
     ("transcribe-every-path-beam5", "cpu time"): 10.0, ("transcribe-paired", "time"): 15.0,
     ("transcribe-paired", "cpu time"): 5.0, ("compile-paired", "time"): 20.0, ("compile-paired", "cpu time"): 10.0,
-    ("decoder-step", "time"): 30.0, ("decoder-step", "peak host memory"): 3.0,
+    ("decoder-step", "time"): 30.0, ("decoder-step", "peak host memory"): 3.0, ("decoder-prefill", "time"): 15.0,
+    ("compile", "time"): 7.5, ("transcribe", "time"): 20.0, ("transcribe", "peak host memory"): 3.0,
     ("encoder-latency", "time"): 10.0, ("encoder-latency", "peak host memory"): 7.5, ("gemm-ceiling", "time"): 10.0}
 BLOCK_THRESHOLD_PCT, BLOCK_MEMORY_PCT = 30.0, 7.5
 PENALTY = 2.0

@@ -1,13 +1,14 @@
 """The real nightly entry point on the committed real runs, and the calibration on them.
 
-Ten sets from this project's 2-core CI machine: on its AVX2 EPYC fixtures/bench_runs (while other jobs
+Eleven sets from this project's 2-core CI machine: on its AVX2 EPYC fixtures/bench_runs (while other jobs
 compiled MAX graphs on the same cores), fixtures/bench_runs_quiet (a quieter machine), fixtures/bench_runs_30rounds
 (the encoder pair alone, with the nightly's 30 rounds) and fixtures/bench_runs_compile15 (the warm compile alone,
 with the nightly's 15 rounds); on its Zen 5 EPYC fixtures/bench_runs_zen5_30rounds (the encoder pair, 30 rounds),
 fixtures/bench_runs_zen5_standard (the standard suite's block-timed CPU cases) and fixtures/bench_runs_zen5_every_path
 (the long clip on every path, interleaved), fixtures/bench_runs_zen5_beam5 (the same with 5 beams),
 fixtures/bench_runs_zen5_decoder_paired (the decoder step, interleaved) and fixtures/bench_runs_zen5_decoder_neighbours
-(the same, 6 of its runs beside another job); each folder's README says how quiet.
+(the same, 6 of its runs beside another job) and fixtures/bench_runs_zen5_block (the prefill, the warm compile and
+each path's transcription, timed in blocks); each folder's README says how quiet.
 Nothing here times anything.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.unit
 
 SETS = ("bench_runs", "bench_runs_quiet", "bench_runs_30rounds", "bench_runs_compile15", "bench_runs_zen5_30rounds",
         "bench_runs_zen5_standard", "bench_runs_zen5_every_path", "bench_runs_zen5_decoder_paired",
-        "bench_runs_zen5_decoder_neighbours", "bench_runs_zen5_beam5")
+        "bench_runs_zen5_decoder_neighbours", "bench_runs_zen5_beam5", "bench_runs_zen5_block")
 REAL_RUN_SETS = [pytest.param(ROOT / "fixtures" / name, id=name) for name in SETS]
 GROUPS = {"bench_runs": {"encoder-paired", "compile-paired"},
           "bench_runs_quiet": {"encoder-paired", "compile-paired", "transcribe-paired"},
@@ -37,13 +38,16 @@ GROUPS = {"bench_runs": {"encoder-paired", "compile-paired"},
           "bench_runs_zen5_30rounds": {"encoder-paired"},
           "bench_runs_zen5_standard": {"encoder-latency", "decoder-step", "gemm-ceiling"},
           "bench_runs_zen5_every_path": {"transcribe-every-path"}, "bench_runs_zen5_decoder_paired": {"decoder-paired"},
-          "bench_runs_zen5_decoder_neighbours": {"decoder-paired"}, "bench_runs_zen5_beam5": {"transcribe-every-path-beam5"}}
+          "bench_runs_zen5_decoder_neighbours": {"decoder-paired"}, "bench_runs_zen5_beam5": {"transcribe-every-path-beam5"},
+          "bench_runs_zen5_block": {"decoder-prefill", "compile", "transcribe"}}
 CASES = {"encoder-paired": "test_paired_encoder[1]", "compile-paired": "test_paired_compile",
          "transcribe-paired": "test_paired_transcribe", "encoder-latency": "test_encoder_latency[max-cpu-float32-b1-bundled]",
          "decoder-step": "test_decoder_step[max-cpu-b1-cache100]", "gemm-ceiling": "test_gemm_ceiling[float32]",
          "transcribe-every-path": "test_paired_transcribe_every_path[greedy]",
          "decoder-paired": "test_paired_decoder_step",
-         "transcribe-every-path-beam5": "test_paired_transcribe_every_path[beam5]"}
+         "transcribe-every-path-beam5": "test_paired_transcribe_every_path[beam5]",
+         "decoder-prefill": "test_decoder_prefill[max]", "compile": "test_compile_time_warm",
+         "transcribe": "test_transcribe_clip[max]"}
 
 
 def nightly(results: pathlib.Path, tmp_path: pathlib.Path, *extra: str) -> subprocess.CompletedProcess:
@@ -100,11 +104,12 @@ SLOWED = {"bench_runs": ("encoder-paired", 0.20), "bench_runs_quiet": ("encoder-
           "bench_runs_zen5_every_path": ("transcribe-every-path", 0.10),
           "bench_runs_zen5_decoder_paired": ("decoder-paired", 0.10),
           "bench_runs_zen5_decoder_neighbours": ("decoder-paired", 0.10),
-          "bench_runs_zen5_beam5": ("transcribe-every-path-beam5", 0.20)}
+          "bench_runs_zen5_beam5": ("transcribe-every-path-beam5", 0.20),
+          "bench_runs_zen5_block": ("decoder-prefill", 0.20)}
 NORMALISATION = {"encoder-paired": "partner (interleaved", "compile-paired": "probe (interleaved",
                  "transcribe-every-path": "partner (interleaved", "decoder-paired": "partner (interleaved",
                  "transcribe-every-path-beam5": "partner (interleaved",
-                 "encoder-latency": "PyTorch partner (same run"}
+                 "encoder-latency": "PyTorch partner (same run", "decoder-prefill": "GEMM probe (same run"}
 
 
 @pytest.mark.parametrize("real_runs", REAL_RUN_SETS)
