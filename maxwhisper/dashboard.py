@@ -155,7 +155,9 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
                 call = replace(call, rule=f"{call.rule}, {len(busy)} busy run{'s' * (len(busy) > 1)} left out")
         judged.append(Judged(metric, latest.normalisation, latest.unit, values, call, pct_))
     vs_baseline = None
-    if baseline is not None and key in baseline.results and history[-1][0] is runs[-1] and latest_busy is None:
+    if baseline is not None and key in baseline.results and baseline.results[key].busy:
+        vs_baseline = Call(False, None, f"not compared: pinned {baseline.short} ran beside other processes")
+    elif baseline is not None and key in baseline.results and history[-1][0] is runs[-1] and latest_busy is None:
         old = figures(baseline, baseline.results[key])["time"].value
         change = figures(*history[-1])["time"].value / old - 1
         vs_baseline = Call(change * 100 > threshold, change, f"{change:+.1%} vs pinned {baseline.short}")

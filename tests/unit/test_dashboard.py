@@ -158,6 +158,20 @@ def test_baseline_is_compared_on_the_same_hardware_only(tmp_path):
     assert report.rows[0].vs_baseline is None and "matches no series" in report.notes[0]
 
 
+def test_a_busy_pinned_baseline_is_not_compared(tmp_path):
+    results = busy_history(tmp_path, [1.0, 1.02, 1.04, 1.06, 1.08, 1.1], busy={0})
+    row = only_row(results, baseline=str(next((results / CPU_FOLDER).glob("0001_*.json"))))
+    assert not row.vs_baseline.regressed and "not compared: pinned" in row.rule
+
+
+def test_a_case_missing_now_whose_last_run_was_busy_is_still_missing(tmp_path):
+    folder = tmp_path / "results" / CPU_FOLDER
+    busy_history(tmp_path, QUIET, busy={len(QUIET) - 1})
+    write_run(folder, len(QUIET), {"test_other_case": 1.0})
+    row = next(r for r in dashboard.build_report(tmp_path / "results").rows if r.latest.name == CASE)
+    assert row.missing and row.state == "MISSING" and row.busy_share is None
+
+
 def test_a_case_missing_from_the_latest_run_is_reported_and_fails_unless_allowed(tmp_path, capsys):
     folder = tmp_path / "results" / CPU_FOLDER
     for night in range(4):
