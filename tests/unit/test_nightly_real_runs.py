@@ -159,3 +159,15 @@ def test_the_runs_beside_a_neighbour_are_left_out_and_would_have_raised_false_al
         path.write_text(json.dumps(run))
     judged, _ = calibrate.calibrate(blind, replays=2, raw=False)
     assert sum(c.false_alarms for c in judged) > 0
+
+
+def test_the_nightly_calls_real_slowed_decoder_runs_on_the_first_night(tmp_path):
+    """fixtures/bench_runs_zen5_decoder_slowed: three real runs with 1.7 ms of spin after each timed round (the
+    figure rose 10.5-12.9% on wall time, 5.4-8.4% on CPU time), after the 20 clean runs: called on each night."""
+    results = shutil.copytree(ROOT / "fixtures" / "bench_runs_zen5_decoder_paired", tmp_path / "runs")
+    (machine,) = [p.name for p in results.iterdir() if p.is_dir()]
+    for night, slowed in enumerate(sorted((ROOT / "fixtures" / "bench_runs_zen5_decoder_slowed" / machine).glob("*.json")), 21):
+        shutil.copy(slowed, results / machine / f"{night:04d}_{slowed.name.split('_', 1)[1]}")
+        out = nightly(results, tmp_path)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "time: step up" in out.stdout and f"from run 21 of {night}" in out.stdout
