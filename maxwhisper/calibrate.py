@@ -107,17 +107,16 @@ def calibrate(results: pathlib.Path, thresholds: dict[str, float] | None = None,
                        f"{series[0].when:%Y-%m-%d %H:%M} to {series[-1].when:%Y-%m-%d %H:%M} UTC")
         keys = [key for key in series[-1].results if sum(key in run.results for run in series) >= MIN_SERIES]
         for key in keys:
-            everything = [(run, run.results[key]) for run in series if key in run.results]
-            # as the nightly judges: times without the busy runs, memory with them
-            history = [(run, result) for run, result in everything
-                       if not result.busy]
+            everything = [(run, run.results[key], figures(run, run.results[key])) for run in series
+                          if key in run.results]
+            history = [(run, result) for run, result, _ in everything if not result.busy]  # the quiet runs
             if len(history) < MIN_SERIES:
                 continue
             group = history[-1][1].group
-            per_run = [figures(run, result) for run, result in history]
-            memory = [figures(run, result) for run, result in everything]
-            variants = [(metric, [f[metric] for f in (memory if "memory" in metric else per_run) if metric in f])
-                        for metric in per_run[-1]]
+            per_run = [figs for _, result, figs in everything if not result.busy]
+            # as the nightly judges: times without the busy runs, memory with them
+            variants = [(metric, [figs[metric] for _, result, figs in everything
+                                  if metric in figs and result.judges(metric)]) for metric in per_run[-1]]
             interleaved = per_run[-1]["time"].interleaved
             if raw and interleaved:
                 for name in ESTIMATORS:  # only the runs that recorded what the estimator reads

@@ -136,8 +136,8 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
     interleaved = per_run[id(history[-1][0])]["time"].interleaved
     threshold = regression.threshold_pct(group, "time", thresholds, interleaved)
     metrics = dict.fromkeys(metric for figs in per_run.values() for metric in figs)
-    busy = {id(run): result.neighbours_share for run, result in history if result.busy}
-    latest_busy = busy.get(id(runs[-1])) if history[-1][0] is runs[-1] else None
+    results = {id(run): result for run, result in history}
+    latest_busy = history[-1][1].neighbours_share if history[-1][0] is runs[-1] and history[-1][1].busy else None
     judged = []
     for metric in metrics:
         latest = next(per_run[id(run)][metric] for run, _ in reversed(history) if metric in per_run[id(run)])
@@ -145,14 +145,13 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
         values = [fig.value if (fig := per_run.get(id(run), {}).get(metric)) and fig.normalisation
                   == latest.normalisation else None for run in runs]
         pct_ = regression.threshold_pct(group, metric, thresholds, interleaved)
-        if "memory" in metric:  # a neighbour moves times, not this process's memory
-            call = regression.judge([v for v in values if v is not None], pct_)
-        elif latest_busy is not None:
+        if latest_busy is not None and not history[-1][1].judges(metric):
             call = Call(False, None, "not judged (busy run)")
-        else:  # busy runs are charted, not judged
-            call = regression.judge([v for v, run in zip(values, runs) if v is not None and id(run) not in busy], pct_)
-            if busy:
-                call = replace(call, rule=f"{call.rule}, {len(busy)} busy run{'s' * (len(busy) > 1)} left out")
+        else:  # busy runs' times are charted, not judged
+            kept = [v for v, run in zip(values, runs) if v is not None and results[id(run)].judges(metric)]
+            call = regression.judge(kept, pct_)
+            if left_out := sum(v is not None for v in values) - len(kept):
+                call = replace(call, rule=f"{call.rule}, {left_out} busy run{'s' * (left_out > 1)} left out")
         judged.append(Judged(metric, latest.normalisation, latest.unit, values, call, pct_))
     vs_baseline = None
     if baseline is not None and key in baseline.results and baseline.results[key].busy:

@@ -45,7 +45,7 @@ def busy_cpu_s() -> tuple[float, float] | None:
 
 
 class Neighbours:
-    """The share of the machine's CPU time that other processes used from creation to `share()`, as a fraction of
+    """The share of the machine's CPU time that other processes used from creation to `measure()`, as a fraction of
     all its cores (calibrated on 2). A run beside another job is slower in ways no partner or probe cancels, so
     the nightly does not judge its times (regression.BUSY_SHARE). It sees CPU neighbours only, not another process
     on the GPU; kernel threads working for this process (interrupts, reclaim) count as neighbours."""
@@ -60,10 +60,6 @@ class Neighbours:
             return None
         foreign = max(0.0, (end[0] - self.start[0]) - (end[1] - self.start[1]))
         return foreign / ((time.perf_counter() - self.wall) * (os.cpu_count() or 1)), foreign
-
-    def share(self) -> float | None:
-        measured = self.measure()
-        return None if measured is None else measured[0]
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -14,6 +14,8 @@ import re
 import statistics
 from dataclasses import dataclass
 
+from maxwhisper import regression
+
 UNREADABLE = (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError)
 RATIO_GROUP = "encoder-latency"
 PROBE_CASE = "test_gemm_ceiling[float32]"  # the standard suite's own machine-speed figure, same run
@@ -80,8 +82,12 @@ class Result:
     @property
     def busy(self) -> bool:
         """Other processes used enough CPU while the case ran that its times are not judged (regression.busy)."""
-        from maxwhisper.regression import busy
-        return busy(self.neighbours_share, self.memory("neighbours_cpu_s"))
+        return regression.busy(self.neighbours_share, self.memory("neighbours_cpu_s"))
+
+    def judges(self, metric: str) -> bool:
+        """Whether the nightly judges this run's `metric`: a busy run's times are left out, its memory is not (a
+        neighbour moves this process's times, not its memory)."""
+        return "memory" in metric or not self.busy
 
     def rounds(self, member: str, clock: str = "rounds_s") -> list[float] | None:
         """Per-round seconds of "case", "partner" or "probe" from an interleaved benchmark (maxwhisper.paired),

@@ -27,21 +27,22 @@ EARLIER = ({("compile-paired", "time"): 20.0, ("decoder-step", "time"): 25.0, ("
 
 
 def rates(replays: int) -> list[tuple[float, str, str, str, float]]:
-    """(call rate, set, case, figure, threshold) for every judged figure; busy runs left out, as the nightly does."""
+    """(call rate, set, case, figure, threshold) for every judged figure, of the runs the nightly judges it on."""
     out = []
     for name, only in SETS.items():
         runs, _ = load_runs(ROOT / "fixtures" / name)
         for series in split_series(runs).values():
             for key in series[-1].results:
-                history = [(run, run.results[key]) for run in series if key in run.results
-                           and not run.results[key].busy]
-                if only not in key or len(history) < calibrate.MIN_SERIES:
+                everything = [(run, run.results[key]) for run in series if key in run.results]
+                quiet = [(run, result) for run, result in everything if not result.busy]
+                if only not in key or len(quiet) < calibrate.MIN_SERIES:
                     continue
                 per: dict[str, list[float]] = {}
-                for run, result in history:
+                for run, result in everything:  # as the nightly judges: times without the busy runs, memory with them
                     for metric, fig in figures(run, result).items():
-                        per.setdefault(metric, []).append(fig.value)
-                group, interleaved = history[-1][1].group, figures(*history[-1])["time"].interleaved
+                        if result.judges(metric):
+                            per.setdefault(metric, []).append(fig.value)
+                group, interleaved = quiet[-1][1].group, figures(*quiet[-1])["time"].interleaved
                 for metric, values in per.items():
                     threshold = regression.threshold_pct(group, metric, interleaved=interleaved)
                     out.append((calibrate.clean_calls(values, threshold, replays=replays), name, key.split("::")[-1],

@@ -157,7 +157,8 @@ def benchmark(benchmark):
         def slowed_pedantic(target, args=(), kwargs=None, **options):
             def slowed(*a, **k):
                 out = target(*a, **k)
-                time.sleep(INJECTED_SLEEP_S)
+                if INJECTED_SLEEP_S:
+                    time.sleep(INJECTED_SLEEP_S)
                 _spin(INJECTED_SPIN_S)
                 return out
             return pedantic(slowed, args, kwargs, **options)

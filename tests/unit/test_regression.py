@@ -188,7 +188,7 @@ def test_neighbours_counts_other_processes_cpu_time_and_not_this_ones(who, busy)
         pytest.skip("no /proc/stat here: Neighbours measures nothing and the nightly judges every run")
     quiet = Neighbours()
     time.sleep(0.3)
-    background = quiet.share()  # what the machine's other processes use anyway, read against, not assumed zero
+    background = quiet.measure()[0]  # what the machine's other processes use anyway, read against, not assumed zero
     neighbours = Neighbours()
     spin = [sys.executable, "-c", "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass"]
     if who == "other":  # a process this one has not reaped: its CPU time is not yet this process's children's
@@ -200,7 +200,7 @@ def test_neighbours_counts_other_processes_cpu_time_and_not_this_ones(who, busy)
         end = time.process_time() + 0.6
         while time.process_time() < end:
             pass
-    share = neighbours.share()
+    share = neighbours.measure()[0]
     if who == "other":
         other.wait()
     # the spinner's 0.6 s over a bit more wall time (its start): about 0.9 of one CPU's share above the background
