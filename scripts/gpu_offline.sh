@@ -4,6 +4,7 @@
 #            openai-whisper, the bundled model, ...), made on a networked machine (docs/gpu.md, "GPU box offline")
 #   OUT      where the logs (run.log, warm.log, step-profile.log) and the benchmark JSON go
 #   TOTAL_S  seconds for everything after unpacking (default 540); each stage gets what is left
+#   PROFILE  0 skips the per-kernel profiles (Nsight Compute)
 #   CAPTURE_MEMORY  set to run scripts/gpu_capture_memory.py (61 s on an H200 box)
 #   GPU_JOBS the graphs to compile (scripts/gpu_warm.py's job names; default all); stages needing one left out
 #            are skipped: without decoder-float32 (348 s to compile), the warp kernels' decoder runs alone
@@ -73,7 +74,7 @@ stage() {  # stage NAME PYTEST-ARGS...: one pytest run, as a script
   script "$name" "${GPU_PYTEST[@]}" "$@"
 }
 profile() {  # profile KERNEL: each kernel of one eager step, timed (scripts/gpu_step_profile.py), where ncu is
-  command -v ncu >/dev/null || return 0
+  command -v ncu >/dev/null && [ "${PROFILE:-1}" != 0 ] || return 0
   # clocks and caches left alone: a replayed step finds the weights and cross keys/values it last read in L2
   timeout "$(left)" ncu --clock-control none --cache-control none --profile-from-start off \
     --metrics gpu__time_duration.sum --print-summary per-kernel \

@@ -204,9 +204,9 @@ class ReplayByExecuting:
 
     def capture(self, key, *inputs):
         """Output buffers of the graph's shapes, the inputs left as they are (a capture runs nothing): the
-        graph run on copies of them."""
+        graph run on copies of them, on the inputs' device."""
         from max.driver import Buffer
-        self.outputs = self.model.execute(*(Buffer.from_numpy(a.to_numpy().copy()) for a in inputs))
+        self.outputs = self.model.execute(*(Buffer.from_numpy(a.to_numpy().copy()).to(a.device) for a in inputs))
         return self.outputs
 
     def replay(self, key, *inputs):
