@@ -129,7 +129,7 @@ def calibrate(results: pathlib.Path, thresholds: dict[str, float] | None = None,
                 if len(figs) >= MIN_SERIES:
                     label = f"{history[-1][1].name} · {metric} · {figs[-1].normalisation}"
                     threshold = regression.threshold_pct(group, metric.split(" [")[0], thresholds, interleaved)
-                    out.append(calibrate_values(f"{label} · >{threshold:g}%", [f.value for f in figs], threshold,
+                    out.append(calibrate_values(f"{label} · >{threshold:g}%", [f.judged for f in figs], threshold,
                                                 judge, replays))
     return out, "; ".join(sources)
 

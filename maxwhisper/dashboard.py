@@ -142,14 +142,18 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
     for metric in metrics:
         latest = next(per_run[id(run)][metric] for run, _ in reversed(history) if metric in per_run[id(run)])
         # only figures normalised as the latest one is compare with it (a run without the probe, say, does not)
-        values = [fig.value if (fig := per_run.get(id(run), {}).get(metric)) and fig.normalisation
-                  == latest.normalisation else None for run in runs]
+        figs = [fig if (fig := per_run.get(id(run), {}).get(metric)) and fig.normalisation == latest.normalisation
+                else None for run in runs]
+        values = [fig.value if fig else None for fig in figs]
         pct_ = regression.threshold_pct(group, metric, thresholds, interleaved)
         if latest_busy is not None and not history[-1][1].judges(metric):
             call = Call(False, None, "not judged (busy run)")
         else:  # busy runs' times are charted, not judged
-            kept = [v for v, run in zip(values, runs) if v is not None and results[id(run)].judges(metric)]
-            call = regression.judge(kept, pct_)
+            kept = [fig for fig, run in zip(figs, runs) if fig and results[id(run)].judges(metric)]
+            call = regression.judge([fig.judged for fig in kept], pct_)
+            if call.regressed and min(fig.value for fig in kept[:-1]) < latest.floor:
+                call = replace(call, rule=f"step up to {kept[-1].value:g} {latest.unit} from run {call.since + 1} of "
+                                          f"{len(kept)}, from under the {latest.floor:g} {latest.unit} floor")
             if left_out := sum(v is not None for v in values) - len(kept):
                 call = replace(call, rule=f"{call.rule}, {left_out} busy run{'s' * (left_out > 1)} left out")
         judged.append(Judged(metric, latest.normalisation, latest.unit, values, call, pct_))

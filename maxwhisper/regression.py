@@ -4,6 +4,7 @@ a memory peak, maxwhisper.results.Figure); smaller is better.
 0. A case that ran while other processes used more than BUSY_SHARE of the machine's CPUs (and BUSY_SECONDS of
    CPU time) has its times left out of their history, and a busy latest run's times are reported as not judged: no partner or probe cancels a neighbour (the
    decoder step rose up to 12% beside a low-priority job whose load the GEMM probe never showed).
+   A memory figure under MEMORY_FLOOR_MB is judged as that floor: its change is allocator pages, not a footprint.
 1. Segment the case's whole history (log figures) into constant levels with ruptures' PELT change-point
    search (L2 cost). Its penalty is PENALTY x noise^2 x ln(runs), where noise is the robust (MAD) spread of
    run-to-run differences before the latest run, floored at NOISE_FLOOR.
@@ -44,6 +45,11 @@ BUSY_SHARE = 0.02
 # /proc/stat counts in 10 ms ticks: over a case of a fraction of a second a tick or two of kernel work reads as several
 # percent (4-8% on the 0.1 s bf16 GEMM probe on a quiet machine), ten ticks do not
 BUSY_SECONDS = 0.1
+# A GPU step case's device memory is what it adds to the device after its setup: 0 MB in 34 of the 36 step cases
+# of two H200 runs (2026-11-27), 4.0 MB in one (PyTorch's, both runs), the capture's pool in the first captured
+# case. PyTorch's allocator reserves large blocks in 20 MB segments and NVML counts 2 MB pages, so such a figure
+# moving by a segment is no regression, while a step that starts to take 500 MB is: judged at 32 MB or more.
+MEMORY_FLOOR_MB = 32.0
 NOISE_FLOOR = 0.002  # 0.2%: memory figures can repeat exactly, and a zero spread would make any change a step
 RECENT = 3
 SETTLED = 3  # runs a level needs before it is a baseline: a two-night dip on real runs was one (docs/benchmarks.md)

@@ -224,6 +224,12 @@ class Figure:
     value: float
     normalisation: str  # "partner (interleaved)", "probe (interleaved)", "partner (same run)", ...
     unit: str
+    floor: float = 0.0  # judged as at least this (regression.MEMORY_FLOOR_MB for memory)
+
+    @property
+    def judged(self) -> float:
+        """The value the regression rule reads: a memory figure under its floor counts as the floor."""
+        return max(self.value, self.floor)
 
     @property
     def interleaved(self) -> bool:
@@ -302,7 +308,7 @@ def figures(run: Run, result: Result, estimator: str = ESTIMATOR) -> dict[str, F
     cpu = time_figure(run, result, CPU_ESTIMATOR)
     if "CPU time" in cpu.normalisation:
         out["cpu time"] = cpu
-    for key, label in MEMORY_KEYS.items():
-        if result.memory(key) is not None and result.memory(key) > 0:
-            out[label] = Figure(result.memory(key), "none (MB)", "MB")
+    for key, label in MEMORY_KEYS.items():  # 0 MB too: a GPU case's device memory above its start often is
+        if result.memory(key) is not None:
+            out[label] = Figure(result.memory(key), "none (MB)", "MB", regression.MEMORY_FLOOR_MB)
     return out

@@ -41,7 +41,7 @@ def rates(replays: int) -> list[tuple[float, str, str, str, float]]:
                 for run, result in everything:  # as the nightly judges: times without the busy runs, memory with them
                     for metric, fig in figures(run, result).items():
                         if result.judges(metric):
-                            per.setdefault(metric, []).append(fig.value)
+                            per.setdefault(metric, []).append(fig.judged)
                 group, interleaved = quiet[-1][1].group, figures(*quiet[-1])["time"].interleaved
                 for metric, values in per.items():
                     threshold = regression.threshold_pct(group, metric, interleaved=interleaved)

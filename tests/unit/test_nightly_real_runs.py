@@ -8,7 +8,9 @@ fixtures/bench_runs_zen5_standard (the standard suite's block-timed CPU cases) a
 (the long clip on every path, interleaved), fixtures/bench_runs_zen5_beam5 (the same with 5 beams),
 fixtures/bench_runs_zen5_decoder_paired (the decoder step, interleaved) and fixtures/bench_runs_zen5_decoder_neighbours
 (the same, 6 of its runs beside another job) and fixtures/bench_runs_zen5_block (the prefill, the warm compile and
-each path's transcription, timed in blocks); each folder's README says how quiet.
+each path's transcription, timed in blocks); each folder's README says how quiet. Two more, not calibration sets:
+fixtures/bench_runs_zen5_decoder_slowed (real slowed runs) and fixtures/bench_runs_h200_decoder_step (the step
+benchmark on an H200, for its device-memory figures).
 Nothing here times anything.
 """
 from __future__ import annotations
@@ -171,3 +173,35 @@ def test_the_nightly_calls_real_slowed_decoder_runs_on_the_first_night(tmp_path)
         out = nightly(results, tmp_path)
         assert out.returncode == 1, out.stdout + out.stderr
         assert "time: step up" in out.stdout and f"from run 21 of {night}" in out.stdout
+
+
+def test_real_gpu_runs_judge_each_step_case_s_device_memory_from_zero(tmp_path):
+    """fixtures/bench_runs_h200_decoder_step: the step benchmark's two real H200 runs, whose cases read 0 MB of
+    device memory above their start but for the first capture (the pool) and one of 4 MB. Eight nights of them in
+    turn are quiet; a case that then takes 500 MB more is called on device memory, PyTorch's 4 MB doubling is not."""
+    real = ROOT / "fixtures" / "bench_runs_h200_decoder_step"
+    (machine,) = [p.name for p in real.iterdir() if p.is_dir()]
+    clean = [json.loads(p.read_text()) for p in sorted((real / machine).glob("*.json"))]
+    results = tmp_path / "runs" / machine
+    results.mkdir(parents=True)
+
+    def night(n: int, run: dict) -> None:
+        when = dt.datetime.fromisoformat(run["datetime"]) + dt.timedelta(days=n)
+        (results / f"{n + 1:04d}_{run['commit_info']['id']}_{when:%Y%m%d_%H%M%S}.json").write_text(
+            json.dumps({**run, "datetime": when.isoformat()}))
+    for n in range(8):
+        night(n, clean[n % 2])
+    out = nightly(results.parent, tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    runs, _ = load_runs(results.parent)
+    ((_, series),) = split_series(runs).items()
+    assert all(case.memory("peak_device_mb") is not None for case in series[-1].results.values())  # 18, zeros in
+    grown = json.loads(json.dumps(clean[0]))
+    for bench in grown["benchmarks"]:
+        bench["extra_info"]["peak_device_mb"] += {"test_decoder_step[max-warps-gpu-b1-cache100]": 500.0,
+                                                  "test_decoder_step[torch-gpu-b5-cache224]": 4.0}.get(bench["name"], 0.0)
+    night(8, grown)
+    out = nightly(results.parent, tmp_path)
+    (called,) = [line for line in out.stdout.splitlines() if line.startswith("REGRESSED")]
+    assert out.returncode == 1 and "[max-warps-gpu-b1-cache100]" in called, out.stdout + out.stderr
+    assert "peak device memory: step up to 500 MB from run 9 of 9, from under the 32 MB floor" in called
