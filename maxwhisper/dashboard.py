@@ -151,7 +151,7 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
         else:  # busy runs' times are charted, not judged
             kept = [fig for fig, run in zip(figs, runs) if fig and results[id(run)].judges(metric)]
             call = regression.judge([fig.judged for fig in kept], pct_)
-            if call.regressed and min(fig.value for fig in kept[:-1]) < latest.floor:
+            if call.regressed and math.isclose(kept[-1].judged / (1 + call.change), latest.floor):  # the step's base
                 call = replace(call, rule=f"step up to {kept[-1].value:g} {latest.unit} from run {call.since + 1} of "
                                           f"{len(kept)}, from under the {latest.floor:g} {latest.unit} floor")
             if left_out := sum(v is not None for v in values) - len(kept):

@@ -5,7 +5,7 @@
 #   OUT      where the logs (run.log, warm.log, step-profile.log) and the benchmark JSON go
 #   TOTAL_S  seconds for everything after unpacking (default 540); each stage gets what is left
 #   PROFILE  0 skips the per-kernel profiles (Nsight Compute)
-#   CAPTURE_MEMORY  set to run scripts/gpu_capture_memory.py (61 s on an H200 box)
+#   CAPTURE_MEMORY  1 runs scripts/gpu_capture_memory.py (61 s on an H200 box)
 #   GPU_JOBS the graphs to compile (scripts/gpu_warm.py's job names; default all); stages needing one left out
 #            are skipped: without decoder-float32 (348 s to compile), the warp kernels' decoder runs alone
 # The box's own python3 must hold a CUDA torch, pytest, pytest-benchmark, hypothesis and nvidia-ml-py.
@@ -93,7 +93,7 @@ script "captured step breakdown" python3 scripts/gpu_step_profile.py gpu warps c
 MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE=4294967296 script "launch settings" \
   python3 scripts/gpu_step_profile.py gpu warps blocks
 # measured in the fifth run (docs/gpu.md); opt-in, since it takes a minute of a short lease
-[ -n "${CAPTURE_MEMORY:-}" ] && script "capture memory" python3 scripts/gpu_capture_memory.py
+[ "${CAPTURE_MEMORY:-0}" != 0 ] && script "capture memory" python3 scripts/gpu_capture_memory.py
 if wanted encoder-float32; then
   compiled encoder-float32
   MAXWHISPER_BENCH=full stage "end-to-end benchmark, warps" tests/bench/test_compile_and_transcribe_bench.py \

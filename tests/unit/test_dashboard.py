@@ -210,25 +210,30 @@ def test_memory_is_judged(tmp_path):
     assert row.regressed and row.rule.startswith("peak host memory: step up +15.0%")
 
 
-def device_memory_history(tmp_path, latest_mb: float) -> pathlib.Path:
-    """CASE on a GPU box: its device memory above its start 0 MB every night (as the H200's step cases read), then
-    `latest_mb`."""
-    nights = [0.0] * len(QUIET) + [latest_mb]
-    for night, (median, mb) in enumerate(zip(QUIET + [1.0], nights)):
+def device_memory_history(tmp_path, nights_mb: list[float]) -> pathlib.Path:
+    """CASE on a GPU box, its device memory above its start `nights_mb` on its nights (its time steady)."""
+    for night, (median, mb) in enumerate(zip(QUIET + [1.0] * len(nights_mb), nights_mb)):
         write_run(tmp_path / "results" / CPU_FOLDER, night, {CASE: median}, extras={CASE: {"peak_device_mb": mb}})
     return tmp_path / "results"
 
 
-@pytest.mark.parametrize("latest_mb, called", [(4.0, False), (30.0, False), (500.0, True)])
+@pytest.mark.parametrize("latest_mb, called", [(4.0, False), (40.0, False), (500.0, True)])
 def test_device_memory_is_judged_from_zero_above_its_floor(tmp_path, latest_mb, called):
-    """A case's device memory reads 0 MB night after night: a step that starts taking 500 MB is called, a few MB of
-    allocator pages are not (before the floor, 0 MB figures were dropped, so the 500 MB had no history)."""
-    row = only_row(device_memory_history(tmp_path, latest_mb))
+    """A case's device memory reads 0 MB night after night (as the H200's step cases do): a step that starts
+    taking 500 MB is called, a few MB of allocator pages or two 20 MB segments are not (before the floor, 0 MB
+    figures were dropped, so the 500 MB had no history)."""
+    row = only_row(device_memory_history(tmp_path, [0.0] * len(QUIET) + [latest_mb]))
     assert row.regressed is called
     device = next(j for j in row.judged if j.metric == "peak device memory")
     assert device.values == [0.0] * len(QUIET) + [latest_mb] and device.call.regressed is called
     if called:
-        assert "peak device memory: step up to 500 MB from run 9 of 9, from under the 32 MB floor" in row.rule
+        assert "peak device memory: step up to 500 MB from run 9 of 9, from under the 64 MB floor" in row.rule
+
+
+def test_a_step_from_above_the_floor_is_named_as_a_change(tmp_path):
+    """A case under the floor once, long ago, then at 200 MB: its step to 300 MB is +50% from 200 MB."""
+    row = only_row(device_memory_history(tmp_path, [0.0] + [200.0] * 7 + [300.0]))
+    assert row.regressed and "peak device memory: step up +50.0% from run 9 of 9" in row.rule and "floor" not in row.rule
 
 
 # --- loading ------------------------------------------------------------------------------------

@@ -204,4 +204,4 @@ def test_real_gpu_runs_judge_each_step_case_s_device_memory_from_zero(tmp_path):
     out = nightly(results.parent, tmp_path)
     (called,) = [line for line in out.stdout.splitlines() if line.startswith("REGRESSED")]
     assert out.returncode == 1 and "[max-warps-gpu-b1-cache100]" in called, out.stdout + out.stderr
-    assert "peak device memory: step up to 500 MB from run 9 of 9, from under the 32 MB floor" in called
+    assert "peak device memory: step up to 500 MB from run 9 of 9, from under the 64 MB floor" in called
