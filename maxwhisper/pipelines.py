@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import pathlib
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -194,9 +195,13 @@ class Pipeline:
                 # runs on: measured on the long clip, 2 torch threads 9.6-10.6 s, 1 thread 6.8 s.
                 torch.set_num_threads(1)
             try:
-                result = whisper.transcribe(self.whisper, samples, fp16=self.impl == "gpu",
-                                            word_timestamps=word_timestamps,
-                                            verbose=False if show_progress else None, **options)
+                with warnings.catch_warnings():
+                    if self.impl == "max":  # openai-whisper's model holds only what its loop needs, on the CPU,
+                        # while the graphs run on `device`: its "inference on CPU" warning would mislead
+                        warnings.filterwarnings("ignore", "Performing inference on CPU when CUDA is available")
+                    result = whisper.transcribe(self.whisper, samples, fp16=self.impl == "gpu",
+                                                word_timestamps=word_timestamps,
+                                                verbose=False if show_progress else None, **options)
             finally:
                 torch.set_num_threads(threads)
         total = time.perf_counter() - start

@@ -119,3 +119,21 @@ def test_word_timestamps_equal_openai_whisper(clip, transcribe):
     # the alignment pass sees MAX features (encoder parity ~1e-5). Measured: every word's start and end equal on
     # all three clips (225 words, Zen 5 EPYC); 0.02 s allows one 20 ms frame, the alignment's step.
     assert_words_agree(run(transcribe, "max", clip, "greedy"), run(transcribe, "cpu", clip, "greedy"), 0.02)
+
+
+def test_the_max_path_does_not_warn_of_cpu_inference_where_cuda_is_available(monkeypatch):
+    """On a GPU box openai-whisper warns "Performing inference on CPU when CUDA is available" whenever its model is
+    on the CPU, as the `max` path's is while its graphs run on the GPU (the H200 runs printed it for every `max`
+    GPU case): the max path silences that one warning; the PyTorch CPU path, on the CPU indeed, keeps it."""
+    import warnings
+
+    import torch
+
+    from maxwhisper.pipelines import Pipeline
+    pipes = {impl: Pipeline(impl, "bundled") for impl in ("max", "cpu")}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for impl, warned in (("max", False), ("cpu", True)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            transcribe_clip(pipes[impl], "short")
+        assert any("inference on CPU when CUDA" in str(w.message) for w in caught) is warned, impl
