@@ -91,6 +91,18 @@ def asv_judge(values: list[float], threshold_pct: float) -> regression.Call:
     return regression.judge(values, threshold_pct, detect=asv_steps_up)
 
 
+def judged_figures(series: list, key: str) -> tuple[list, dict[str, list[Figure]]] | None:
+    """The quiet runs (run, result) of case `key` in `series`, and per figure of the last of them the figures the
+    nightly judges: times without the busy runs, memory with them. None with fewer than MIN_SERIES quiet runs."""
+    everything = [(run, run.results[key], figures(run, run.results[key])) for run in series if key in run.results]
+    quiet = [(run, result) for run, result, _ in everything if not result.busy]
+    if len(quiet) < MIN_SERIES:
+        return None
+    last = next(figs for _, result, figs in reversed(everything) if not result.busy)
+    return quiet, {metric: [figs[metric] for _, result, figs in everything if metric in figs and result.judges(metric)]
+                   for metric in last}
+
+
 def raw_figure(result) -> Figure:
     return Figure(result.median, "none (raw median)", "s")
 
@@ -107,23 +119,17 @@ def calibrate(results: pathlib.Path, thresholds: dict[str, float] | None = None,
                        f"{series[0].when:%Y-%m-%d %H:%M} to {series[-1].when:%Y-%m-%d %H:%M} UTC")
         keys = [key for key in series[-1].results if sum(key in run.results for run in series) >= MIN_SERIES]
         for key in keys:
-            everything = [(run, run.results[key], figures(run, run.results[key])) for run in series
-                          if key in run.results]
-            history = [(run, result) for run, result, _ in everything if not result.busy]  # the quiet runs
-            if len(history) < MIN_SERIES:
+            if (found := judged_figures(series, key)) is None:
                 continue
-            group = history[-1][1].group
-            per_run = [figs for _, result, figs in everything if not result.busy]
-            # as the nightly judges: times without the busy runs, memory with them
-            variants = [(metric, [figs[metric] for _, result, figs in everything
-                                  if metric in figs and result.judges(metric)]) for metric in per_run[-1]]
-            interleaved = per_run[-1]["time"].interleaved
+            history, judged = found
+            group, interleaved = history[-1][1].group, judged["time"][-1].interleaved
+            variants = list(judged.items())
             if raw and interleaved:
                 for name in ESTIMATORS:  # only the runs that recorded what the estimator reads
                     figs = [time_figure(run, result, name) for run, result in history]
                     figs = [f for f in figs if f.interleaved]
                     variants += [(f"time [{name}]", figs)] if name not in (ESTIMATOR, CPU_ESTIMATOR) else []
-            if raw and per_run[-1]["time"].normalisation != raw_figure(history[-1][1]).normalisation:
+            if raw and judged["time"][-1].normalisation != raw_figure(history[-1][1]).normalisation:
                 variants.append(("time", [raw_figure(result) for _, result in history]))
             for metric, figs in variants:
                 if len(figs) >= MIN_SERIES:

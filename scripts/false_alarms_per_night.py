@@ -14,7 +14,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from maxwhisper import calibrate, regression  # noqa: E402
-from maxwhisper.results import figures, load_runs, split_series  # noqa: E402
+from maxwhisper.results import load_runs, split_series  # noqa: E402
 
 # The Zen 5 EPYC's sets, and the AVX2 EPYC's for the groups no Zen 5 set holds (the compile at 15 rounds, the short
 # clip's transcription at 5 rounds: fixtures/bench_runs_quiet's other cases ran with rounds the nightly no longer uses)
@@ -33,20 +33,14 @@ def rates(replays: int) -> list[tuple[float, str, str, str, float]]:
         runs, _ = load_runs(ROOT / "fixtures" / name)
         for series in split_series(runs).values():
             for key in series[-1].results:
-                everything = [(run, run.results[key]) for run in series if key in run.results]
-                quiet = [(run, result) for run, result in everything if not result.busy]
-                if only not in key or len(quiet) < calibrate.MIN_SERIES:
+                if only not in key or (found := calibrate.judged_figures(series, key)) is None:
                     continue
-                per: dict[str, list[float]] = {}
-                for run, result in everything:  # as the nightly judges: times without the busy runs, memory with them
-                    for metric, fig in figures(run, result).items():
-                        if result.judges(metric):
-                            per.setdefault(metric, []).append(fig.judged)
-                group, interleaved = quiet[-1][1].group, figures(*quiet[-1])["time"].interleaved
-                for metric, values in per.items():
+                quiet, judged = found
+                group, interleaved = quiet[-1][1].group, judged["time"][-1].interleaved
+                for metric, figs in judged.items():
                     threshold = regression.threshold_pct(group, metric, interleaved=interleaved)
-                    out.append((calibrate.clean_calls(values, threshold, replays=replays), name, key.split("::")[-1],
-                                metric, threshold))
+                    out.append((calibrate.clean_calls([f.judged for f in figs], threshold, replays=replays), name,
+                                key.split("::")[-1], metric, threshold))
     return out
 
 

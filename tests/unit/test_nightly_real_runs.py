@@ -73,11 +73,14 @@ def add_slowed_run(results: pathlib.Path, case: str, slowdown: float) -> pathlib
     for key in ("min", "max", "mean", "median", "q1", "q3", "stddev", "iqr", "total"):
         if isinstance(entry["stats"].get(key), (int, float)):
             entry["stats"][key] *= 1 + slowdown
-    when = dt.datetime.fromisoformat(run["datetime"]) + dt.timedelta(days=1)
-    run["datetime"] = when.isoformat()
-    number = int(latest.name[:4]) + 1
-    path = latest.with_name(f"{number:04d}_{run['commit_info']['id']}_{when:%Y%m%d_%H%M%S}.json")
-    path.write_text(json.dumps(run))
+    return save_run(latest.parent, int(latest.name[:4]) + 1, run, days=1)
+
+
+def save_run(folder: pathlib.Path, number: int, run: dict, days: int) -> pathlib.Path:
+    """`run` saved as run `number` of `folder`, `days` after it was measured, named as pytest-benchmark names it."""
+    when = dt.datetime.fromisoformat(run["datetime"]) + dt.timedelta(days=days)
+    path = folder / f"{number:04d}_{run['commit_info']['id']}_{when:%Y%m%d_%H%M%S}.json"
+    path.write_text(json.dumps({**run, "datetime": when.isoformat()}))
     return path
 
 
@@ -184,13 +187,8 @@ def test_real_gpu_runs_judge_each_step_case_s_device_memory_from_zero(tmp_path):
     clean = [json.loads(p.read_text()) for p in sorted((real / machine).glob("*.json"))]
     results = tmp_path / "runs" / machine
     results.mkdir(parents=True)
-
-    def night(n: int, run: dict) -> None:
-        when = dt.datetime.fromisoformat(run["datetime"]) + dt.timedelta(days=n)
-        (results / f"{n + 1:04d}_{run['commit_info']['id']}_{when:%Y%m%d_%H%M%S}.json").write_text(
-            json.dumps({**run, "datetime": when.isoformat()}))
-    for n in range(8):
-        night(n, clean[n % 2])
+    for n in range(8):  # night n: run n + 1, n days on
+        save_run(results, n + 1, clean[n % 2], days=n)
     out = nightly(results.parent, tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     runs, _ = load_runs(results.parent)
@@ -200,7 +198,7 @@ def test_real_gpu_runs_judge_each_step_case_s_device_memory_from_zero(tmp_path):
     for bench in grown["benchmarks"]:
         bench["extra_info"]["peak_device_mb"] += {"test_decoder_step[max-warps-gpu-b1-cache100]": 500.0,
                                                   "test_decoder_step[torch-gpu-b5-cache224]": 4.0}.get(bench["name"], 0.0)
-    night(8, grown)
+    save_run(results, 9, grown, days=8)
     out = nightly(results.parent, tmp_path)
     (called,) = [line for line in out.stdout.splitlines() if line.startswith("REGRESSED")]
     assert out.returncode == 1 and "[max-warps-gpu-b1-cache100]" in called, out.stdout + out.stderr
