@@ -88,7 +88,7 @@ MAXWHISPER_BENCH=full stage "warps step benchmark" tests/bench/test_decoder_benc
   -k "torch or warps" --benchmark-json="$OUT/bench-decoder-warps.json"
 profile warps
 script "captured step breakdown" python3 scripts/gpu_step_profile.py gpu warps captured
-# 18 captures in turn, each released before the next: the memory manager bounded as scripts/gpu_capture_memory.py
+# 15 captures in turn, each released before the next: the memory manager bounded as scripts/gpu_capture_memory.py
 # measured it (4.6 GiB, steps still captured)
 MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE=4294967296 script "launch settings" \
   python3 scripts/gpu_step_profile.py gpu warps blocks

@@ -42,6 +42,8 @@ from extensibility import InputTensor, OutputTensor
 from extensibility import _MutableInputTensor as MutableInputTensor
 from max.gpu import global_idx, lane_id
 from max.gpu.primitives import warp
+from max.gpu.primitives.grid_controls import PDLLevel, launch_dependent_grids, pdl_launch_attributes
+from max.gpu.primitives.grid_controls import wait_on_dependent_grids
 from max.gpu.host import DeviceContext
 from max.algorithm import parallelize
 from std.math import exp, erf, sqrt
@@ -523,18 +525,34 @@ def _kernel[WT: DType, stage: Int](
     """One warp per work item: item = the warp's index in the grid (whole warps return together). With `warm`,
     a block's first stage also asks L2 for the block's packed weights and its cross keys and values, a 128-byte
     line or a few per lane, which its later stages then read from L2, not from memory: the logits' 40 MB
-    stream through a 50 MB L2 every step, so a step's reads start cold."""
+    stream through a 50 MB L2 every step, so a step's reads start cold; and each logits warp asks for its two
+    panels of the embedding.
+
+    Launched as a programmatic dependent launch (`run_stage`'s `pdl`), a kernel's blocks start while the
+    previous stage still runs: they issue those prefetches, which read nothing an earlier stage writes, then
+    wait for the previous stage to finish (`wait_on_dependent_grids`: its writes are then visible), and only
+    then let the next stage start (`launch_dependent_grids`), so at most two stages are in flight and every
+    read or write of a stage's item follows the whole of the stage before. Without that launch attribute both
+    calls return at once."""
     var i = Int(global_idx.x) // LANES
     if i >= Int(items):
         return
-    comptime if stage == QKV:
-        if warm != 0:
+    if warm != 0:
+        comptime if stage == QKV:
             var lane = Int(global_idx.x)
             var lanes = Int(items) * LANES
             var cross_len = Int(A) * Int(H) * DH * Int(C)
             _warm_l2(w.unsafe_offset(Int(layer) * _packed_len(Int(D))), _packed_len(Int(D)), lane, lanes)
             _warm_l2(ck.unsafe_offset(Int(layer) * cross_len), cross_len, lane, lanes)
             _warm_l2(cv.unsafe_offset(Int(layer) * cross_len), cross_len, lane, lanes)
+        comptime if stage == LOGITS:
+            var panels = (Int(V) + PANEL - 1) // PANEL
+            var pair = i // (Int(B) * Int(K))
+            if i % (Int(B) * Int(K)) == 0:  # the pair's first warp: the rest read the same panels
+                var first = 2 * pair * PANEL * Int(D)
+                _warm_l2(lw.unsafe_offset(first), min(2, panels - 2 * pair) * PANEL * Int(D), Int(lane_id()), LANES)
+    wait_on_dependent_grids()
+    launch_dependent_grids()
     _item[True, WT, stage](i, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
                            Int(layer), Int(A), Int(B), Int(T), Int(CAP), Int(H), Int(D), Int(C), Int(K), Int(V),
                            Int(SW))
@@ -570,10 +588,10 @@ def run_stage[gpu: Bool, WT: DType, stage: Int](
     ctx: DeviceContext, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
     ys: FPtr, sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
     layer: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int, block: Int,
-    warm: Bool,
+    warm: Bool, pdl: Bool,
 ) raises:
-    """Every work item of one stage: a kernel launch on the GPU (`block` threads a block but for the logits),
-    a loop over the items in the emulation."""
+    """Every work item of one stage: a kernel launch on the GPU (`block` threads a block but for the logits;
+    with `pdl` a programmatic dependent launch, see `_kernel`), a loop over the items in the emulation."""
     var items = _items(stage, B * T, B, H, D, C, K, V)
     comptime if gpu:
         var threads = LOGITS_THREADS if stage == LOGITS else block
@@ -582,6 +600,7 @@ def run_stage[gpu: Bool, WT: DType, stage: Int](
             Int64(layer), Int64(A), Int64(B), Int64(T), Int64(CAP), Int64(H), Int64(D), Int64(C), Int64(K),
             Int64(V), Int64(SW), Int64(1 if warm else 0),
             grid_dim=(items * LANES + threads - 1) // threads, block_dim=threads,
+            attributes=pdl_launch_attributes(PDLLevel.OVERLAP_AT_END if pdl else PDLLevel.OFF),
         )
     else:  # the items split in contiguous shares over the CPU's cores (at most 4)
         var workers = min(num_physical_cores(), 4)
@@ -600,7 +619,7 @@ def decoder_warps[gpu: Bool, WT: DType](
     ctx: DeviceContext, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
     ys: FPtr, sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
     L: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int,
-    block: Int = BLOCK_THREADS, warm: Bool = True,
+    block: Int = BLOCK_THREADS, warm: Bool = True, pdl: Bool = True,
 ) raises:
     """Every block's stages in turn, then the final LayerNorm and the logits (see the module docstring)."""
     comptime assert DH == 2 * LANES, "the cross mix gives each lane two channels"
@@ -608,11 +627,11 @@ def decoder_warps[gpu: Bool, WT: DType](
     for l in range(L):
         comptime for stage in range(FINAL_LN):
             run_stage[gpu, WT, stage](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits,
-                                      ln, l, A, B, T, CAP, H, D, C, K, V, SW, block, warm)
+                                      ln, l, A, B, T, CAP, H, D, C, K, V, SW, block, warm, pdl)
     run_stage[gpu, WT, FINAL_LN](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
-                                 L - 1, A, B, T, CAP, H, D, C, K, V, SW, block, warm)
+                                 L - 1, A, B, T, CAP, H, D, C, K, V, SW, block, warm, pdl)
     run_stage[gpu, WT, LOGITS](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
-                               L - 1, A, B, T, CAP, H, D, C, K, V, SW, block, warm)
+                               L - 1, A, B, T, CAP, H, D, C, K, V, SW, block, warm, pdl)
 
 
 @extensibility.register("decoder_warps")
@@ -678,10 +697,12 @@ struct DecoderWarps:
             if block < LANES or block > 1024 or block % LANES != 0:
                 raise Error("decoder_warps: MAXWHISPER_WARPS_BLOCK=" + setting + " is not threads per block (a "
                             + "multiple of 32 from 32 to 1024); unset it for the default of 64")
-        var warm = getenv("MAXWHISPER_WARPS_PREFETCH", "1") != "0"  # maxwhisper.fused.warps_settings checks both
+        # maxwhisper.fused.warps_settings checks all three
+        var warm = getenv("MAXWHISPER_WARPS_PREFETCH", "1") != "0"
+        var pdl = getenv("MAXWHISPER_WARPS_PDL", "1") != "0"
         decoder_warps[target != "cpu", wdt](
             ctx, x.unsafe_ptr(), mask.unsafe_ptr(), past.unsafe_ptr(), k_cache.unsafe_ptr(), v_cache.unsafe_ptr(),
             cross_k.unsafe_ptr(), cross_v.unsafe_ptr(), weights.unsafe_ptr(), ys.unsafe_ptr(), scratch.unsafe_ptr(),
             rows.unsafe_ptr(), ln_w.unsafe_ptr(), ln_b.unsafe_ptr(), logits_w.unsafe_ptr(), logits.unsafe_ptr(),
-            ln.unsafe_ptr(), L, A, B, T, CAP, H, D, C, K, V, SW, block, warm,
+            ln.unsafe_ptr(), L, A, B, T, CAP, H, D, C, K, V, SW, block, warm, pdl,
         )

@@ -7,6 +7,7 @@ machine, not first on a GPU box. The op's arithmetic is checked by the parity su
 emulation (the `warps` decoder), which runs the same item functions.
 """
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,18 @@ def test_the_kernels_use_no_matrix_units_and_reduce_with_warp_shuffles(ptx):
     text = "".join(ptx.values())
     assert "mma" not in text
     assert "shfl.sync" in text
+
+
+def test_each_kernel_reads_and_writes_only_after_the_stage_before_it_and_only_then_starts_the_next(ptx):
+    """The stages are programmatic dependent launches (decoder_warps.mojo, `_kernel`): a kernel's blocks may
+    start while the stage before still runs, so before `griddepcontrol.wait` a kernel may only prefetch (it
+    reads nothing an earlier stage writes), never load or store global memory; and it starts the next stage
+    (`launch_dependents`) only after that wait, so no more than two stages are ever in flight."""
+    for name, text in ptx.items():
+        body = text[text.index(".entry"):]
+        wait, launch = body.find("griddepcontrol.wait"), body.find("griddepcontrol.launch_dependents")
+        assert 0 <= wait < launch, f"{name}: no wait before the next stage's launch"
+        assert not re.search(r"\b(ld|st|atom|red)\.global", body[:wait]), f"{name}: global memory before the wait"
 
 
 # MAX's compile-only mode: virtual devices of a chosen API and architecture stand in for the GPU. It is
