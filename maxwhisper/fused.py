@@ -37,8 +37,7 @@ def warps_scratch_width(d: int, h: int, n_audio_ctx: int) -> int:
 def warps_settings() -> tuple[int, bool, bool]:
     """decoder_warps's launch settings: threads per thread block of its stages but the logits
     (MAXWHISPER_WARPS_BLOCK, else 64), whether a block's first stage prefetches the block's weights and cross
-    keys and values into L2 and each warp what it reads of them into L1 (MAXWHISPER_WARPS_PREFETCH, 1 or 0,
-    else 1), and whether each stage is a
+    keys and values into L2 (MAXWHISPER_WARPS_PREFETCH, 1 or 0, else 1), and whether each stage is a
     programmatic dependent launch that starts while the stage before it finishes (MAXWHISPER_WARPS_PDL, 1 or 0,
     else 1; Hopper and later, a plain launch elsewhere). The kernel reads them at each call of the op; this
     checks them first, for a one-line error."""

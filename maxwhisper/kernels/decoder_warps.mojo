@@ -25,12 +25,6 @@ once, in rows, and the merge reads 47 chunks' partial sums: 6.7-7.7 us a layer o
 were a kernel of their own before each attention (46 launches a step); a warp now computes the scores it
 mixes, from the keys in L1 or L2.
 
-Each stage is a programmatic dependent launch (Hopper and later; MAXWHISPER_WARPS_PDL=0 turns it off): its
-blocks start while the stage before still runs, ask L1 for the weights, cached keys and values and cross keys
-and values they will read, none of which a stage writes, then wait for the stage before to finish. With the
-launches overlapped, a captured step took 0.268-0.279 ms on an H200 against 0.278-0.324 ms without (2026-11-27,
-before the L1 requests; docs/gpu.md).
-
 A LayerNorm is recomputed by every warp that reads its row (two lane-strided passes, mean then centred
 variance), so it costs no kernel of its own. The cache count P is read on the device, so a captured graph
 replays the op unchanged.
@@ -56,7 +50,6 @@ from std.math import exp, erf, sqrt
 from std.os import getenv
 from std.sys import num_physical_cores, size_of
 from std.sys.intrinsics import prefetch, PrefetchOptions
-from std.sys._assembly import inlined_assembly
 
 from .decoder_block import DH, MAX_CROSS, MAX_LAYERS, MAX_SELF, _packed_len
 from .gemv_nt import PANEL, PK, WPtr
@@ -532,8 +525,8 @@ def _kernel[WT: DType, stage: Int](
     """One warp per work item: item = the warp's index in the grid (whole warps return together). With `warm`,
     a block's first stage also asks L2 for the block's packed weights and its cross keys and values, a 128-byte
     line or a few per lane, which its later stages then read from L2, not from memory: the logits' 40 MB
-    stream through a 50 MB L2 every step, so a step's reads start cold. Every warp then asks its SM's L1 for
-    what it reads that no stage writes (`_warm_l1`).
+    stream through a 50 MB L2 every step, so a step's reads start cold; and each logits warp asks for its two
+    panels of the embedding.
 
     Launched as a programmatic dependent launch (`run_stage`'s `pdl`), a kernel's blocks start while the
     previous stage still runs: they issue those prefetches, which read nothing an earlier stage writes, then
@@ -552,80 +545,17 @@ def _kernel[WT: DType, stage: Int](
             _warm_l2(w.unsafe_offset(Int(layer) * _packed_len(Int(D))), _packed_len(Int(D)), lane, lanes)
             _warm_l2(ck.unsafe_offset(Int(layer) * cross_len), cross_len, lane, lanes)
             _warm_l2(cv.unsafe_offset(Int(layer) * cross_len), cross_len, lane, lanes)
-        _warm_l1[WT, stage](i, Int(lane_id()), past, kc, vc, ck, cv, w, lw, Int(layer), Int(A), Int(B), Int(T),
-                            Int(CAP), Int(H), Int(D), Int(C), Int(K), Int(V))
+        comptime if stage == LOGITS:
+            var panels = (Int(V) + PANEL - 1) // PANEL
+            var pair = i // (Int(B) * Int(K))
+            if i % (Int(B) * Int(K)) == 0:  # the pair's first warp: the rest read the same panels
+                var first = 2 * pair * PANEL * Int(D)
+                _warm_l2(lw.unsafe_offset(first), min(2, panels - 2 * pair) * PANEL * Int(D), Int(lane_id()), LANES)
     wait_on_dependent_grids()
     launch_dependent_grids()
     _item[True, WT, stage](i, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
                            Int(layer), Int(A), Int(B), Int(T), Int(CAP), Int(H), Int(D), Int(C), Int(K), Int(V),
                            Int(SW))
-
-
-@always_inline
-def _l1[T: DType](p: Pointer[Scalar[T], MutAnyOrigin]):
-    """Ask for the 128-byte line at p in this SM's L1 (and L2), without waiting for it."""
-    inlined_assembly["prefetch.global.L1 [$0];", NoneType, constraints="l", has_side_effect=True](p)
-
-
-@always_inline
-def _warm_l1[WT: DType, stage: Int](
-    i: Int, l: Int, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT], lw: WPtr[WT],
-    layer: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int,
-):
-    """Lane l of work item i asks L1 for the lines it will read that no stage of the op writes, the addresses
-    as `_item` computes them: a matrix stage its steps of the warp's weight row (and the LayerNorm's weights);
-    the self-attention its keys' and values' rows among the P cached ones (the new ones are the QKV stage's);
-    the cross mix its chunk's keys and values; the logits its panels. Run before the wait on the stage before
-    (`_kernel`), so those loads overlap it. The stages that read only what an earlier stage wrote (the cross
-    merge, the final LayerNorm) ask for nothing."""
-    var wl = w.unsafe_offset(layer * _packed_len(D))
-    comptime if stage == QKV or stage == OUT or stage == CROSS_Q or stage == CROSS_OUT or stage == FC1 or stage == FC2:
-        var width = 3 * D if stage == QKV else (4 * D if stage == FC1 else D)
-        var n = i % width
-        var wi = 2 if stage == QKV else (4 if stage == OUT else (8 if stage == CROSS_Q else (
-            10 if stage == CROSS_OUT else (14 if stage == FC1 else 16))))
-        var KK = 4 * D if stage == FC2 else D
-        var row = wl.unsafe_offset(_at(D, wi) + (n // PANEL) * PANEL * KK + (n % PANEL) * PK)
-        for st in range(l, KK // PK, LANES):
-            _l1(row.unsafe_offset(st * PANEL * PK))
-        comptime if stage == QKV or stage == CROSS_Q or stage == FC1:  # the LayerNorm's weights and biases
-            var g = wl.unsafe_offset(_at(D, 0 if stage == QKV else (6 if stage == CROSS_Q else 12)))
-            comptime LINE = 128 // size_of[WT]()
-            for k in range(l, (2 * D + LINE - 1) // LINE, LANES):  # g then b, adjacent in the packed vector
-                _l1(g.unsafe_offset(k * LINE))
-    elif stage == SELF_ATTEND:
-        var r = i // (H * (DH // G))
-        var h = (i // (DH // G)) % H
-        var P = Int(past.unsafe_load(0))  # an input of the op, which no stage writes
-        var at = layer * B * H * CAP * DH + ((r // T) * H + h) * CAP * DH  # (row, h, CAP, DH)
-        for j in range(l, P, LANES):  # a lane's keys j, j + 32, ...: each row 256 bytes, two lines
-            _l1(kc.unsafe_offset(at + j * DH))
-            _l1(kc.unsafe_offset(at + j * DH + DH // 2))
-            _l1(vc.unsafe_offset(at + j * DH + (i % (DH // G)) * G))
-    elif stage == CROSS_MIX:
-        var NC = _chunks(C)
-        var r = i // (H * NC)
-        var h = (i // NC) % H
-        var j0 = (i % NC) * KC
-        var window = (r // T) // (B // A)
-        var cross_len = A * H * DH * C
-        var keys = ck.unsafe_offset(layer * cross_len + (window * H + h) * DH * C + j0)  # channel c at c * C
-        var values = cv.unsafe_offset(layer * cross_len + (window * H + h) * C * DH + j0 * DH)  # key j at j * DH
-        var n = min(KC, C - j0)
-        for c in range(l, DH, LANES):  # each channel's n keys: 128 bytes, on one or two lines
-            _l1(keys.unsafe_offset(c * C))
-            _l1(keys.unsafe_offset(c * C + n - 1))
-        for j in range(l, n, LANES):  # each key's DH values: two lines
-            _l1(values.unsafe_offset(j * DH))
-            _l1(values.unsafe_offset(j * DH + DH // 2))
-    elif stage == LOGITS:
-        var panels = (V + PANEL - 1) // PANEL
-        var pair = i // (B * K)
-        if pair < (panels + 1) // 2:
-            var first = min(2 * pair + l // 16, panels - 1) * PANEL * D  # the lane's half-warp's panel
-            comptime LINE = 128 // size_of[WT]()
-            for k in range(l % 16, (PANEL * D + LINE - 1) // LINE, 16):
-                _l1(lw.unsafe_offset(first + k * LINE))
 
 
 @always_inline

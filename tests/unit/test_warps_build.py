@@ -50,22 +50,14 @@ def test_the_kernels_use_no_matrix_units_and_reduce_with_warp_shuffles(ptx):
 
 def test_each_kernel_reads_and_writes_only_after_the_stage_before_it_and_only_then_starts_the_next(ptx):
     """The stages are programmatic dependent launches (decoder_warps.mojo, `_kernel`): a kernel's blocks may
-    start while the stage before still runs. Before `griddepcontrol.wait` a kernel may only prefetch what no
-    stage writes and read the op's cache count (one 8-byte load, the self-attention's); it stores nothing, and
-    it starts the next stage (`launch_dependents`) only after that wait, so no more than two stages are ever in
-    flight. Every stage but the two that read only an earlier stage's output (the cross merge, the final
-    LayerNorm) asks L1 for its weights, keys or values before the wait, where the loads overlap the stage
-    before."""
-    prefetching = 0
+    start while the stage before still runs, so before `griddepcontrol.wait` a kernel may only prefetch (it
+    reads nothing an earlier stage writes), never load or store global memory; and it starts the next stage
+    (`launch_dependents`) only after that wait, so no more than two stages are ever in flight."""
     for name, text in ptx.items():
         body = text[text.index(".entry"):]
         wait, launch = body.find("griddepcontrol.wait"), body.find("griddepcontrol.launch_dependents")
         assert 0 <= wait < launch, f"{name}: no wait before the next stage's launch"
-        early = body[:wait]
-        assert not re.search(r"\b(st|atom|red)\.global", early), f"{name}: a store before the wait"
-        assert re.findall(r"\bld\.global\S*", early) in ([], ["ld.global.b64"]), f"{name}: a load before the wait"
-        prefetching += "prefetch.global.L1" in early
-    assert prefetching == len(ptx) - 2 * 2  # two weight types, each without the cross merge's and final LN's
+        assert not re.search(r"\b(ld|st|atom|red)\.global", body[:wait]), f"{name}: global memory before the wait"
 
 
 # MAX's compile-only mode: virtual devices of a chosen API and architecture stand in for the GPU. It is
