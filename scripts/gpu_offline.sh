@@ -4,7 +4,7 @@
 #            openai-whisper, the bundled model, ...), made on a networked machine (docs/gpu.md, "GPU box offline")
 #   OUT      where the logs (run.log, warm.log, step-profile.log) and the benchmark JSON go
 #   TOTAL_S  seconds for everything after unpacking (default 540); each stage gets what is left
-#   PROFILE  0 skips the per-kernel profiles (Nsight Compute)
+#   PROFILE  0 skips the per-kernel profiles (Nsight Compute) and the captured step's timeline (Nsight Systems)
 #   CAPTURE_MEMORY  1 runs scripts/gpu_capture_memory.py (61 s on an H200 box)
 #   GPU_JOBS the graphs to compile (scripts/gpu_warm.py's job names; default all); stages needing one left out
 #            are skipped: without decoder-float32 (348 s to compile), the warp kernels' decoder runs alone
@@ -81,6 +81,16 @@ profile() {  # profile KERNEL: each kernel of one eager step, timed (scripts/gpu
     python3 scripts/gpu_step_profile.py gpu "$1" > "$OUT/step-profile-$1.log" 2>&1
   stamp "$1 step profile (exit $?)" | tee -a "$LOG"
 }
+timeline() {  # one replayed step's kernels and copies in time order with the idle time between them (Nsight
+  # Systems, scripts/gpu_timeline.py), where nsys is: what the per-kernel profile cannot show
+  command -v nsys >/dev/null && [ "${PROFILE:-1}" != 0 ] || return 0
+  local rep=/tmp/step-timeline
+  { timeout "$(left)" nsys profile --trace=cuda --cuda-graph-trace=node --force-overwrite=true -o "$rep" \
+      python3 scripts/gpu_step_profile.py gpu warps captured &&
+    timeout "$(left)" nsys stats --report cuda_gpu_trace --format csv --force-export=true -o "$rep" "$rep.nsys-rep" &&
+    python3 scripts/gpu_timeline.py "$(ls "$rep"*cuda_gpu_trace*.csv | head -1)"; } > "$OUT/step-timeline.log" 2>&1
+  stamp "captured step timeline (exit $?)" | tee -a "$LOG"
+}
 # the warp kernels' decoder first: a small graph, the step the 0.3 ms target is for
 compiled decoder-warps
 stage "warps tests" -m "gpu and not bench" -k "warps and not max_path"  # the max path needs an encoder too
@@ -88,6 +98,11 @@ MAXWHISPER_BENCH=full stage "warps step benchmark" tests/bench/test_decoder_benc
   -k "torch or warps" --benchmark-json="$OUT/bench-decoder-warps.json"
 profile warps
 script "captured step breakdown" python3 scripts/gpu_step_profile.py gpu warps captured
+timeline
+# the batch-1 step cases again in a process of their own, no PyTorch case before them: in the eighth and ninth
+# runs the full benchmark's captured step read 0.02-0.07 ms slower than such a process's (docs/gpu.md)
+MAXWHISPER_BENCH=full stage "warps batch-1 step cases alone" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
+  -k "warps and b1" --benchmark-json="$OUT/bench-decoder-warps-b1.json"
 # 15 captures in turn, each released before the next: the memory manager bounded as scripts/gpu_capture_memory.py
 # measured it (4.6 GiB, steps still captured)
 MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE=4294967296 script "launch settings" \
