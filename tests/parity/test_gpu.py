@@ -101,3 +101,26 @@ def test_gpu_captured_steps_replay_the_eager_steps(kernel, bundled, clip_feature
         assert (state._captured is not None) == capture, decoder.capture_error
         runs.append(np.concatenate(steps))
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("setting", [{"MAXWHISPER_WARPS_PDL": "0"}, {"MAXWHISPER_WARPS_PREFETCH": "0"},
+                                     {"MAXWHISPER_WARPS_BLOCK": "32"}, {"MAXWHISPER_WARPS_BLOCK": "128"}],
+                         ids=lambda s: "-".join(f"{k.split('_')[-1].lower()}{v}" for k, v in s.items()))
+def test_gpu_warps_launch_settings_change_no_logit(setting, bundled, clip_features, expected_transcripts,
+                                                   monkeypatch):
+    """The warp kernels' launch settings move only time: a decode's logits (a 3-token prefill, then 21 single
+    steps, eager) are the same bits under each as under the defaults (64 threads a block, L2 prefetch,
+    dependent launches). A stage that read the stage before it too early, which the dependent launches would
+    allow if a kernel read before its wait, would show here as a difference."""
+    from tests.helpers import decoder_named
+    decoder = decoder_named(bundled, "gpu-warps")
+    tokens = np.concatenate(expected_transcripts["long"]["tokens"])[None, :24]
+
+    def decode() -> np.ndarray:
+        state = decoder.new_state(clip_features["short"])
+        return np.concatenate([state.step(tokens[:, :3])[:, -1]]
+                              + [state.step(tokens[:, i:i + 1])[:, -1] for i in range(3, 24)])
+    default = decode()
+    for name, value in setting.items():
+        monkeypatch.setenv(name, value)
+    np.testing.assert_array_equal(decode(), default)
