@@ -99,8 +99,8 @@ MAXWHISPER_BENCH=full stage "warps step benchmark" tests/bench/test_decoder_benc
 profile warps
 script "captured step breakdown" python3 scripts/gpu_step_profile.py gpu warps captured
 timeline
-# the batch-1 step cases again in a process of their own, no PyTorch case before them: in the eighth and ninth
-# runs the full benchmark's captured step read 0.02-0.07 ms slower than such a process's (docs/gpu.md)
+# the batch-1 step cases again in a process of their own, no PyTorch case before them: in the eighth run the
+# full benchmark's captured batch-1 steps read 0.004-0.079 ms slower than such a process's (docs/gpu.md)
 MAXWHISPER_BENCH=full stage "warps batch-1 step cases alone" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
   -k "warps and b1" --benchmark-json="$OUT/bench-decoder-warps-b1.json"
 # 15 captures in turn, each released before the next: the memory manager bounded as scripts/gpu_capture_memory.py

@@ -5,11 +5,14 @@ order, with the idle gap before it, which Nsight Compute (one kernel at a time) 
     nsys stats --report cuda_gpu_trace --format csv -o /tmp/step /tmp/step.nsys-rep
     python3 scripts/gpu_timeline.py /tmp/step_cuda_gpu_trace.csv
 
-The trace's rows (kernels and memory copies, every step of the run) split into steps wherever the device sat
-idle longer than STEP_GAP_NS (the host's turn between two steps). Of the whole replayed steps (those with
-nearly the most rows: the breakdown also times copies alone), the one of median span is printed, then where
-its span goes: busy, and idle between its rows. `scripts/gpu_offline.sh` runs it where nsys is installed.
+The trace's rows (kernels and memory copies, every step of the run) split into bursts wherever the device
+sat idle longer than STEP_GAP_NS (the host's turn between two steps). A replayed step is a burst with the
+most common number of kernels (the breakdown replays the step 100 times, with or without its input copies in
+the burst, and times copies alone besides); of those, the one whose kernels span the median time is printed,
+every row of its burst, then where its kernels' span goes: busy, and idle between kernels.
+`scripts/gpu_offline.sh` runs it where nsys is installed.
 """
+import collections
 import csv
 import statistics
 import sys
@@ -51,35 +54,51 @@ def steps(rows: list[Row], gap_ns: int = STEP_GAP_NS) -> list[list[Row]]:
     return out
 
 
-def span(step: list[Row]) -> int:
-    return max(r.end for r in step) - step[0].start
+def kernels(step: list[Row]) -> list[Row]:
+    """A burst's kernel rows: every row but the memory copies and sets."""
+    return [r for r in step if "memcpy" not in r.name.lower() and "memset" not in r.name.lower()]
+
+
+def span(rows: list[Row]) -> int:
+    return max(r.end for r in rows) - rows[0].start
+
+
+def replayed(bursts: list[list[Row]]) -> list[list[Row]]:
+    """The bursts with the most common nonzero number of kernels (the larger count on a tie): the replays."""
+    counts = collections.Counter(len(kernels(b)) for b in bursts if kernels(b))
+    if not counts:
+        return []
+    common = max(counts.values())
+    launches = max(n for n, c in counts.items() if c == common)
+    return [b for b in bursts if len(kernels(b)) == launches]
 
 
 def report(step: list[Row], count: int) -> str:
-    """One step's rows (start from the step's first, duration, idle before), then its totals."""
-    lines = [f"the step of median span among {count} ({len(step)} rows):",
+    """One burst's rows (start from its first, duration, idle before), then its kernels' totals."""
+    lines = [f"the replay of median kernel span among {count} ({len(step)} rows, {len(kernels(step))} kernels):",
              f"{'start us':>9} {'took us':>8} {'idle us':>8}  name"]
-    end, idle = step[0].start, 0
+    end = step[0].start
     for row in step:
-        before = max(0, row.start - end)
-        idle += before
-        lines.append(f"{(row.start - step[0].start) / 1e3:9.1f} {row.duration / 1e3:8.1f} {before / 1e3:8.1f}  {row.name[:90]}")
+        lines.append(f"{(row.start - step[0].start) / 1e3:9.1f} {row.duration / 1e3:8.1f} "
+                     f"{max(0, row.start - end) / 1e3:8.1f}  {row.name[:90]}")
         end = max(end, row.end)
-    total = span(step)
-    lines.append(f"span {total / 1e3:.1f} us: busy {(total - idle) / 1e3:.1f} us, idle between rows {idle / 1e3:.1f} us "
-                 f"({len(step)} rows, {idle / max(1, len(step) - 1) / 1e3:.2f} us idle each)")
+    ks = kernels(step)
+    end, idle = ks[0].start, 0
+    for row in ks:
+        idle += max(0, row.start - end)
+        end = max(end, row.end)
+    total = span(ks)
+    lines.append(f"kernels: span {total / 1e3:.1f} us, busy {(total - idle) / 1e3:.1f} us, idle between them "
+                 f"{idle / 1e3:.1f} us ({idle / max(1, len(ks) - 1) / 1e3:.2f} us each); the burst {span(step) / 1e3:.1f} us")
     return "\n".join(lines)
 
 
 def main(path: str) -> None:
-    found = steps(read_rows(path))
-    most = max(len(s) for s in found)
-    found = [s for s in found if len(s) >= 0.9 * most and len(s) > 1]  # whole steps, not a copy timed alone
+    found = replayed(steps(read_rows(path)))
     if not found:
-        sys.exit(f"{path}: no step of more than one row")
-    spans = [span(s) for s in found]
-    median = statistics.median_low(spans)
-    print(report(found[spans.index(median)], len(found)))
+        sys.exit(f"{path}: no kernels in the trace")
+    spans = [span(kernels(s)) for s in found]
+    print(report(found[spans.index(statistics.median_low(spans))], len(found)))
 
 
 if __name__ == "__main__":

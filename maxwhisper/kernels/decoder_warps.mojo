@@ -530,8 +530,8 @@ def _kernel[WT: DType, stage: Int](
     """One warp per work item: item = the warp's index in the grid (whole warps return together). With `warm`,
     a block's first stage also asks L2 for the block's packed weights and its cross keys and values, a 128-byte
     line or a few per lane, which its later stages then read from L2, not from memory: the logits' 40 MB
-    stream through a 50 MB L2 every step, so a step's reads start cold; and each logits warp asks for its two
-    panels of the embedding.
+    stream through a 50 MB L2 every step, so a step's reads start cold; and the first logits warp of each pair of
+    embedding panels asks for the pair (the pair's other warps, one per logits row, read the same).
 
     Launched as a programmatic dependent launch (`run_stage`'s `pdl`), a kernel's blocks start while the
     previous stage still runs: they issue those prefetches, which read nothing an earlier stage writes, then

@@ -108,10 +108,12 @@ def test_gpu_captured_steps_replay_the_eager_steps(kernel, bundled, clip_feature
                          ids=lambda s: "-".join(f"{k.split('_')[-1].lower()}{v}" for k, v in s.items()))
 def test_gpu_warps_launch_settings_change_no_logit(setting, bundled, clip_features, expected_transcripts,
                                                    monkeypatch):
-    """The warp kernels' launch settings move only time: a decode's logits (a 3-token prefill, then 21 single
-    steps, eager) are the same bits under each as under the defaults (64 threads a block, L2 prefetch,
-    dependent launches). A stage that read the stage before it too early, which the dependent launches would
-    allow if a kernel read before its wait, would show here as a difference."""
+    """The warp kernels' launch settings move only time: 24 eager steps' logits (a 3-token prefill of real
+    tokens, then 21 single steps) are the same bits under each as under the defaults (64 threads a block, L2
+    prefetch, dependent launches). `pdl0` compares the dependent launches against plain ones, where each stage
+    starts only once the one before has finished: a kernel that read the stage before it ahead of its wait
+    could read stale values with them, and such a race, timing-dependent, shows here only when it strikes.
+    The other settings keep the dependent launches on both sides."""
     from tests.helpers import decoder_named
     decoder = decoder_named(bundled, "gpu-warps")
     tokens = np.concatenate(expected_transcripts["long"]["tokens"])[None, :24]

@@ -29,16 +29,20 @@ def trace(path, steps: list[list[tuple[int, int, str]]], step_every_ns: int = 40
     return str(path)
 
 
-def test_a_step_splits_from_the_next_at_the_hosts_turn_and_its_idle_time_adds_up(timeline, tmp_path, capsys):
-    step = [(0, 3_000, "memcpy HtoD"), (5_000, 4_000, "_kernel_qkv"), (10_000, 2_000, "_kernel_attend"),
-            (12_500, 30_000, "[CUDA memcpy Device-to-Host]")]
-    slow = [(o, d * 2, n) for o, d, n in step]  # the same rows, each twice as long: a longer span
-    path = trace(tmp_path / "t.csv", [step, slow, step, [(0, 1_000, "memcpy HtoD")]])
-    found = timeline.steps(timeline.read_rows(path))
-    assert [len(s) for s in found] == [4, 4, 4, 1]
+def test_the_replays_are_the_bursts_of_the_common_kernel_count_and_their_idle_time_adds_up(timeline, tmp_path,
+                                                                                           capsys):
+    copies = [(0, 3_000, "[CUDA memcpy Host-to-Device]")]
+    replay = [(5_000, 4_000, "_kernel_qkv"), (10_000, 2_000, "_kernel_attend"),
+              (12_500, 30_000, "[CUDA memcpy Device-to-Host]")]
+    slow = [(o, d * 2, n) for o, d, n in replay]  # the same rows, each twice as long: a longer span
+    prefill = [(0, 1_000, "_kernel_embed")] + [(2_000 * k, 1_000, f"_kernel_{k}") for k in range(1, 5)]
+    path = trace(tmp_path / "t.csv", [prefill, copies + replay, replay, slow, copies + replay, copies])
+    bursts = timeline.steps(timeline.read_rows(path))
+    assert [len(b) for b in bursts] == [5, 4, 3, 3, 4, 1]
+    assert [len(b) for b in timeline.replayed(bursts)] == [4, 3, 3, 4]  # 2 kernels: not the prefill, not a copy
     timeline.main(path)
     out = capsys.readouterr().out
-    assert "among 3 (4 rows)" in out  # the lone copy is no whole step
-    # the median span is the plain step's 42.5 us: idle 2.0 us before the qkv kernel, 1.0 and 0.5 us after
-    assert "span 42.5 us: busy 39.0 us, idle between rows 3.5 us" in out
+    assert "among 4 (4 rows, 2 kernels)" in out  # the median's burst, copies included
+    # the median kernel span is the plain replay's 7.0 us: qkv 4.0 us, idle 1.0 us, attend 2.0 us
+    assert "kernels: span 7.0 us, busy 6.0 us, idle between them 1.0 us" in out
     assert out.count("_kernel_") == 2
