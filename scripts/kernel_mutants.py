@@ -1,4 +1,5 @@
-"""A mutation sweep of the Mojo kernels: does the suite catch a plausible bug in each CPU kernel?
+"""A mutation sweep of the Mojo kernels: does the suite catch a plausible bug in each kernel (the GPU warp kernels
+through their CPU emulation and their PTX)?
 
 Each mutant (scripts/kernel_mutants.toml) is one text edit of a kernel file, applied to a copy of the working
 tree (never to it); the copy's tests that exercise that kernel then run against the mutated kernels, compiled
@@ -30,8 +31,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = "maxwhisper/kernels"
 
-# The tests that run each kernel on the CPU, without the emulated warp kernels (a second graph to compile)
+# The tests that run each kernel on the CPU; the warp kernels' through their emulation (the same item functions
+# as on the GPU) and the PTX checks of their GPU build
 SELECTIONS = {
+    "decoder_warps.mojo": ["tests/unit/test_warps_build.py", "tests/parity/test_decoder_parity.py",
+                           "tests/unit/test_decoder_properties.py", "tests/parity/test_decoder_end_to_end.py",
+                           "-k", "warps and not bug"],
     "decoder_block.mojo": ["tests/parity/test_decoder_parity.py", "tests/unit/test_decoder_properties.py",
                            "tests/parity/test_decoder_end_to_end.py", "-k", "not warps and not bug"],
     "gemv_nt.mojo": ["tests/unit/test_gemv.py", "tests/parity/test_decoder_parity.py",
