@@ -145,18 +145,18 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
         figs = [fig if (fig := per_run.get(id(run), {}).get(metric)) and fig.normalisation == latest.normalisation
                 else None for run in runs]
         values = [fig.value if fig else None for fig in figs]
-        pct_ = regression.threshold_pct(group, metric, thresholds, interleaved)
+        limit_pct = regression.threshold_pct(group, metric, thresholds, interleaved)
         if latest_busy is not None and not history[-1][1].judges(metric):
             call = Call(False, None, "not judged (busy run)")
         else:  # busy runs' times are charted, not judged
             kept = [fig for fig, run in zip(figs, runs) if fig and results[id(run)].judges(metric)]
-            call = regression.judge([fig.judged for fig in kept], pct_)
+            call = regression.judge([fig.judged for fig in kept], limit_pct)
             if call.regressed and math.isclose(kept[-1].judged / (1 + call.change), latest.floor):  # the step's base
                 call = replace(call, rule=f"step up to {kept[-1].value:g} {latest.unit} from run {call.since + 1} of "
                                           f"{len(kept)}, from under the {latest.floor:g} {latest.unit} floor")
             if left_out := sum(v is not None for v in values) - len(kept):
                 call = replace(call, rule=f"{call.rule}, {left_out} busy run{'s' * (left_out > 1)} left out")
-        judged.append(Judged(metric, latest.normalisation, latest.unit, values, call, pct_))
+        judged.append(Judged(metric, latest.normalisation, latest.unit, values, call, limit_pct))
     vs_baseline = None
     if baseline is not None and key in baseline.results and baseline.results[key].busy:
         vs_baseline = Call(False, None, f"not compared: pinned {baseline.short} ran beside other processes")
@@ -230,8 +230,8 @@ def github_benchmarks(report: Report) -> list[dict]:
         entries.append({"name": name, "unit": "ms", "value": round(result.median * 1e3, 6),
                         **({"range": spread} if spread else {}), "extra": f"commit {row.run.short}; {row.rule}"})
         for key, label in (("peak_rss_mb", "peak host memory"), ("peak_device_mb", "peak device memory")):
-            if result.memory(key) is not None:
-                entries.append({"name": f"{name} {label}", "unit": "MB", "value": result.memory(key),
+            if result.number(key) is not None:
+                entries.append({"name": f"{name} {label}", "unit": "MB", "value": result.number(key),
                                 "extra": f"commit {row.run.short}"})
     return entries
 

@@ -92,6 +92,9 @@ class DecodeTimer:
     """Seconds spent in the MAX decoder, and the calls and tokens behind them."""
 
     def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
         self.seconds, self.calls, self.tokens = 0.0, 0, 0
 
     def add(self, seconds: float, tokens: int) -> None:

@@ -163,7 +163,7 @@ def case_card(row: Row, runs: list[Run], baseline: Run | None) -> str:
                         [Line("median", scaled(lambda r: r.median), PALETTE[0])], unit,
                         band=(scaled(lambda r: r.low), scaled(lambda r: r.high)),
                         ref=ref.median * scale if ref else None)
-    memory_lines = [Line(label, [None if r is None else r.memory(key) for r in picked], color) for label, key, color
+    memory_lines = [Line(label, [None if r is None else r.number(key) for r in picked], color) for label, key, color
                     in (("peak host RSS", "peak_rss_mb", PALETTE[2]), ("peak device", "peak_device_mb", PALETTE[3]))]
     memory_lines = [line for line in memory_lines if any(v is not None for v in line.values)]
     memory = (svg_chart("peak memory (MB)", _ticks(runs), memory_lines, "MB") if memory_lines
@@ -228,7 +228,7 @@ def _table(report: Report) -> str:
                  f'<a href="#{_slug(row.machine.label, r.key)}">{html.escape(r.name)}</a>', _duration(r.median),
                  row.normalisation, pct(row.change), pct(row.vs_baseline.change) if row.vs_baseline else "—",
                  _g(r.gflops) if r.gflops else "—",
-                 *(f"{r.memory(k):.0f}" if r.memory(k) is not None else "—"
+                 *(f"{r.number(k):.0f}" if r.number(k) is not None else "—"
                    for k in ("peak_rss_mb", "peak_device_mb")),
                  row.state, row.rule]
         cells = [c if c.startswith("<a ") else html.escape(c) for c in cells]

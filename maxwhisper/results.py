@@ -70,19 +70,20 @@ class Result:
         flops = self.extra.get("flops")
         return flops / self.median / 1e9 if isinstance(flops, (int, float)) and flops > 0 else None
 
-    def memory(self, key: str) -> float | None:
+    def number(self, key: str) -> float | None:
+        """A figure of extra_info (a memory peak, the neighbours' share, ...) as a float; None where absent."""
         value = self.extra.get(key)
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     @property
     def neighbours_share(self) -> float | None:
         """The share of the CPUs other processes used while the case ran (runs from 2026-11-27 on; else None)."""
-        return self.memory("neighbours_cpu_share")
+        return self.number("neighbours_cpu_share")
 
     @property
     def busy(self) -> bool:
         """Other processes used enough CPU while the case ran that its times are not judged (regression.busy)."""
-        return regression.busy(self.neighbours_share, self.memory("neighbours_cpu_s"))
+        return regression.busy(self.neighbours_share, self.number("neighbours_cpu_s"))
 
     def judges(self, metric: str) -> bool:
         """Whether the nightly judges this run's `metric`: a busy run's times are left out, its memory is not (a
@@ -309,6 +310,6 @@ def figures(run: Run, result: Result, estimator: str = ESTIMATOR) -> dict[str, F
     if "CPU time" in cpu.normalisation:
         out["cpu time"] = cpu
     for key, label in MEMORY_KEYS.items():  # 0 MB too: a GPU case's device memory above its start often is
-        if result.memory(key) is not None:
-            out[label] = Figure(result.memory(key), "none (MB)", "MB", regression.MEMORY_FLOOR_MB)
+        if result.number(key) is not None:
+            out[label] = Figure(result.number(key), "none (MB)", "MB", regression.MEMORY_FLOOR_MB)
     return out

@@ -73,8 +73,9 @@ stage() {  # stage NAME PYTEST-ARGS...: one pytest run, as a script
   local name=$1; shift
   script "$name" "${GPU_PYTEST[@]}" "$@"
 }
+profiling() { [ "${PROFILE:-1}" != 0 ] && command -v "$1" >/dev/null; }  # profiling TOOL: wanted and installed
 profile() {  # profile KERNEL: each kernel of one eager step, timed (scripts/gpu_step_profile.py), where ncu is
-  command -v ncu >/dev/null && [ "${PROFILE:-1}" != 0 ] || return 0
+  profiling ncu || return 0
   # clocks and caches left alone: a replayed step finds the weights and cross keys/values it last read in L2
   timeout "$(left)" ncu --clock-control none --cache-control none --profile-from-start off \
     --metrics gpu__time_duration.sum --print-summary per-kernel \
@@ -83,7 +84,7 @@ profile() {  # profile KERNEL: each kernel of one eager step, timed (scripts/gpu
 }
 timeline() {  # one replayed step's kernels and copies in time order with the idle time between them (Nsight
   # Systems, scripts/gpu_timeline.py), where nsys is: what the per-kernel profile cannot show
-  command -v nsys >/dev/null && [ "${PROFILE:-1}" != 0 ] || return 0
+  profiling nsys || return 0
   local rep=/tmp/step-timeline
   { timeout "$(left)" nsys profile --trace=cuda --cuda-graph-trace=node --force-overwrite=true -o "$rep" \
       python3 scripts/gpu_step_profile.py gpu warps captured &&

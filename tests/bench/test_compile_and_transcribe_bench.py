@@ -111,7 +111,7 @@ def test_transcribe_clip(benchmark, impl, cpu_transcript):
     with PeakMemory() as memory:  # the untimed warm-up: compile happened in Pipeline(), allocator and caches here
         pipe.transcribe(CLIP)
     if pipe.decode_timer:  # from here the timed rounds only
-        pipe.decode_timer.__init__()
+        pipe.decode_timer.reset()
     results = []
     benchmark.pedantic(lambda: results.append(pipe.transcribe(CLIP)), rounds=3 if FULL else 1, iterations=1)
     audio_s = results[-1]["audio_seconds"]

@@ -357,7 +357,7 @@ def test_summary_table_shows_gflops_and_device_memory(sample_dir):
     rows = {row.latest.name: row for row in dashboard.build_report(sample_dir).rows}
     gpu = rows["test_encoder_latency[max-gpu-bfloat16-b8-bundled]"]
     assert gpu.latest.gflops == pytest.approx(8 * samples.TINY_FLOPS / gpu.latest.median / 1e9)
-    assert gpu.latest.memory("peak_device_mb") > 0 and rows["test_compile_time[warm]"].latest.gflops is None
+    assert gpu.latest.number("peak_device_mb") > 0 and rows["test_compile_time[warm]"].latest.gflops is None
 
 
 def test_max_torch_ratio_pairs_runs_by_device_dtype_batch_model(sample_dir):

@@ -193,7 +193,7 @@ def test_real_gpu_runs_judge_each_step_case_s_device_memory_from_zero(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     runs, _ = load_runs(results.parent)
     ((_, series),) = split_series(runs).items()
-    assert all(case.memory("peak_device_mb") is not None for case in series[-1].results.values())  # 18, zeros in
+    assert all(case.number("peak_device_mb") is not None for case in series[-1].results.values())  # 18, zeros in
     grown = json.loads(json.dumps(clean[0]))
     for bench in grown["benchmarks"]:
         bench["extra_info"]["peak_device_mb"] += {"test_decoder_step[max-warps-gpu-b1-cache100]": 500.0,
