@@ -4,7 +4,10 @@
 #            openai-whisper, the bundled model, ...), made on a networked machine (docs/gpu.md, "GPU box offline")
 #   OUT      where the logs (run.log, warm.log, step-profile.log) and the benchmark JSON go
 #   TOTAL_S  seconds for everything after unpacking (default 540); each stage gets what is left
-#   PROFILE  0 skips the per-kernel profiles (Nsight Compute) and the captured step's timeline (Nsight Systems)
+#   PROFILE  0 skips the per-kernel profiles (Nsight Compute) and the captured step's timeline (Nsight Systems);
+#            NCU=0 skips the per-kernel profiles alone
+#   RESIDENT 1 runs the warp kernels' step benchmarks, breakdown and timeline as one resident launch
+#            (MAXWHISPER_WARPS_RESIDENT=1); their tests and the launch-settings probe compare both either way
 #   CAPTURE_MEMORY  1 runs scripts/gpu_capture_memory.py (61 s on an H200 box)
 #   GPU_JOBS the graphs to compile (scripts/gpu_warm.py's job names; default all); stages needing one left out
 #            are skipped: without decoder-float32 (348 s to compile), the warp kernels' decoder runs alone
@@ -75,7 +78,7 @@ stage() {  # stage NAME PYTEST-ARGS...: one pytest run, as a script
 }
 profiling() { [ "${PROFILE:-1}" != 0 ] && command -v "$1" >/dev/null; }  # profiling TOOL: wanted and installed
 profile() {  # profile KERNEL: each kernel of one eager step, timed (scripts/gpu_step_profile.py), where ncu is
-  profiling ncu || return 0
+  [ "${NCU:-1}" != 0 ] && profiling ncu || return 0
   # clocks and caches left alone: a replayed step finds the weights and cross keys/values it last read in L2
   timeout "$(left)" ncu --clock-control none --cache-control none --profile-from-start off \
     --metrics gpu__time_duration.sum --print-summary per-kernel \
@@ -95,6 +98,11 @@ timeline() {  # one replayed step's kernels and copies in time order with the id
 # the warp kernels' decoder first: a small graph, the step the 0.3 ms target is for
 compiled decoder-warps
 stage "warps tests" -m "gpu and not bench" -k "warps and not max_path"  # the max path needs an encoder too
+# 15 captures in turn, each released before the next: the memory manager bounded as scripts/gpu_capture_memory.py
+# measured it (4.6 GiB, steps still captured)
+MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE=4294967296 script "launch settings" \
+  python3 scripts/gpu_step_profile.py gpu warps blocks
+export MAXWHISPER_WARPS_RESIDENT=${RESIDENT:-0}
 MAXWHISPER_BENCH=full stage "warps step benchmark" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
   -k "torch or warps" --benchmark-json="$OUT/bench-decoder-warps.json"
 profile warps
@@ -104,10 +112,7 @@ timeline
 # full benchmark's captured batch-1 steps read 0.004-0.079 ms slower than such a process's (docs/gpu.md)
 MAXWHISPER_BENCH=full stage "warps batch-1 step cases alone" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
   -k "warps and b1" --benchmark-json="$OUT/bench-decoder-warps-b1.json"
-# 15 captures in turn, each released before the next: the memory manager bounded as scripts/gpu_capture_memory.py
-# measured it (4.6 GiB, steps still captured)
-MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE=4294967296 script "launch settings" \
-  python3 scripts/gpu_step_profile.py gpu warps blocks
+unset MAXWHISPER_WARPS_RESIDENT
 # measured in the fifth run (docs/gpu.md); opt-in, since it takes a minute of a short lease
 [ "${CAPTURE_MEMORY:-0}" != 0 ] && script "capture memory" python3 scripts/gpu_capture_memory.py
 if wanted encoder-float32; then

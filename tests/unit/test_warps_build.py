@@ -19,6 +19,7 @@ pytestmark = pytest.mark.unit
 
 HERE = pathlib.Path(__file__).resolve().parent
 STAGES = 11  # decoder_warps.mojo: QKV .. LOGITS, one kernel each
+BARRIERS = 10  # the resident launch's grid barriers: after each of a block's 9 stages and the final LayerNorm
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +37,14 @@ def ptx(tmp_path_factory) -> dict[str, str]:
     return {p.name: p.read_text() for p in out.glob("*.ptx")}
 
 
+def stage_kernels(ptx) -> dict[str, str]:
+    return {name: text for name, text in ptx.items() if "__kernel" in name}
+
+
 def test_every_stage_compiles_to_a_gpu_kernel(ptx):
-    assert len(ptx) == 2 * STAGES and all(".entry" in text and "sm_90" in text for text in ptx.values())
+    """A kernel per stage and weight type, the resident launch's kernel per weight type, and its barrier's reset."""
+    assert len(stage_kernels(ptx)) == 2 * STAGES and len(ptx) == 2 * STAGES + 3
+    assert all(".entry" in text and "sm_90" in text for text in ptx.values())
 
 
 def test_the_kernels_use_no_matrix_units_and_reduce_with_warp_shuffles(ptx):
@@ -53,11 +60,29 @@ def test_each_kernel_reads_and_writes_only_after_the_stage_before_it_and_only_th
     start while the stage before still runs, so before `griddepcontrol.wait` a kernel may only prefetch (it
     reads nothing an earlier stage writes), never load or store global memory; and it starts the next stage
     (`launch_dependents`) only after that wait, so no more than two stages are ever in flight."""
-    for name, text in ptx.items():
+    for name, text in stage_kernels(ptx).items():
         body = text[text.index(".entry"):]
         wait, launch = body.find("griddepcontrol.wait"), body.find("griddepcontrol.launch_dependents")
         assert 0 <= wait < launch, f"{name}: no wait before the next stage's launch"
         assert not re.search(r"\b(ld|st|atom|red)\.global", body[:wait]), f"{name}: global memory before the wait"
+
+
+def test_the_resident_kernel_fences_its_writes_before_each_grid_barrier_and_its_reads_after(ptx):
+    """MAXWHISPER_WARPS_RESIDENT's one launch (`_resident`, `_grid_sync`): at each of its grid barriers the block
+    syncs, its thread 0 fences (membar.gl: the block's writes of the stage before are visible first), adds
+    its arrival, polls the word until every block has arrived and fences again before the block syncs and the
+    next stage reads. A barrier without either fence would let a stage read values the stage before has
+    not yet made visible, and bit-equal logits on the GPU (test_gpu.py) would show it only when it struck."""
+    resident = {name: text for name, text in ptx.items() if "__residen" in name}
+    assert len(resident) == 2
+    for name, text in resident.items():
+        body = re.sub(r"\n\s*(//.*)?(?=\n)", "", text[text.index(".entry"):])  # one instruction a line
+        arrivals = re.findall(r"membar\.gl;\n\s*atom\.[\w.]*add", body)  # a fence, then the arrival
+        assert len(arrivals) == BARRIERS and len(re.findall(r"atom\.", body)) == BARRIERS, name
+        assert body.count("ld.volatile.global") == BARRIERS, f"{name}: a poll of the word per barrier"
+        assert body.count("membar.gl") == 2 * BARRIERS, f"{name}: a fence after each wait too"
+        assert body.count("bar.sync") == 2 * BARRIERS, name
+        assert "griddepcontrol" not in body, f"{name}: the resident launch waits for no other grid"
 
 
 # MAX's compile-only mode: virtual devices of a chosen API and architecture stand in for the GPU. It is
