@@ -7,7 +7,8 @@
 #   PROFILE  0 skips the per-kernel profiles (Nsight Compute) and the captured step's timeline (Nsight Systems);
 #            NCU=0 skips the per-kernel profiles alone
 #   RESIDENT 1 runs the warp kernels' step benchmarks, breakdown and timeline as one resident launch
-#            (MAXWHISPER_WARPS_RESIDENT=1); their tests and the launch-settings probe compare both either way
+#            (MAXWHISPER_WARPS_RESIDENT=1), 0 as a launch per stage, auto (the default) as whichever the
+#            launch-settings probe timed faster; their tests and that probe compare both either way
 #   CAPTURE_MEMORY  1 runs scripts/gpu_capture_memory.py (61 s on an H200 box)
 #   GPU_JOBS the graphs to compile (scripts/gpu_warm.py's job names; default all); stages needing one left out
 #            are skipped: without decoder-float32 (348 s to compile), the warp kernels' decoder runs alone
@@ -102,7 +103,18 @@ stage "warps tests" -m "gpu and not bench" -k "warps and not max_path"  # the ma
 # measured it (4.6 GiB, steps still captured)
 MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE=4294967296 script "launch settings" \
   python3 scripts/gpu_step_profile.py gpu warps blocks
-export MAXWHISPER_WARPS_RESIDENT=${RESIDENT:-0}
+RESIDENT=${RESIDENT:-auto}
+if [ "$RESIDENT" = auto ]; then  # the lower median of the probe's rounds, the other settings at their defaults
+  RESIDENT=$(python3 - "$LOG" <<'PY'
+import re, statistics, sys
+found = re.findall(r"64 threads a block, prefetch 1, pdl 1, resident (\d): medians ([\d., ]+) ms", open(sys.argv[1]).read())
+rounds = {r: statistics.median(map(float, m.split(","))) for r, m in found}
+print(min(rounds, key=rounds.get) if len(rounds) == 2 else 0)
+PY
+)
+  echo "== resident launch for the step benchmarks: $RESIDENT" | tee -a "$LOG"
+fi
+export MAXWHISPER_WARPS_RESIDENT=$RESIDENT
 MAXWHISPER_BENCH=full stage "warps step benchmark" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
   -k "torch or warps" --benchmark-json="$OUT/bench-decoder-warps.json"
 profile warps

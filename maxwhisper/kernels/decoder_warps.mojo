@@ -46,17 +46,16 @@ import extensibility
 from extensibility import InputTensor, OutputTensor
 from extensibility import _MutableInputTensor as MutableInputTensor
 from max.gpu import block_dim, block_idx, global_idx, grid_dim, lane_id, thread_idx
-from max.gpu.intrinsics import threadfence
 from max.gpu.primitives import warp
 from max.gpu.sync import barrier
 from max.gpu.primitives.grid_controls import PDLLevel, launch_dependent_grids, pdl_launch_attributes
 from max.gpu.primitives.grid_controls import wait_on_dependent_grids
 from max.gpu.host import DeviceAttribute, DeviceContext
 from max.algorithm import parallelize
-from std.atomic import Atomic, Ordering
 from std.math import exp, erf, sqrt
 from std.os import getenv
 from std.sys import llvm_intrinsic, num_physical_cores, size_of
+from std.sys._assembly import inlined_assembly
 from std.sys.intrinsics import prefetch, PrefetchOptions
 
 from .decoder_block import DH, MAX_CROSS, MAX_LAYERS, MAX_SELF, _packed_len
@@ -603,20 +602,21 @@ comptime UPtr = Pointer[UInt32, MutAnyOrigin]
 @always_inline
 def _grid_sync(word: UPtr):
     """Every block of the grid waits here until all have arrived, their writes before it visible after it.
-    Cooperative groups' grid barrier: each block's thread 0 adds 1 to `word` (block 0 adds 2^31 less the other
-    blocks' count), so the word's top bit flips once all have added, and it waits for the flip; the word must
-    start at 0 (`_reset`), and every barrier leaves its low bits as they were."""
+    Cooperative groups' counting (each block's thread 0 adds 1 to `word`, block 0 adds 2^31 less the other
+    blocks' count, so the word's top bit flips once all have added; the word must start at 0, `_reset`, and
+    every barrier leaves its low bits as they were) with CUTLASS's orderings: the add is a release at GPU scope
+    (after the block barrier, it publishes the whole block's writes) and each poll an acquire, with no fence."""
     barrier()
     if thread_idx.x == 0:
         var add = UInt32(1) if block_idx.x != 0 else UInt32(0x80000000) - UInt32(grid_dim.x - 1)
-        threadfence()  # the block's writes (ordered before this by the block barrier), then the arrival
-        var old = Atomic.fetch_add[ordering=Ordering.RELAXED](word, add)
+        var old = inlined_assembly["atom.release.gpu.global.add.u32 $0, [$1], $2;", UInt32,
+                                   constraints="=r,l,r,~{memory}", has_side_effect=True](word, add)
         var polls = 0
-        while ((word.unsafe_load[volatile=True]() ^ old) & 0x80000000) == 0:
+        while ((inlined_assembly["ld.acquire.gpu.global.u32 $0, [$1];", UInt32, constraints="=r,l,~{memory}",
+                                 has_side_effect=True](word) ^ old) & 0x80000000) == 0:
             polls += 1
             if polls > SPIN_LIMIT:  # a block that never arrives (not resident): fail the launch, do not hang
                 llvm_intrinsic["llvm.trap", NoneType]()
-        threadfence()
     barrier()
 
 
@@ -631,12 +631,13 @@ def _resident[WT: DType](
     L: Int64, A: Int64, B: Int64, T: Int64, CAP: Int64, H: Int64, D: Int64, C: Int64, K: Int64, V: Int64,
     SW: Int64, warm: Int64,
 ):
-    """The whole step in one launch (MAXWHISPER_WARPS_RESIDENT=1): every stage of every block in turn, as the
-    stage launches run them, with a grid barrier (`_grid_sync`) between stages in place of a kernel boundary.
-    The grid is one block per SM (`decoder_warps`), all resident at once, which the barrier needs; warp w of
-    block b is worker b + w * blocks, so that a stage's first items go to different SMs, and a worker takes
-    items worker, worker + workers, .... With `warm`, layer 0's weights and cross keys and values are asked of L2
-    at the start, layer l + 1's as layer l starts, and the embedding's panels as the last layer's MLP starts."""
+    """Every block's stages and the final LayerNorm in one launch (MAXWHISPER_WARPS_RESIDENT=1), as the stage
+    launches run them, with a grid barrier (`_grid_sync`) between stages in place of a kernel boundary; the
+    logits follow as their own launch, which may start (and prefetch) once the final LayerNorm has. The grid is
+    one block per SM (`decoder_warps`), all resident at once, which the barrier needs; warp w of block b is
+    worker b + w * blocks, so that a stage's first items go to different SMs, and a worker takes items worker,
+    worker + workers, .... With `warm`, layer 0's weights and cross keys and values are asked of L2 at the
+    start, layer l + 1's as layer l starts, and the embedding's panels as the last layer's MLP starts."""
     var blocks = Int(grid_dim.x)
     var workers = blocks * (Int(block_dim.x) // LANES)
     var worker = Int(block_idx.x) + (Int(thread_idx.x) // LANES) * blocks
@@ -676,9 +677,8 @@ def _resident[WT: DType](
                     _warm_l2(lw, panels * PANEL * n_d, lane, lanes)
             run[stage](layer)
             _grid_sync(word)
+    launch_dependent_grids()
     run[FINAL_LN](Int(L) - 1)
-    _grid_sync(word)
-    run[LOGITS](Int(L) - 1)
 
 
 def run_stage[gpu: Bool, WT: DType, stage: Int](
@@ -719,7 +719,7 @@ def decoder_warps[gpu: Bool, WT: DType](
     block: Int = BLOCK_THREADS, warm: Bool = True, pdl: Bool = True, resident: Bool = False,
 ) raises:
     """Every block's stages in turn, then the final LayerNorm and the logits (see the module docstring): a
-    launch per stage, or with `resident` (GPU only) one launch of them all (`_resident`)."""
+    launch per stage, or with `resident` (GPU only) one launch of all but the logits (`_resident`), then theirs."""
     comptime assert DH == 2 * LANES, "the cross mix gives each lane two channels"
     comptime assert 16 % PANEL == 0 and DH % G == 0 and G + 2 < NW, "the logits' half-warps, the softmax's terms"
     comptime if gpu:
@@ -736,6 +736,8 @@ def decoder_warps[gpu: Bool, WT: DType](
                 Int64(V), Int64(SW), Int64(1 if warm else 0),
                 grid_dim=ctx.get_attribute(DeviceAttribute.MULTIPROCESSOR_COUNT), block_dim=threads,
             )
+            run_stage[gpu, WT, LOGITS](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits,
+                                       ln, L - 1, A, B, T, CAP, H, D, C, K, V, SW, block, warm, pdl)
             return
     for l in range(L):
         comptime for stage in range(FINAL_LN):
