@@ -447,7 +447,7 @@ class MaxDecoder:
             raise MaxWhisperError(f"empty batch: {group!r} token rows per audio window; pass a whole number of at least one")
         if self.cfg.warps:
             from maxwhisper.fused import warps_settings
-            warps_settings()  # a bad MAXWHISPER_WARPS_* setting fails here, not inside the op
+            warps_settings()  # a bad MAXWHISPER_WARPS_BLOCK, _PREFETCH or _PDL fails here, not inside the op
         return DecoderState(self, self.cross(features, reuse_cross), group)
 
     def forget_last(self) -> None:

@@ -29,20 +29,18 @@ WARPS_CHUNK = 32  # decoder_warps's keys per cross-mix chunk (KC)
 def warps_scratch_width(d: int, h: int, n_audio_ctx: int) -> int:
     """decoder_warps's working values per row (its `scratch_width`): q, attention output, MLP hidden (6d),
     then per head and chunk of the audio window the cross mix's partial sums (a max, a sum, two unused values
-    and 64 channels), in whole steps of 8, then one step of 8 for the resident launch's grid barrier."""
+    and 64 channels), in whole steps of 8."""
     chunks = -(-n_audio_ctx // WARPS_CHUNK)
-    return -(-(6 * d + h * chunks * (d // h + 4)) // 8) * 8 + 8
+    return -(-(6 * d + h * chunks * (d // h + 4)) // 8) * 8
 
 
-def warps_settings() -> tuple[int, bool, bool, bool]:
+def warps_settings() -> tuple[int, bool, bool]:
     """decoder_warps's launch settings: threads per thread block of its stages but the logits
     (MAXWHISPER_WARPS_BLOCK, else 64), whether a block's first stage prefetches the block's weights and cross
-    keys and values into L2 (MAXWHISPER_WARPS_PREFETCH, 1 or 0, else 1), whether each stage is a
+    keys and values into L2 (MAXWHISPER_WARPS_PREFETCH, 1 or 0, else 1), and whether each stage is a
     programmatic dependent launch that starts while the stage before it finishes (MAXWHISPER_WARPS_PDL, 1 or 0,
-    else 1; Hopper and later, a plain launch elsewhere), and whether the whole step is one resident launch
-    with grid barriers between its stages instead (MAXWHISPER_WARPS_RESIDENT, 1 or 0, else 0; the block and
-    PDL settings then do not apply). The kernel reads them at each call of the op; this checks them first, for
-    a one-line error."""
+    else 1; Hopper and later, a plain launch elsewhere). The kernel reads them at each call of the op; this
+    checks them first, for a one-line error."""
     import os
     from maxwhisper.errors import MaxWhisperError
     block = os.environ.get("MAXWHISPER_WARPS_BLOCK", "") or "64"
@@ -50,13 +48,12 @@ def warps_settings() -> tuple[int, bool, bool, bool]:
         raise MaxWhisperError(f"MAXWHISPER_WARPS_BLOCK={block} is not threads per block (a multiple of 32 from 32 "
                               "to 1024); unset it for the default of 64")
     switches = []
-    for name, what, default in (("PREFETCH", "prefetch", "1"), ("PDL", "dependent launches", "1"),
-                                ("RESIDENT", "one resident launch", "0")):
-        value = os.environ.get(f"MAXWHISPER_WARPS_{name}", "") or default
+    for name, what in (("PREFETCH", "prefetch"), ("PDL", "dependent launches")):
+        value = os.environ.get(f"MAXWHISPER_WARPS_{name}", "") or "1"
         if value not in ("0", "1"):
-            raise MaxWhisperError(f"MAXWHISPER_WARPS_{name}={value} must be 1 ({what}) or 0; unset it for {default}")
+            raise MaxWhisperError(f"MAXWHISPER_WARPS_{name}={value} must be 1 ({what}) or 0; unset it for 1")
         switches.append(value == "1")
-    return int(block), switches[0], switches[1], switches[2]
+    return int(block), switches[0], switches[1]
 
 
 def packed_size(d: int) -> int:

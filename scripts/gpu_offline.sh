@@ -6,9 +6,6 @@
 #   TOTAL_S  seconds for everything after unpacking (default 540); each stage gets what is left
 #   PROFILE  0 skips the per-kernel profiles (Nsight Compute) and the captured step's timeline (Nsight Systems);
 #            NCU=0 skips the per-kernel profiles alone
-#   RESIDENT 1 runs the warp kernels' step benchmarks, breakdown and timeline as one resident launch
-#            (MAXWHISPER_WARPS_RESIDENT=1), 0 as a launch per stage, auto (the default) as whichever the
-#            launch-settings probe timed faster; their tests and that probe compare both either way
 #   CAPTURE_MEMORY  1 runs scripts/gpu_capture_memory.py (61 s on an H200 box)
 #   GPU_JOBS the graphs to compile (scripts/gpu_warm.py's job names; default all); stages needing one left out
 #            are skipped: without decoder-float32 (348 s to compile), the warp kernels' decoder runs alone
@@ -99,22 +96,6 @@ timeline() {  # one replayed step's kernels and copies in time order with the id
 # the warp kernels' decoder first: a small graph, the step the 0.3 ms target is for
 compiled decoder-warps
 stage "warps tests" -m "gpu and not bench" -k "warps and not max_path"  # the max path needs an encoder too
-# 15 captures in turn, each released before the next: the memory manager bounded as scripts/gpu_capture_memory.py
-# measured it (4.6 GiB, steps still captured)
-MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE=4294967296 script "launch settings" \
-  python3 scripts/gpu_step_profile.py gpu warps blocks
-RESIDENT=${RESIDENT:-auto}
-if [ "$RESIDENT" = auto ]; then  # the lower median of the probe's rounds, the other settings at their defaults
-  RESIDENT=$(python3 - "$LOG" <<'PY'
-import re, statistics, sys
-found = re.findall(r"64 threads a block, prefetch 1, pdl 1, resident (\d): medians ([\d., ]+) ms", open(sys.argv[1]).read())
-rounds = {r: statistics.median(map(float, m.split(","))) for r, m in found}
-print(min(rounds, key=rounds.get) if len(rounds) == 2 else 0)
-PY
-)
-  echo "== resident launch for the step benchmarks: $RESIDENT" | tee -a "$LOG"
-fi
-export MAXWHISPER_WARPS_RESIDENT=$RESIDENT
 MAXWHISPER_BENCH=full stage "warps step benchmark" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
   -k "torch or warps" --benchmark-json="$OUT/bench-decoder-warps.json"
 profile warps
@@ -124,7 +105,10 @@ timeline
 # full benchmark's captured batch-1 steps read 0.004-0.079 ms slower than such a process's (docs/gpu.md)
 MAXWHISPER_BENCH=full stage "warps batch-1 step cases alone" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
   -k "warps and b1" --benchmark-json="$OUT/bench-decoder-warps-b1.json"
-unset MAXWHISPER_WARPS_RESIDENT
+# 15 captures in turn, each released before the next: the memory manager bounded as scripts/gpu_capture_memory.py
+# measured it (4.6 GiB, steps still captured)
+MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE=4294967296 script "launch settings" \
+  python3 scripts/gpu_step_profile.py gpu warps blocks
 # measured in the fifth run (docs/gpu.md); opt-in, since it takes a minute of a short lease
 [ "${CAPTURE_MEMORY:-0}" != 0 ] && script "capture memory" python3 scripts/gpu_capture_memory.py
 if wanted encoder-float32; then

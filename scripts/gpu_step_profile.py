@@ -15,8 +15,7 @@ slices, 57 concats), so the question is how many kernels those become and which 
 their emulation). Without ncu (or on the CPU) it prints the step's wall time only. `captured`: no profile;
 the median wall time of a replayed step and of its parts (the input copies, the replay and the logits'
 copy back), for the host's share of a step. `blocks`: the warp kernels' captured step at each launch
-setting (threads a block, L2 prefetch, dependent launches, one resident launch: MAXWHISPER_WARPS_BLOCK, _PREFETCH,
-_PDL, _RESIDENT), interleaved.
+setting (threads a block, L2 prefetch, dependent launches: MAXWHISPER_WARPS_BLOCK, _PREFETCH, _PDL), interleaved.
 """
 import sys
 
@@ -63,8 +62,7 @@ def breakdown(state, token) -> None:
 
 def blocks(decoder, features) -> None:
     """Median captured steps (batch 1, cache 100, 100 steps) of the warp kernels at each launch setting (threads
-    a block, L2 prefetch, dependent launches, one resident launch: MAXWHISPER_WARPS_BLOCK, _PREFETCH, _PDL,
-    _RESIDENT), in one
+    a block, L2 prefetch and dependent launches on or off: MAXWHISPER_WARPS_BLOCK, _PREFETCH, _PDL), in one
     process, interleaved over 3 rounds (a capture keeps the launch settings it was made with). Each median is
     printed as it is measured, with the GPU memory in use once its state is gone (15 captures in one process: a capture whose memory
     is not given back shows as a climb), and a setting that cannot capture is reported and skipped."""
@@ -80,13 +78,12 @@ def blocks(decoder, features) -> None:
         import pynvml
         return f"{_used_mb(pynvml, handle) / 1024:.1f} GiB"
     token, results = np.full((1, 1), 440, np.int64), {}
-    settings = [("64", "1", "1", "0"), ("64", "1", "0", "0"), ("64", "0", "1", "0"), ("64", "1", "1", "1"),
-                ("64", "0", "1", "1")]
-    names = ("MAXWHISPER_WARPS_BLOCK", "MAXWHISPER_WARPS_PREFETCH", "MAXWHISPER_WARPS_PDL", "MAXWHISPER_WARPS_RESIDENT")
+    settings = [("64", "1", "1"), ("64", "1", "0"), ("64", "0", "1"), ("128", "1", "1"), ("32", "1", "1")]
+    names = ("MAXWHISPER_WARPS_BLOCK", "MAXWHISPER_WARPS_PREFETCH", "MAXWHISPER_WARPS_PDL")
     for round_ in range(3):
         for setting in settings:
             os.environ.update(zip(names, setting))
-            block, prefetch, pdl, resident = setting
+            block, prefetch, pdl = setting
             state = decoder.new_state(features)
             state.capture = True
             state.step(np.random.default_rng(1).integers(0, 50000, (1, 100)))
@@ -97,17 +94,17 @@ def blocks(decoder, features) -> None:
             gc.collect()
             used = gpu_memory()
             if not captured:
-                print(f"round {round_}, {block} threads, prefetch {prefetch}, pdl {pdl}, resident {resident}: not captured ({decoder.capture_error or 'captures are GPU only'}); "
+                print(f"round {round_}, {block} threads, prefetch {prefetch}, pdl {pdl}: not captured ({decoder.capture_error or 'captures are GPU only'}); "
                       f"GPU memory in use {used}", flush=True)
                 decoder.captures, decoder.capture_error = True, None  # the next setting tries again
                 continue
             results.setdefault(setting, []).append(np.median(times[5:]) * 1e3)
-            print(f"round {round_}, {block} threads, prefetch {prefetch}, pdl {pdl}, resident {resident}: median {results[setting][-1]:.3f} ms; "
+            print(f"round {round_}, {block} threads, prefetch {prefetch}, pdl {pdl}: median {results[setting][-1]:.3f} ms; "
                   f"GPU memory in use {used}", flush=True)
     for name in names:
         os.environ.pop(name)
-    for (block, prefetch, pdl, resident), medians in results.items():
-        print(f"warps captured step, {block} threads a block, prefetch {prefetch}, pdl {pdl}, resident {resident}: medians "
+    for (block, prefetch, pdl), medians in results.items():
+        print(f"warps captured step, {block} threads a block, prefetch {prefetch}, pdl {pdl}: medians "
               f"{', '.join(f'{m:.3f}' for m in medians)} ms", flush=True)
 
 

@@ -45,17 +45,15 @@ launch (with its L2 prefetch) and the shuffles are GPU-only code; `mojo build --
 import extensibility
 from extensibility import InputTensor, OutputTensor
 from extensibility import _MutableInputTensor as MutableInputTensor
-from max.gpu import block_dim, block_idx, global_idx, grid_dim, lane_id, thread_idx
+from max.gpu import global_idx, lane_id
 from max.gpu.primitives import warp
-from max.gpu.sync import barrier
 from max.gpu.primitives.grid_controls import PDLLevel, launch_dependent_grids, pdl_launch_attributes
 from max.gpu.primitives.grid_controls import wait_on_dependent_grids
-from max.gpu.host import DeviceAttribute, DeviceContext
+from max.gpu.host import DeviceContext
 from max.algorithm import parallelize
 from std.math import exp, erf, sqrt
 from std.os import getenv
-from std.sys import llvm_intrinsic, num_physical_cores, size_of
-from std.sys._assembly import inlined_assembly
+from std.sys import num_physical_cores, size_of
 from std.sys.intrinsics import prefetch, PrefetchOptions
 
 from .decoder_block import DH, MAX_CROSS, MAX_LAYERS, MAX_SELF, _packed_len
@@ -72,10 +70,6 @@ comptime LN_EPS: Float32 = 1e-5
 # unless MAXWHISPER_WARPS_BLOCK says otherwise (read at each call of the op; a captured step keeps its own).
 comptime LOGITS_THREADS = 256
 comptime BLOCK_THREADS = 64
-# The resident launch (MAXWHISPER_WARPS_RESIDENT=1): one block of 12 warps on each SM, 1584 warps on an H100 or
-# H200's 132, so that every stage of a batch-1 step (at most 1536 warps but the logits) is one round of items.
-comptime RESIDENT_THREADS = 384
-comptime SPIN_LIMIT = 1 << 24  # polls of a grid barrier before the kernel traps: seconds, not a hang
 # Every PK-value load starts at a multiple of PK values: at least 16 bytes apart from the buffer's start, which
 # numpy-backed buffers (the CPU's caches) align to 16. Declared, it makes each load one or two vector loads
 # (ld.global.v4) on the GPU instead of PK scalar ones.
@@ -113,9 +107,8 @@ def _chunks(C: Int) -> Int:
 
 @always_inline
 def scratch_width(D: Int, H: Int, C: Int) -> Int:
-    """Scratch values per row (maxwhisper.fused.warps_scratch_width), whole steps of PK: the stages' values,
-    then one step that no stage touches, whose first value row 0 lends to the resident launch's grid barrier."""
-    return (PARTS * D + H * _chunks(C) * PART + PK - 1) // PK * PK + PK
+    """Scratch values per row (maxwhisper.fused.warps_scratch_width), whole steps of PK."""
+    return (PARTS * D + H * _chunks(C) * PART + PK - 1) // PK * PK
 
 
 @always_inline
@@ -596,91 +589,6 @@ def _items(stage: Int, R: Int, B: Int, H: Int, D: Int, C: Int, K: Int, V: Int) -
     return R * D  # OUT, CROSS_Q, CROSS_OUT, FC2
 
 
-comptime UPtr = Pointer[UInt32, MutAnyOrigin]
-
-
-@always_inline
-def _grid_sync(word: UPtr):
-    """Every block of the grid waits here until all have arrived, their writes before it visible after it.
-    Cooperative groups' counting (each block's thread 0 adds 1 to `word`, block 0 adds 2^31 less the other
-    blocks' count, so the word's top bit flips once all have added; the word must start at 0, `_reset`, and
-    every barrier leaves its low bits as they were) with CUTLASS's orderings: the add is a release at GPU scope
-    (after the block barrier, it publishes the whole block's writes) and each poll an acquire, with no fence."""
-    barrier()
-    if thread_idx.x == 0:
-        var add = UInt32(1) if block_idx.x != 0 else UInt32(0x80000000) - UInt32(grid_dim.x - 1)
-        var old = inlined_assembly["atom.release.gpu.global.add.u32 $0, [$1], $2;", UInt32,
-                                   constraints="=r,l,r,~{memory}", has_side_effect=True](word, add)
-        var polls = 0
-        while ((inlined_assembly["ld.acquire.gpu.global.u32 $0, [$1];", UInt32, constraints="=r,l,~{memory}",
-                                 has_side_effect=True](word) ^ old) & 0x80000000) == 0:
-            polls += 1
-            if polls > SPIN_LIMIT:  # a block that never arrives (not resident): fail the launch, do not hang
-                llvm_intrinsic["llvm.trap", NoneType]()
-    barrier()
-
-
-def _reset(word: UPtr):
-    """The resident launch's barrier word to 0, one thread (it lives in the scratch, which a step allocates)."""
-    word.unsafe_store(0)
-
-
-def _resident[WT: DType](
-    x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT], ys: FPtr, sc: FPtr,
-    rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
-    L: Int64, A: Int64, B: Int64, T: Int64, CAP: Int64, H: Int64, D: Int64, C: Int64, K: Int64, V: Int64,
-    SW: Int64, warm: Int64,
-):
-    """Every block's stages and the final LayerNorm in one launch (MAXWHISPER_WARPS_RESIDENT=1), as the stage
-    launches run them, with a grid barrier (`_grid_sync`) between stages in place of a kernel boundary; the
-    logits follow as their own launch, which may start (and prefetch) once the final LayerNorm has. The grid is
-    one block per SM (`decoder_warps`), all resident at once, which the barrier needs; warp w of block b is
-    worker b + w * blocks, so that a stage's first items go to different SMs, and a worker takes items worker,
-    worker + workers, .... With `warm`, layer 0's weights and cross keys and values are asked of L2 at the
-    start, layer l + 1's as layer l starts, and the embedding's panels as the last layer's MLP starts."""
-    var blocks = Int(grid_dim.x)
-    var workers = blocks * (Int(block_dim.x) // LANES)
-    var worker = Int(block_idx.x) + (Int(thread_idx.x) // LANES) * blocks
-    var lane = Int(global_idx.x)
-    var lanes = blocks * Int(block_dim.x)
-    var word = rebind[UPtr](sc.unsafe_offset(Int(SW) - PK))
-    var n_d = Int(D)
-    var cross_len = Int(A) * Int(H) * DH * Int(C)
-    var R = Int(B) * Int(T)
-
-    @always_inline
-    def warm_layer(layer: Int) {var w, var ck, var cv, var n_d, var cross_len, var lane, var lanes}:
-        _warm_l2(w.unsafe_offset(layer * _packed_len(n_d)), _packed_len(n_d), lane, lanes)
-        _warm_l2(ck.unsafe_offset(layer * cross_len), cross_len, lane, lanes)
-        _warm_l2(cv.unsafe_offset(layer * cross_len), cross_len, lane, lanes)
-
-    @always_inline
-    def run[stage: Int](layer: Int) {var x, var mask, var past, var kc, var vc, var ck, var cv, var w, var ys,
-                                     var sc, var rows, var ln_w, var ln_b, var lw, var logits, var ln, var A, var B,
-                                     var T, var CAP, var H, var D, var C, var K, var V, var SW, var R, var worker,
-                                     var workers}:
-        var items = _items(stage, R, Int(B), Int(H), Int(D), Int(C), Int(K), Int(V))
-        for i in range(worker, items, workers):
-            _item[True, WT, stage](i, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
-                                   layer, Int(A), Int(B), Int(T), Int(CAP), Int(H), Int(D), Int(C), Int(K), Int(V),
-                                   Int(SW))
-
-    if warm != 0:
-        warm_layer(0)
-    for layer in range(Int(L)):
-        if warm != 0 and layer + 1 < Int(L):
-            warm_layer(layer + 1)
-        comptime for stage in range(FINAL_LN):
-            comptime if stage == FC1:
-                if warm != 0 and layer == Int(L) - 1:
-                    var panels = (Int(V) + PANEL - 1) // PANEL
-                    _warm_l2(lw, panels * PANEL * n_d, lane, lanes)
-            run[stage](layer)
-            _grid_sync(word)
-    launch_dependent_grids()
-    run[FINAL_LN](Int(L) - 1)
-
-
 def run_stage[gpu: Bool, WT: DType, stage: Int](
     ctx: DeviceContext, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
     ys: FPtr, sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
@@ -716,29 +624,11 @@ def decoder_warps[gpu: Bool, WT: DType](
     ctx: DeviceContext, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
     ys: FPtr, sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
     L: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int,
-    block: Int = BLOCK_THREADS, warm: Bool = True, pdl: Bool = True, resident: Bool = False,
+    block: Int = BLOCK_THREADS, warm: Bool = True, pdl: Bool = True,
 ) raises:
-    """Every block's stages in turn, then the final LayerNorm and the logits (see the module docstring): a
-    launch per stage, or with `resident` (GPU only) one launch of all but the logits (`_resident`), then theirs."""
+    """Every block's stages in turn, then the final LayerNorm and the logits (see the module docstring)."""
     comptime assert DH == 2 * LANES, "the cross mix gives each lane two channels"
     comptime assert 16 % PANEL == 0 and DH % G == 0 and G + 2 < NW, "the logits' half-warps, the softmax's terms"
-    comptime if gpu:
-        if resident:
-            var word = rebind[UPtr](sc.unsafe_offset(SW - PK))
-            ctx.enqueue_function[_reset](word, grid_dim=1, block_dim=1)
-            var kernel = ctx.compile_function[_resident[WT]]()
-            var threads = RESIDENT_THREADS
-            if kernel.occupancy_max_active_blocks_per_multiprocessor(threads, 0) < 1:
-                threads = 256  # any kernel fits one block of 256 threads on an SM (at most 255 registers each)
-            ctx.enqueue_function(
-                kernel, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
-                Int64(L), Int64(A), Int64(B), Int64(T), Int64(CAP), Int64(H), Int64(D), Int64(C), Int64(K),
-                Int64(V), Int64(SW), Int64(1 if warm else 0),
-                grid_dim=ctx.get_attribute(DeviceAttribute.MULTIPROCESSOR_COUNT), block_dim=threads,
-            )
-            run_stage[gpu, WT, LOGITS](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits,
-                                       ln, L - 1, A, B, T, CAP, H, D, C, K, V, SW, block, warm, pdl)
-            return
     for l in range(L):
         comptime for stage in range(FINAL_LN):
             run_stage[gpu, WT, stage](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits,
@@ -812,13 +702,12 @@ struct DecoderWarps:
             if block < LANES or block > 1024 or block % LANES != 0:
                 raise Error("decoder_warps: MAXWHISPER_WARPS_BLOCK=" + setting + " is not threads per block (a "
                             + "multiple of 32 from 32 to 1024); unset it for the default of 64")
-        # maxwhisper.fused.warps_settings checks all four
+        # maxwhisper.fused.warps_settings checks all three
         var warm = getenv("MAXWHISPER_WARPS_PREFETCH", "1") != "0"
         var pdl = getenv("MAXWHISPER_WARPS_PDL", "1") != "0"
-        var resident = getenv("MAXWHISPER_WARPS_RESIDENT", "0") == "1"
         decoder_warps[target != "cpu", wdt](
             ctx, x.unsafe_ptr(), mask.unsafe_ptr(), past.unsafe_ptr(), k_cache.unsafe_ptr(), v_cache.unsafe_ptr(),
             cross_k.unsafe_ptr(), cross_v.unsafe_ptr(), weights.unsafe_ptr(), ys.unsafe_ptr(), scratch.unsafe_ptr(),
             rows.unsafe_ptr(), ln_w.unsafe_ptr(), ln_b.unsafe_ptr(), logits_w.unsafe_ptr(), logits.unsafe_ptr(),
-            ln.unsafe_ptr(), L, A, B, T, CAP, H, D, C, K, V, SW, block, warm, pdl, resident,
+            ln.unsafe_ptr(), L, A, B, T, CAP, H, D, C, K, V, SW, block, warm, pdl,
         )

@@ -104,9 +104,7 @@ def test_gpu_captured_steps_replay_the_eager_steps(kernel, bundled, clip_feature
 
 
 @pytest.mark.parametrize("setting", [{"MAXWHISPER_WARPS_PDL": "0"}, {"MAXWHISPER_WARPS_PREFETCH": "0"},
-                                     {"MAXWHISPER_WARPS_BLOCK": "32"}, {"MAXWHISPER_WARPS_BLOCK": "128"},
-                                     {"MAXWHISPER_WARPS_RESIDENT": "1"},
-                                     {"MAXWHISPER_WARPS_RESIDENT": "1", "MAXWHISPER_WARPS_PREFETCH": "0"}],
+                                     {"MAXWHISPER_WARPS_BLOCK": "32"}, {"MAXWHISPER_WARPS_BLOCK": "128"}],
                          ids=lambda s: "-".join(f"{k.split('_')[-1].lower()}{v}" for k, v in s.items()))
 def test_gpu_warps_launch_settings_change_no_logit(setting, bundled, clip_features, expected_transcripts,
                                                    monkeypatch):
@@ -115,9 +113,7 @@ def test_gpu_warps_launch_settings_change_no_logit(setting, bundled, clip_featur
     prefetch, dependent launches). `pdl0` compares the dependent launches against plain ones, where each stage
     starts only once the one before has finished: a kernel that read the stage before it ahead of its wait
     could read stale values with them, and such a race, timing-dependent, shows here only when it strikes.
-    `resident1` runs the step as one launch whose stages meet at grid barriers, against a launch per stage: a
-    barrier that let a block run ahead, or a stale line in an SM's L1, would show the same way. The other
-    settings keep the dependent launches on both sides."""
+    The other settings keep the dependent launches on both sides."""
     from tests.helpers import decoder_named
     decoder = decoder_named(bundled, "gpu-warps")
     tokens = np.concatenate(expected_transcripts["long"]["tokens"])[None, :24]

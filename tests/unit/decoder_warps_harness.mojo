@@ -18,7 +18,7 @@ def launch[WT: DType](ctx: DeviceContext) raises:
     var ip = rebind[I](i.unsafe_ptr())
     # L, A, B, T, CAP, H, D, C, K, V, SW: 4 blocks, one window and row, one new token, tiny.en's widths
     decoder_warps[True, WT](ctx, fp, fp, ip, fp, fp, fp, fp, wp, fp, fp, ip, fp, fp, wp, fp, fp,
-                            4, 1, 1, 1, 448, 6, 384, 1500, 1, 51864, 21488)
+                            4, 1, 1, 1, 448, 6, 384, 1500, 1, 51864, 21480)
 
 
 def main() raises:
