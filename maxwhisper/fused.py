@@ -34,26 +34,28 @@ def warps_scratch_width(d: int, h: int, n_audio_ctx: int) -> int:
     return -(-(6 * d + h * chunks * (d // h + 4)) // 8) * 8
 
 
-def warps_settings() -> tuple[int, bool, bool]:
+def warps_settings() -> tuple[int, int, bool]:
     """decoder_warps's launch settings: threads per thread block of its stages but the logits
-    (MAXWHISPER_WARPS_BLOCK, else 64), whether a block's first stage prefetches the block's weights and cross
-    keys and values into L2 (MAXWHISPER_WARPS_PREFETCH, 1 or 0, else 1), and whether each stage is a
-    programmatic dependent launch that starts while the stage before it finishes (MAXWHISPER_WARPS_PDL, 1 or 0,
-    else 1; Hopper and later, a plain launch elsewhere). The kernel reads them at each call of the op; this
-    checks them first, for a one-line error."""
+    (MAXWHISPER_WARPS_BLOCK, else 64); what the stages prefetch into L2 (MAXWHISPER_WARPS_PREFETCH: 0 nothing;
+    1, the default, each block's weights and cross keys and values as its first stage starts, the logits'
+    panels as theirs do; 2, the same a block ahead, and the logits' panels from the last block's MLP on); and
+    whether each stage is a programmatic dependent launch that starts while the stage before it finishes
+    (MAXWHISPER_WARPS_PDL, 1 or 0, else 1; Hopper and later, a plain launch elsewhere). The kernel reads them at
+    each call of the op; this checks them first, for a one-line error."""
     import os
     from maxwhisper.errors import MaxWhisperError
     block = os.environ.get("MAXWHISPER_WARPS_BLOCK", "") or "64"
     if not block.isdigit() or not (32 <= int(block) <= 1024 and int(block) % 32 == 0):
         raise MaxWhisperError(f"MAXWHISPER_WARPS_BLOCK={block} is not threads per block (a multiple of 32 from 32 "
                               "to 1024); unset it for the default of 64")
-    switches = []
-    for name, what in (("PREFETCH", "prefetch"), ("PDL", "dependent launches")):
-        value = os.environ.get(f"MAXWHISPER_WARPS_{name}", "") or "1"
-        if value not in ("0", "1"):
-            raise MaxWhisperError(f"MAXWHISPER_WARPS_{name}={value} must be 1 ({what}) or 0; unset it for 1")
-        switches.append(value == "1")
-    return int(block), switches[0], switches[1]
+    prefetch = os.environ.get("MAXWHISPER_WARPS_PREFETCH", "") or "1"
+    if prefetch not in ("0", "1", "2"):
+        raise MaxWhisperError(f"MAXWHISPER_WARPS_PREFETCH={prefetch} must be 1 (prefetch each block's data), 2 (a "
+                              "block ahead) or 0 (none); unset it for 1")
+    pdl = os.environ.get("MAXWHISPER_WARPS_PDL", "") or "1"
+    if pdl not in ("0", "1"):
+        raise MaxWhisperError(f"MAXWHISPER_WARPS_PDL={pdl} must be 1 (dependent launches) or 0; unset it for 1")
+    return int(block), int(prefetch), pdl == "1"
 
 
 def packed_size(d: int) -> int:

@@ -72,7 +72,8 @@ def breakdown(state, token) -> None:
 
 def blocks(decoder, features) -> None:
     """Median captured steps (batch 1, cache 100, 100 steps) of the warp kernels at each launch setting (threads
-    a block, L2 prefetch and dependent launches on or off: MAXWHISPER_WARPS_BLOCK, _PREFETCH, _PDL), in one
+    a block, L2 prefetch off, on or a block ahead, dependent launches on or off: MAXWHISPER_WARPS_BLOCK,
+    _PREFETCH, _PDL), in one
     process, interleaved over 3 rounds (a capture keeps the launch settings it was made with). Each median is
     printed as it is measured, with the GPU memory in use once its state is gone (15 captures in one process: a capture whose memory
     is not given back shows as a climb), and a setting that cannot capture is reported and skipped."""
@@ -88,7 +89,7 @@ def blocks(decoder, features) -> None:
         import pynvml
         return f"{_used_mb(pynvml, handle) / 1024:.1f} GiB"
     token, results = np.full((1, 1), 440, np.int64), {}
-    settings = [("64", "1", "1"), ("64", "1", "0"), ("64", "0", "1"), ("128", "1", "1"), ("32", "1", "1")]
+    settings = [("64", "1", "1"), ("64", "1", "0"), ("64", "0", "1"), ("64", "2", "1"), ("128", "1", "1")]
     names = ("MAXWHISPER_WARPS_BLOCK", "MAXWHISPER_WARPS_PREFETCH", "MAXWHISPER_WARPS_PDL")
     for round_ in range(3):
         for setting in settings:

@@ -527,11 +527,13 @@ def _kernel[WT: DType, stage: Int](
     layer: Int64, A: Int64, B: Int64, T: Int64, CAP: Int64, H: Int64, D: Int64, C: Int64, K: Int64, V: Int64,
     SW: Int64, warm: Int64,
 ):
-    """One warp per work item: item = the warp's index in the grid (whole warps return together). With `warm`,
-    a block's first stage also asks L2 for the block's packed weights and its cross keys and values, a 128-byte
-    line or a few per lane, which its later stages then read from L2, not from memory: the logits' 40 MB
-    stream through a 50 MB L2 every step, so a step's reads start cold; and the first logits warp of each pair of
-    embedding panels asks for the pair (the pair's other warps, one per logits row, read the same).
+    """One warp per work item: item = the warp's index in the grid (whole warps return together). `warm`'s bits
+    (`_warm_bits`) ask L2 for what later stages read, a 128-byte line or a few per lane, so that they read it
+    from L2, not from memory: the logits' 40 MB stream through a 50 MB L2 every step, so a step's reads start
+    cold. WARM_OWN: a block's first stage asks for the block's packed weights and its cross keys and values,
+    and the first logits warp of each pair of embedding panels for the pair (the pair's other warps, one per
+    logits row, read the same). WARM_NEXT: the first stage asks for the next block's as well. WARM_PANELS: the
+    last block's first MLP stage asks for every embedding panel, three stages before the logits read them.
 
     Launched as a programmatic dependent launch (`run_stage`'s `pdl`), a kernel's blocks start while the
     previous stage still runs: they issue those prefetches, which read nothing an earlier stage writes, then
@@ -542,14 +544,21 @@ def _kernel[WT: DType, stage: Int](
     var i = Int(global_idx.x) // LANES
     if i >= Int(items):
         return
-    if warm != 0:
+    var bits = Int(warm)
+    if bits != 0:
+        var lane = Int(global_idx.x)
+        var lanes = Int(items) * LANES
         comptime if stage == QKV:
-            var lane = Int(global_idx.x)
-            var lanes = Int(items) * LANES
             var cross_len = Int(A) * Int(H) * DH * Int(C)
-            _warm_l2(w.unsafe_offset(Int(layer) * _packed_len(Int(D))), _packed_len(Int(D)), lane, lanes)
-            _warm_l2(ck.unsafe_offset(Int(layer) * cross_len), cross_len, lane, lanes)
-            _warm_l2(cv.unsafe_offset(Int(layer) * cross_len), cross_len, lane, lanes)
+            for ahead in range(2):
+                if bits & (WARM_NEXT if ahead else WARM_OWN):
+                    var at = Int(layer) + ahead
+                    _warm_l2(w.unsafe_offset(at * _packed_len(Int(D))), _packed_len(Int(D)), lane, lanes)
+                    _warm_l2(ck.unsafe_offset(at * cross_len), cross_len, lane, lanes)
+                    _warm_l2(cv.unsafe_offset(at * cross_len), cross_len, lane, lanes)
+        comptime if stage == FC1:
+            if bits & WARM_PANELS:
+                _warm_l2(lw, (Int(V) + PANEL - 1) // PANEL * PANEL * Int(D), lane, lanes)
         comptime if stage == LOGITS:
             var panels = (Int(V) + PANEL - 1) // PANEL
             var pair = i // (Int(B) * Int(K))
@@ -569,6 +578,26 @@ def _warm_l2[T: DType](base: Pointer[Scalar[T], MutAnyOrigin], count: Int, lane:
     comptime LINE = 128 // size_of[T]()
     for k in range(lane, (count + LINE - 1) // LINE, lanes):
         prefetch[PrefetchOptions().for_read().high_locality()](base.unsafe_offset(k * LINE))
+
+
+comptime WARM_OWN = 1
+comptime WARM_NEXT = 2
+comptime WARM_PANELS = 4
+
+
+@always_inline
+def _warm_bits(stage: Int, layer: Int, L: Int, prefetch: Int) -> Int:
+    """What a stage's launch asks L2 for (`_kernel`): MAXWHISPER_WARPS_PREFETCH=1, each block's first stage its
+    block's weights and cross keys and values, the logits their panels; 2, the same a block ahead (block 0's
+    first stage asks for blocks 0 and 1, block l's for l + 1), and every panel from the last block's MLP on."""
+    if prefetch == 0:
+        return 0
+    if stage == QKV:
+        var own = WARM_OWN if prefetch == 1 or layer == 0 else 0
+        return own | (WARM_NEXT if prefetch == 2 and layer + 1 < L else 0)
+    if stage == FC1:
+        return WARM_PANELS if prefetch == 2 and layer == L - 1 else 0
+    return WARM_OWN if stage == LOGITS else 0
 
 
 @always_inline
@@ -593,7 +622,7 @@ def run_stage[gpu: Bool, WT: DType, stage: Int](
     ctx: DeviceContext, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
     ys: FPtr, sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
     layer: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int, block: Int,
-    warm: Bool, pdl: Bool,
+    warm: Int, pdl: Bool,
 ) raises:
     """Every work item of one stage: a kernel launch on the GPU (`block` threads a block but for the logits;
     with `pdl` a programmatic dependent launch, see `_kernel`), a loop over the items in the emulation."""
@@ -603,7 +632,7 @@ def run_stage[gpu: Bool, WT: DType, stage: Int](
         ctx.enqueue_function[_kernel[WT, stage]](
             Int64(items), x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
             Int64(layer), Int64(A), Int64(B), Int64(T), Int64(CAP), Int64(H), Int64(D), Int64(C), Int64(K),
-            Int64(V), Int64(SW), Int64(1 if warm else 0),
+            Int64(V), Int64(SW), Int64(warm),
             grid_dim=(items * LANES + threads - 1) // threads, block_dim=threads,
             attributes=pdl_launch_attributes(PDLLevel.OVERLAP_AT_END if pdl else PDLLevel.OFF),
         )
@@ -624,19 +653,22 @@ def decoder_warps[gpu: Bool, WT: DType](
     ctx: DeviceContext, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT],
     ys: FPtr, sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
     L: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int,
-    block: Int = BLOCK_THREADS, warm: Bool = True, pdl: Bool = True,
+    block: Int = BLOCK_THREADS, prefetch: Int = 1, pdl: Bool = True,
 ) raises:
-    """Every block's stages in turn, then the final LayerNorm and the logits (see the module docstring)."""
+    """Every block's stages in turn, then the final LayerNorm and the logits (see the module docstring);
+    `prefetch`: MAXWHISPER_WARPS_PREFETCH's 0, 1 or 2 (`_warm_bits`)."""
     comptime assert DH == 2 * LANES, "the cross mix gives each lane two channels"
     comptime assert 16 % PANEL == 0 and DH % G == 0 and G + 2 < NW, "the logits' half-warps, the softmax's terms"
     for l in range(L):
         comptime for stage in range(FINAL_LN):
             run_stage[gpu, WT, stage](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits,
-                                      ln, l, A, B, T, CAP, H, D, C, K, V, SW, block, warm, pdl)
+                                      ln, l, A, B, T, CAP, H, D, C, K, V, SW, block,
+                                      _warm_bits(stage, l, L, prefetch), pdl)
     run_stage[gpu, WT, FINAL_LN](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
-                                 L - 1, A, B, T, CAP, H, D, C, K, V, SW, block, warm, pdl)
+                                 L - 1, A, B, T, CAP, H, D, C, K, V, SW, block, 0, pdl)
     run_stage[gpu, WT, LOGITS](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
-                               L - 1, A, B, T, CAP, H, D, C, K, V, SW, block, warm, pdl)
+                               L - 1, A, B, T, CAP, H, D, C, K, V, SW, block,
+                               _warm_bits(LOGITS, L - 1, L, prefetch), pdl)
 
 
 @extensibility.register("decoder_warps")
@@ -703,11 +735,14 @@ struct DecoderWarps:
                 raise Error("decoder_warps: MAXWHISPER_WARPS_BLOCK=" + setting + " is not threads per block (a "
                             + "multiple of 32 from 32 to 1024); unset it for the default of 64")
         # maxwhisper.fused.warps_settings checks all three
-        var warm = getenv("MAXWHISPER_WARPS_PREFETCH", "1") != "0"
+        var prefetch = 1
+        var ahead = getenv("MAXWHISPER_WARPS_PREFETCH", "1")
+        if ahead == "0" or ahead == "2":
+            prefetch = 0 if ahead == "0" else 2
         var pdl = getenv("MAXWHISPER_WARPS_PDL", "1") != "0"
         decoder_warps[target != "cpu", wdt](
             ctx, x.unsafe_ptr(), mask.unsafe_ptr(), past.unsafe_ptr(), k_cache.unsafe_ptr(), v_cache.unsafe_ptr(),
             cross_k.unsafe_ptr(), cross_v.unsafe_ptr(), weights.unsafe_ptr(), ys.unsafe_ptr(), scratch.unsafe_ptr(),
             rows.unsafe_ptr(), ln_w.unsafe_ptr(), ln_b.unsafe_ptr(), logits_w.unsafe_ptr(), logits.unsafe_ptr(),
-            ln.unsafe_ptr(), L, A, B, T, CAP, H, D, C, K, V, SW, block, warm, pdl,
+            ln.unsafe_ptr(), L, A, B, T, CAP, H, D, C, K, V, SW, block, prefetch, pdl,
         )
