@@ -4,7 +4,8 @@ so does the whole GPU step graph that calls them (MAX's compile-only mode).
 `mojo build --target-accelerator sm_90 --emit asm` compiles each kernel the harness launches to PTX, so a
 change that breaks the GPU side of the op (a type the device cannot take, a host-only call) fails on every
 machine, not first on a GPU box. The op's arithmetic is checked by the parity suite through its CPU
-emulation (the `warps` decoder), which runs the same item functions.
+emulation (the `warps` decoder), which runs the same item functions. What the launches prefetch changes no
+value, so its plan is checked on its own, run on the CPU.
 """
 import pathlib
 import re
@@ -21,17 +22,21 @@ HERE = pathlib.Path(__file__).resolve().parent
 STAGES = 11  # decoder_warps.mojo: QKV .. LOGITS, one kernel each
 
 
-@pytest.fixture(scope="module")
-def ptx(tmp_path_factory) -> dict[str, str]:
-    """The harness's PTX kernels by file name (float32 and float16 weights: two of each stage)."""
+def mojo_build(harness: str, out: pathlib.Path, *options: str) -> subprocess.CompletedProcess:
+    """`mojo build` of a harness beside this file, with the kernels' package on the import path."""
     from maxwhisper.gemv import SOURCES
     mojo = pathlib.Path(sys.executable).parent / "mojo"
     mojo = str(mojo) if mojo.is_file() else shutil.which("mojo")
     assert mojo, "the mojo CLI ships with max in the venv"
-    out = tmp_path_factory.mktemp("ptx")
-    done = subprocess.run([mojo, "build", "-I", str(SOURCES.parent), "--target-accelerator", "sm_90", "--emit", "asm",
-                           str(HERE / "decoder_warps_harness.mojo"), "-o", str(out / "host.s")],
+    return subprocess.run([mojo, "build", "-I", str(SOURCES.parent), *options, str(HERE / harness), "-o", str(out)],
                           capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def ptx(tmp_path_factory) -> dict[str, str]:
+    """The harness's PTX kernels by file name (float32 and float16 weights: two of each stage)."""
+    out = tmp_path_factory.mktemp("ptx")
+    done = mojo_build("decoder_warps_harness.mojo", out / "host.s", "--target-accelerator", "sm_90", "--emit", "asm")
     assert done.returncode == 0, f"decoder_warps does not compile for sm_90:\n{done.stderr[-3000:]}"
     return {p.name: p.read_text() for p in out.glob("*.ptx")}
 
@@ -58,6 +63,38 @@ def test_each_kernel_reads_and_writes_only_after_the_stage_before_it_and_only_th
         wait, launch = body.find("griddepcontrol.wait"), body.find("griddepcontrol.launch_dependents")
         assert 0 <= wait < launch, f"{name}: no wait before the next stage's launch"
         assert not re.search(r"\b(ld|st|atom|red)\.global", body[:wait]), f"{name}: global memory before the wait"
+
+
+def test_each_blocks_data_and_the_logits_panels_are_prefetched_once_and_in_time(tmp_path):
+    """MAXWHISPER_WARPS_PREFETCH's plan (`_warm_bits`, run here on the CPU for 1 to 32 blocks): under 1 and 2,
+    every block's weights and cross keys and values are asked of L2 exactly once a step, by a launch no later
+    than the block's first stage (2: one block ahead), and only first stages ask for them; the logits' own
+    launch asks for its panels, and under 2 the last block's first MLP stage asks for them all, once. 0 asks
+    for nothing. A plan that skipped a block would leave its stages reading cold memory, one that asked late
+    would gain nothing, and neither changes a logit, so only this shows it."""
+    done = mojo_build("warm_bits_harness.mojo", tmp_path / "plan")
+    assert done.returncode == 0, f"the prefetch plan does not build:\n{done.stderr[-3000:]}"
+    printed = subprocess.run([str(tmp_path / "plan")], capture_output=True, text=True, check=True, timeout=60).stdout
+    QKV, FC1, LOGITS = 0, 7, 10  # decoder_warps.mojo's stages; its bits WARM_OWN, WARM_NEXT, WARM_PANELS:
+    OWN, NEXT, PANELS = 1, 2, 4
+    plans: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+    for prefetch, blocks, block, stage, bits in (map(int, line.split()) for line in printed.splitlines()):
+        plans.setdefault((prefetch, blocks), []).append((block, stage, bits))
+    assert sorted(plans) == [(p, n) for p in (0, 1, 2) for n in (1, 2, 4, 6, 32)]
+    for (prefetch, blocks), launches in plans.items():
+        asked, panels = [], []  # (block asked for, by the launch of block): from first stages; the panels' askers
+        for block, stage, bits in launches:
+            assert prefetch or not bits, (prefetch, blocks, block, stage)
+            if stage == QKV:
+                asked += [(block, block)] * bool(bits & OWN) + [(block + 1, block)] * bool(bits & NEXT)
+            else:
+                assert not bits & NEXT and bool(bits & OWN) == (stage == LOGITS and prefetch > 0)
+            if bits & PANELS:
+                panels.append((block, stage))
+        if prefetch:
+            assert sorted(b for b, _ in asked) == list(range(blocks)), (prefetch, blocks, asked)
+            assert all(by == (b if prefetch == 1 or b == 0 else b - 1) for b, by in asked), (prefetch, asked)
+        assert panels == ([(blocks - 1, FC1)] if prefetch == 2 else []), (prefetch, blocks, panels)
 
 
 # MAX's compile-only mode: virtual devices of a chosen API and architecture stand in for the GPU. It is
