@@ -14,8 +14,9 @@ slices, 57 concats), so the question is how many kernels those become and which 
 `warps`: the step as decoder_warps's kernels (11 stages, 38 launches for tiny.en's 4 blocks; on the CPU,
 their emulation). Without ncu (or on the CPU) it prints the step's wall time only. `captured`: no profile;
 the median wall time of a replayed step and of its parts (the input copies, the replay and the logits'
-copy back), for the host's share of a step. `blocks`: the warp kernels' captured step at each launch
-setting (threads a block, L2 prefetch, dependent launches: MAXWHISPER_WARPS_BLOCK, _PREFETCH, _PDL), interleaved.
+copy back), and of an idle synchronize and the replay's launch alone, for the host's share of a step. `blocks`: the warp kernels' captured step at each launch
+setting (threads a block, L2 prefetch off, on or a block ahead, dependent launches: MAXWHISPER_WARPS_BLOCK,
+_PREFETCH, _PDL), interleaved.
 """
 import sys
 
@@ -56,10 +57,13 @@ def breakdown(state, token) -> None:
     # (the fifth H200 run's "input copies" also copied the logits back: 0.052 ms, against 0.040 for that alone)
     sync = state.decoder.device.synchronize
 
-    def launch():  # the replay's host side: the call returns once its launch is queued (synced untimed, below)
+    def launch():  # the replay's host side, if the call returns once the launch is queued (if it waits for the
+        # replay instead, this reads the replay); synced untimed, below
         graph.model.replay(graph.key, *graph.inputs)
     # the host's own share: a page-locked copy of 207 KB moves in about 4 us over PCIe 5, yet "logits alone" read
-    # 0.028-0.036 ms on the H200 boxes; an idle synchronize shows what waiting costs with nothing to wait for
+    # medians of 0.031 and 0.036 ms on two H200 boxes; an idle synchronize shows what waiting costs with nothing to
+    # wait for. Each repeat ends with a synchronize, untimed (from 2026-11-27 20:00 UTC; the earlier parts' own
+    # waits made it a no-op for them, so their figures compare with earlier runs')
     for name, fn in (("step", step), ("input copies", copies), ("replay + logits", replay),
                      ("logits alone (page-locked)", graph.fetch), ("logits alone (pageable)", pageable),
                      ("synchronize, nothing queued", sync), ("replay launch, host side", launch)):

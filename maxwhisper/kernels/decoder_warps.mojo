@@ -734,12 +734,15 @@ struct DecoderWarps:
             if block < LANES or block > 1024 or block % LANES != 0:
                 raise Error("decoder_warps: MAXWHISPER_WARPS_BLOCK=" + setting + " is not threads per block (a "
                             + "multiple of 32 from 32 to 1024); unset it for the default of 64")
-        # maxwhisper.fused.warps_settings checks all three
-        var prefetch = 1
-        var ahead = getenv("MAXWHISPER_WARPS_PREFETCH", "1")
-        if ahead == "0" or ahead == "2":
-            prefetch = 0 if ahead == "0" else 2
-        var pdl = getenv("MAXWHISPER_WARPS_PDL", "1") != "0"
+        # maxwhisper.fused.warps_settings checks all three first; a setting changed since is refused here too
+        var ahead = getenv("MAXWHISPER_WARPS_PREFETCH", "")
+        if ahead != "" and ahead != "0" and ahead != "1" and ahead != "2":
+            raise Error("decoder_warps: MAXWHISPER_WARPS_PREFETCH=" + ahead + " must be 1, 2 or 0; unset it for 1")
+        var prefetch = 0 if ahead == "0" else (2 if ahead == "2" else 1)
+        var dependent = getenv("MAXWHISPER_WARPS_PDL", "")
+        if dependent != "" and dependent != "0" and dependent != "1":
+            raise Error("decoder_warps: MAXWHISPER_WARPS_PDL=" + dependent + " must be 1 or 0; unset it for 1")
+        var pdl = dependent != "0"
         decoder_warps[target != "cpu", wdt](
             ctx, x.unsafe_ptr(), mask.unsafe_ptr(), past.unsafe_ptr(), k_cache.unsafe_ptr(), v_cache.unsafe_ptr(),
             cross_k.unsafe_ptr(), cross_v.unsafe_ptr(), weights.unsafe_ptr(), ys.unsafe_ptr(), scratch.unsafe_ptr(),

@@ -377,3 +377,14 @@ def test_a_bad_warps_launch_setting_is_refused_with_the_fix(bundled, monkeypatch
     monkeypatch.setenv(f"MAXWHISPER_WARPS_{name}", setting)
     with pytest.raises(MaxWhisperError, match=f"MAXWHISPER_WARPS_{name}={setting} {message}"):
         decoder.new_state(features(0))
+
+
+@pytest.mark.parametrize("name, setting", [("BLOCK", "100"), ("PREFETCH", "3"), ("PDL", "on")])
+def test_the_warp_op_refuses_a_launch_setting_changed_after_the_check(bundled, monkeypatch, name, setting):
+    """The op reads its launch settings at each call, so a bad one set after new_state's check is refused by
+    the op itself, never read as the default."""
+    from tests.helpers import decoder_named
+    state = decoder_named(bundled, "warps").new_state(features(0))
+    monkeypatch.setenv(f"MAXWHISPER_WARPS_{name}", setting)
+    with pytest.raises(ValueError, match=f"decoder_warps: MAXWHISPER_WARPS_{name}={setting} "):  # MAX's error
+        state.step(np.full((1, 1), 440, np.int64))
