@@ -665,7 +665,8 @@ def decoder_warps[gpu: Bool, WT: DType](
                                       ln, l, A, B, T, CAP, H, D, C, K, V, SW, block,
                                       _warm_bits(stage, l, L, prefetch), pdl)
     run_stage[gpu, WT, FINAL_LN](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
-                                 L - 1, A, B, T, CAP, H, D, C, K, V, SW, block, 0, pdl)
+                                 L - 1, A, B, T, CAP, H, D, C, K, V, SW, block,
+                                 _warm_bits(FINAL_LN, L - 1, L, prefetch), pdl)
     run_stage[gpu, WT, LOGITS](ctx, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
                                L - 1, A, B, T, CAP, H, D, C, K, V, SW, block,
                                _warm_bits(LOGITS, L - 1, L, prefetch), pdl)

@@ -75,10 +75,10 @@ def test_each_blocks_data_and_the_logits_panels_are_prefetched_once_and_in_time(
     done = mojo_build("warm_bits_harness.mojo", tmp_path / "plan")
     assert done.returncode == 0, f"the prefetch plan does not build:\n{done.stderr[-3000:]}"
     printed = subprocess.run([str(tmp_path / "plan")], capture_output=True, text=True, check=True, timeout=60).stdout
-    QKV, FC1, LOGITS = 0, 7, 10  # decoder_warps.mojo's stages; its bits WARM_OWN, WARM_NEXT, WARM_PANELS:
-    OWN, NEXT, PANELS = 1, 2, 4
+    constants, *launch_lines = printed.splitlines()
+    QKV, FC1, LOGITS, OWN, NEXT, PANELS = map(int, constants.split())  # decoder_warps.mojo's
     plans: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
-    for prefetch, blocks, block, stage, bits in (map(int, line.split()) for line in printed.splitlines()):
+    for prefetch, blocks, block, stage, bits in (map(int, line.split()) for line in launch_lines):
         plans.setdefault((prefetch, blocks), []).append((block, stage, bits))
     assert sorted(plans) == [(p, n) for p in (0, 1, 2) for n in (1, 2, 4, 6, 32)]
     for (prefetch, blocks), launches in plans.items():
