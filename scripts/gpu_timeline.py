@@ -43,11 +43,20 @@ def read_rows(path: str) -> list[Row]:
     return sorted(rows, key=lambda r: r.start)
 
 
+def idle_before(rows: list[Row]) -> list[int]:
+    """Each row's idle time (ns) since every row before it had ended (0 for the first)."""
+    out, end = [], rows[0].start if rows else 0
+    for row in rows:
+        out.append(max(0, row.start - end))
+        end = max(end, row.end)
+    return out
+
+
 def steps(rows: list[Row], gap_ns: int = STEP_GAP_NS) -> list[list[Row]]:
     """The rows split wherever the device was idle longer than gap_ns."""
     out: list[list[Row]] = []
-    for row in rows:
-        if out and row.start - max(r.end for r in out[-1]) <= gap_ns:
+    for row, idle in zip(rows, idle_before(rows)):
+        if out and idle <= gap_ns:
             out[-1].append(row)
         else:
             out.append([row])
@@ -65,29 +74,24 @@ def span(rows: list[Row]) -> int:
 
 def replayed(bursts: list[list[Row]]) -> list[list[Row]]:
     """The bursts with the most common nonzero number of kernels (the larger count on a tie): the replays."""
-    counts = collections.Counter(len(kernels(b)) for b in bursts if kernels(b))
+    sizes = [len(kernels(b)) for b in bursts]
+    counts = collections.Counter(n for n in sizes if n)
     if not counts:
         return []
     common = max(counts.values())
     launches = max(n for n, c in counts.items() if c == common)
-    return [b for b in bursts if len(kernels(b)) == launches]
+    return [b for b, n in zip(bursts, sizes) if n == launches]
 
 
 def report(step: list[Row], count: int) -> str:
     """One burst's rows (start from its first, duration, idle before), then its kernels' totals."""
     lines = [f"the replay of median kernel span among {count} ({len(step)} rows, {len(kernels(step))} kernels):",
              f"{'start us':>9} {'took us':>8} {'idle us':>8}  name"]
-    end = step[0].start
-    for row in step:
-        lines.append(f"{(row.start - step[0].start) / 1e3:9.1f} {row.duration / 1e3:8.1f} "
-                     f"{max(0, row.start - end) / 1e3:8.1f}  {row.name[:90]}")
-        end = max(end, row.end)
+    for row, idle in zip(step, idle_before(step)):
+        lines.append(f"{(row.start - step[0].start) / 1e3:9.1f} {row.duration / 1e3:8.1f} {idle / 1e3:8.1f}  "
+                     f"{row.name[:90]}")
     ks = kernels(step)
-    end, idle = ks[0].start, 0
-    for row in ks:
-        idle += max(0, row.start - end)
-        end = max(end, row.end)
-    total = span(ks)
+    idle, total = sum(idle_before(ks)), span(ks)
     lines.append(f"kernels: span {total / 1e3:.1f} us, busy {(total - idle) / 1e3:.1f} us, idle between them "
                  f"{idle / 1e3:.1f} us ({idle / max(1, len(ks) - 1) / 1e3:.2f} us each); the burst {span(step) / 1e3:.1f} us")
     return "\n".join(lines)
