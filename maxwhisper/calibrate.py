@@ -9,7 +9,8 @@ memory), the real per-run figures are the clean history. Three measurements:
   runs happen to drift downward hides noise that another order shows).
 - detection: REPLAYS replays per slowdown size; each shuffles the real figures (their real noise, in a random
   order), multiplies the figures from a random run onward by 1 + slowdown (the MAX case slowed, its partner
-  and the probe unchanged), and asks whether the rule calls it on the first slow run, and within 3 runs.
+  and the probe unchanged), and asks whether the rule calls it on the first slow run, and within 3 runs (a set
+  of MIN_SERIES runs has 2 slow runs after the first judged night: "within" there means within those).
   A slowdown of 0 measures how often the replays are called with nothing injected.
 For comparison each series is also judged with the other estimator of an interleaved ratio, and without
 drift cancelling (the case's raw median), and, where
@@ -62,9 +63,10 @@ def calibrate_values(label: str, values: list[float], threshold_pct: float, judg
         hits_first = hits_within = 0
         for _ in range(replays):
             clean = rng.sample(values, n)
-            step = rng.randrange(regression.MIN_RUNS - 1, n - WITHIN + 1)  # WITHIN slow runs always exist
+            # WITHIN slow runs exist from MIN_RUNS - 1 + WITHIN runs; a shorter set (from MIN_SERIES) has fewer
+            step = rng.randrange(regression.MIN_RUNS - 1, max(regression.MIN_RUNS, n - WITHIN + 1))
             slowed = clean[:step] + [v * (1 + slowdown) for v in clean[step:]]
-            calls = [judge(slowed[:step + j + 1], threshold_pct).regressed for j in range(WITHIN)]
+            calls = [judge(slowed[:step + j + 1], threshold_pct).regressed for j in range(min(WITHIN, n - step))]
             hits_first += calls[0]
             hits_within += any(calls)
         first[slowdown], within[slowdown] = hits_first / replays, hits_within / replays
@@ -122,7 +124,7 @@ def calibrate(results: pathlib.Path, thresholds: dict[str, float] | None = None,
             if (found := judged_figures(series, key)) is None:
                 continue
             history, judged = found
-            group, interleaved = history[-1][1].group, judged["time"][-1].interleaved
+            interleaved = judged["time"][-1].interleaved
             variants = list(judged.items())
             if raw and interleaved:
                 for name in ESTIMATORS:  # only the runs that recorded what the estimator reads
@@ -134,9 +136,10 @@ def calibrate(results: pathlib.Path, thresholds: dict[str, float] | None = None,
             for metric, figs in variants:
                 if len(figs) >= MIN_SERIES:
                     label = f"{history[-1][1].name} · {metric} · {figs[-1].normalisation}"
-                    threshold = regression.threshold_pct(group, metric.split(" [")[0], thresholds, interleaved)
-                    out.append(calibrate_values(f"{label} · >{threshold:g}%", [f.judged for f in figs], threshold,
-                                                judge, replays))
+                    threshold = history[-1][1].threshold_pct(metric.split(" [")[0], thresholds, interleaved)
+                    shown = f">{threshold:g}%" if threshold is not None else f"not judged; at {THRESHOLD_GRID[-1]:g}%"
+                    out.append(calibrate_values(f"{label} · {shown}", [f.judged for f in figs],
+                                                threshold if threshold is not None else THRESHOLD_GRID[-1], judge, replays))
     return out, "; ".join(sources)
 
 

@@ -29,7 +29,7 @@ class Judged:
     unit: str
     values: list[float | None]
     call: Call
-    threshold_pct: float
+    threshold_pct: float | None  # None: charted, not judged
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Row:
     """A case in one series: its history (oldest first), each figure judged, and the pinned baseline's call."""
     machine: Machine
     history: list[tuple[Run, Result]]
-    threshold_pct: float
+    threshold_pct: float | None
     judged: list[Judged]
     missing: bool = False  # measured in earlier runs of the series, absent from its latest run
     vs_baseline: Call | None = None
@@ -131,10 +131,9 @@ def parse_thresholds(specs: list[str] | None) -> dict[str, float]:
 def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str, float], baseline: Run | None) -> Row:
     """Every figure of one case over the series, judged by maxwhisper.regression."""
     history = [(run, run.results[key]) for run in runs if key in run.results]
-    group = history[-1][1].group
     per_run = {id(run): figures(run, result) for run, result in history}
     interleaved = per_run[id(history[-1][0])]["time"].interleaved
-    threshold = regression.threshold_pct(group, "time", thresholds, interleaved)
+    threshold = history[-1][1].threshold_pct("time", thresholds, interleaved)
     metrics = dict.fromkeys(metric for figs in per_run.values() for metric in figs)
     results = {id(run): result for run, result in history}
     latest_busy = history[-1][1].neighbours_share if history[-1][0] is runs[-1] and history[-1][1].busy else None
@@ -145,8 +144,10 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
         figs = [fig if (fig := per_run.get(id(run), {}).get(metric)) and fig.normalisation == latest.normalisation
                 else None for run in runs]
         values = [fig.value if fig else None for fig in figs]
-        limit_pct = regression.threshold_pct(group, metric, thresholds, interleaved)
-        if latest_busy is not None and not history[-1][1].judges(metric):
+        limit_pct = history[-1][1].threshold_pct(metric, thresholds, interleaved)
+        if limit_pct is None:
+            call = Call(False, None, "charted, not judged (a launched GPU step: regression.GPU_THRESHOLDS_PCT)")
+        elif latest_busy is not None and not history[-1][1].judges(metric):
             call = Call(False, None, "not judged (busy run)")
         else:  # busy runs' times are charted, not judged
             kept = [fig for fig, run in zip(figs, runs) if fig and results[id(run)].judges(metric)]
@@ -160,6 +161,8 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
     vs_baseline = None
     if baseline is not None and key in baseline.results and baseline.results[key].busy:
         vs_baseline = Call(False, None, f"not compared: pinned {baseline.short} ran beside other processes")
+    elif baseline is not None and key in baseline.results and history[-1][0] is runs[-1] and threshold is None:
+        vs_baseline = Call(False, None, f"not compared with pinned {baseline.short}: its time is not judged")
     elif baseline is not None and key in baseline.results and history[-1][0] is runs[-1] and latest_busy is None:
         old = figures(baseline, baseline.results[key])["time"].value
         change = figures(*history[-1])["time"].value / old - 1

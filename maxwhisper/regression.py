@@ -13,7 +13,7 @@ a memory peak, maxwhisper.results.Figure); smaller is better.
    A latest level above both the level before it and that best level, by the threshold, is a further step.
 3. It belongs to this run while its first slow run is one of the last RECENT runs: called the night it
    lands, red for RECENT nights, then reported as persisting. Fewer than MIN_RUNS runs are not judged.
-PENALTY (swept over 1.5, 2 and 3) and the thresholds were chosen with `python -m maxwhisper.nightly --calibrate`
+PENALTY (swept over 1.5, 2 and 3) and the thresholds (a GPU case's apart) were chosen with `python -m maxwhisper.nightly --calibrate`
 on the committed real runs (docs/benchmarks.md), MIN_RUNS by the false alarms it left on them; RECENT is set, not calibrated.
 """
 from __future__ import annotations
@@ -39,6 +39,13 @@ THRESHOLDS_PCT: dict[tuple[str, str], float] = {
     ("compile", "time"): 7.5, ("transcribe", "time"): 20.0, ("transcribe", "peak host memory"): 3.0,
     ("encoder-latency", "time"): 10.0, ("encoder-latency", "peak host memory"): 7.5, ("gemm-ceiling", "time"): 10.0}
 BLOCK_THRESHOLD_PCT, BLOCK_MEMORY_PCT = 30.0, 7.5
+# A GPU case's time (its device "gpu"), by (group, figure, whether the step is a replayed capture): 8 consecutive
+# processes of the step benchmark on one H200 box (fixtures/bench_runs_h200_step8). The replayed steps are quiet at
+# 20%. The launched ones, MAX's eager step and PyTorch's, wait on the host's launches: their medians moved 1.2-2.1x
+# between those processes, and at 30% PyTorch's raised 3 false alarms on each of the 2 nights judged. None: charted,
+# not judged (a kernel's regression shows in the replayed step, which runs the same kernels).
+GPU_THRESHOLDS_PCT: dict[tuple[str, str, bool], float | None] = {
+    ("decoder-step", "time", True): 20.0, ("decoder-step", "time", False): None}
 PENALTY = 2.0
 # Measured on the Zen 5 EPYC during decoder-paired: quiet runs 0-0.4%, beside a nice-19 job 5-28% (docs/benchmarks.md)
 BUSY_SHARE = 0.02
@@ -71,12 +78,16 @@ class Call:
     since: int | None = None  # index of the step's first slow run
 
 
-def threshold_pct(group: str, metric: str, overrides: dict[str, float] | None = None, interleaved: bool = True) -> float:
+def threshold_pct(group: str, metric: str, overrides: dict[str, float] | None = None, interleaved: bool = True,
+                  device: str = "cpu", replayed: bool = False) -> float | None:
     """The threshold of one figure: `--threshold GROUP=PCT` (its time figures) or `memory=PCT`, else calibrated for
-    its group, else the default of its kind (an `interleaved` case, or one timed in a block of its own)."""
+    its group (on a GPU, for its group and whether it is `replayed`; None: not judged), else the default of its kind
+    (an `interleaved` case, or one timed in a block of its own)."""
     overrides, memory = overrides or {}, "memory" in metric
     if (key := "memory" if memory else group) in overrides:
         return overrides[key]
+    if device == "gpu" and (group, metric, replayed) in GPU_THRESHOLDS_PCT:
+        return GPU_THRESHOLDS_PCT[(group, metric, replayed)]
     default = ((MEMORY_THRESHOLD_PCT if memory else DEFAULT_THRESHOLD_PCT) if interleaved
                else BLOCK_MEMORY_PCT if memory else BLOCK_THRESHOLD_PCT)
     return THRESHOLDS_PCT.get((group, metric), default)

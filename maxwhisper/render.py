@@ -37,6 +37,10 @@ class Line:
     dashed: bool = False
 
 
+def _limit(threshold_pct: float | None) -> str:
+    return "not judged" if threshold_pct is None else f"{threshold_pct:g}%"
+
+
 def _nice_step(span: float) -> float:
     magnitude = 10 ** math.floor(math.log10(span))
     return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= span)
@@ -177,7 +181,7 @@ def case_card(row: Row, runs: list[Run], baseline: Run | None) -> str:
     return (f'<article class="case" id="{_slug(row.machine.label, row.latest.key)}"><h3>{flag}'
             f'{html.escape(row.latest.name)}</h3><p class="muted">{html.escape(row.latest.group or "no group")} · '
             f'{html.escape(_describe(row.latest))} · normalised by {html.escape(judged.normalisation)} · thresholds '
-            f'{", ".join(f"{j.metric} {j.threshold_pct:g}%" for j in row.judged)} · {html.escape(row.rule)}'
+            f'{", ".join(f"{j.metric} {_limit(j.threshold_pct)}" for j in row.judged)} · {html.escape(row.rule)}'
             f'{baseline_note}</p>'
             f'<div class="charts">{figure}{latency}{memory}</div></article>')
 
@@ -287,7 +291,8 @@ def render_html(report: Report) -> str:
             f"best earlier one by more than the threshold (per group and figure as calibrated on real runs; otherwise "
             f"{DEFAULT_THRESHOLD_PCT:g}% for time and {MEMORY_THRESHOLD_PCT:g}% for memory of a case timed round by "
             f"round against its partner or probe, {BLOCK_THRESHOLD_PCT:g}% and {BLOCK_MEMORY_PCT:g}% for one timed in a "
-            f"block of its own), and the step's first slow run is one of the last {RECENT}; times are "
+            f"block of its own; a launched GPU step's time is charted, not judged), and the step's first slow run is "
+            f"one of the last {RECENT}; times are "
             f"judged as ratios to their PyTorch partner or to the machine-speed probe (column 'normalised by')")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>maxwhisper benchmarks</title>'
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head><body>'

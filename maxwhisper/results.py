@@ -85,6 +85,12 @@ class Result:
         """Other processes used enough CPU while the case ran that its times are not judged (regression.busy)."""
         return regression.busy(self.neighbours_share, self.number("neighbours_cpu_s"))
 
+    def threshold_pct(self, metric: str, overrides: dict[str, float] | None = None,
+                      interleaved: bool = True) -> float | None:
+        """regression.threshold_pct of this case's `metric`: on a GPU, by whether its step replays a capture."""
+        return regression.threshold_pct(self.group, metric, overrides, interleaved, str(self.extra.get("device", "cpu")),
+                                        self.extra.get("captured") is True)
+
     def judges(self, metric: str) -> bool:
         """Whether the nightly judges this run's `metric`: a busy run's times are left out, its memory is not (a
         neighbour moves this process's times, not its memory)."""

@@ -8,8 +8,9 @@ fixtures/bench_runs_zen5_standard (the standard suite's block-timed CPU cases) a
 (the long clip on every path, interleaved), fixtures/bench_runs_zen5_beam5 (the same with 5 beams),
 fixtures/bench_runs_zen5_decoder_paired (the decoder step, interleaved) and fixtures/bench_runs_zen5_decoder_neighbours
 (the same, 6 of its runs beside another job) and fixtures/bench_runs_zen5_block (the prefill, the warm compile and
-each path's transcription, timed in blocks); each folder's README says how quiet. Two more, not calibration sets:
-fixtures/bench_runs_zen5_decoder_slowed (real slowed runs) and fixtures/bench_runs_h200_decoder_step (the step
+each path's transcription, timed in blocks); each folder's README says how quiet. One from a GPU box:
+fixtures/bench_runs_h200_step8 (the step benchmark on an H200, eight processes in a row). Two more, not calibration
+sets: fixtures/bench_runs_zen5_decoder_slowed (real slowed runs) and fixtures/bench_runs_h200_decoder_step (the step
 benchmark on an H200, for its device-memory figures).
 Nothing here times anything.
 """
@@ -203,3 +204,37 @@ def test_real_gpu_runs_judge_each_step_case_s_device_memory_from_zero(tmp_path):
     (called,) = [line for line in out.stdout.splitlines() if line.startswith("REGRESSED")]
     assert out.returncode == 1 and "[max-warps-gpu-b1-cache100]" in called, out.stdout + out.stderr
     assert "peak device memory: step up to 500 MB from run 9 of 9, from under the 64 MB floor" in called
+
+
+GPU_SET = ROOT / "fixtures" / "bench_runs_h200_step8"
+REPLAYED = "test_decoder_step[max-warps-captured-gpu-b1-cache100]"
+
+
+def test_real_gpu_runs_are_quiet_where_the_block_threshold_raised_false_alarms(tmp_path):
+    """fixtures/bench_runs_h200_step8: eight H200 processes in a row. At the CPU sets' 30% for every step case,
+    PyTorch's launched step is called on clean runs; with the GPU's own thresholds (the replayed steps at 20%, the
+    launched ones charted) the nightly is quiet, and calls the replayed step 25% slower in the latest run."""
+    results = shutil.copytree(GPU_SET, tmp_path / "runs")
+    before = nightly(results, tmp_path, "--threshold", "decoder-step=30")
+    called = [line for line in before.stdout.splitlines() if line.startswith("REGRESSED")]
+    assert before.returncode == 1 and len(called) == 3 and all("[torch-gpu-b5-" in line for line in called), before.stdout
+    clean = nightly(results, tmp_path)
+    assert clean.returncode == 0 and "0 regressions, 0 missing" in clean.stdout, clean.stdout + clean.stderr
+    assert "[torch-gpu-b5-cache32]" in clean.stdout and "time: charted, not judged" in clean.stdout
+    add_slowed_run(results, REPLAYED, 0.25)
+    slowed = nightly(results, tmp_path)
+    (called,) = [line for line in slowed.stdout.splitlines() if line.startswith("REGRESSED")]
+    assert slowed.returncode == 1 and REPLAYED in called and "time: step up +25" in called, slowed.stdout
+
+
+def test_the_gpu_thresholds_are_the_smallest_quiet_on_the_real_gpu_runs():
+    """The replayed steps' 20% is quiet on all six (none in real order, at most CLEAN_CALLS of random orders) and
+    15% is not on every one; PyTorch's launched steps raise false alarms in real order even at the grid's top."""
+    judged, source = calibrate.calibrate(GPU_SET, replays=2, raw=False)
+    times = [c for c in judged if " · time · " in c.series]
+    replayed = [c for c in times if "-captured-" in c.series]
+    assert len(times) == 18 and len(replayed) == 6 and "Xeon" in source
+    assert all(c.false_alarms == 0 for c in replayed)
+    assert max(c.quiet_pct for c in replayed) == regression.GPU_THRESHOLDS_PCT[("decoder-step", "time", True)]
+    launched = [c for c in times if c not in replayed]  # judged here at the grid's top, 40%
+    assert any(c.false_alarms > 0 for c in launched if "[torch-" in c.series)
