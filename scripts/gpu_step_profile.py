@@ -4,6 +4,7 @@
         python3 scripts/gpu_step_profile.py [gpu|cpu] [graph|warps]
     python3 scripts/gpu_step_profile.py gpu warps captured   # where a replayed step's wall time goes
     python3 scripts/gpu_step_profile.py gpu warps blocks     # a captured step at each launch setting
+    python3 scripts/gpu_step_profile.py gpu warps states     # a captured step in 8 states alive at once
 
 The step is tiny.en's single-token step at batch 1 on a cache of 100 tokens, the benchmark's case, run
 eagerly: every kernel of the graph launches on its own, so the summary lists them all with their counts (a
@@ -16,7 +17,8 @@ their emulation). Without ncu (or on the CPU) it prints the step's wall time onl
 the median wall time of a replayed step and of its parts (the input copies, the replay and the logits'
 copy back), and of an idle synchronize and the replay's launch alone, for the host's share of a step. `blocks`: the warp kernels' captured step at each launch
 setting (threads a block, L2 prefetch off, on or a block ahead, dependent launches: MAXWHISPER_WARPS_BLOCK,
-_PREFETCH, _PDL), interleaved.
+_PREFETCH, _PDL), interleaved. `states`: the default setting's captured step in 8 states alive at once, interleaved:
+whether a state's own buffers set its level.
 """
 import sys
 
@@ -123,6 +125,33 @@ def blocks(decoder, features) -> None:
               f"{', '.join(f'{m:.3f}' for m in medians)} ms", flush=True)
 
 
+def states(decoder, features, count: int = 8, rounds: int = 3) -> None:
+    """Captured steps (batch 1, cache 100, 100 steps) of `count` states alive at once, each with its own capture,
+    caches and scratch, timed in turn over `rounds` rounds. In eight H200 benchmark processes the batch-1 captured
+    case at cache 224 read minima of 0.291 to 0.345 ms (fixtures/bench_runs_h200_step8): a state slow in every
+    round here is slow by where its buffers lie, one slow in one round by the moment. The second half of the states
+    share the last cross keys and values of the first half (new_state's reuse_cross), to show the cross buffers'
+    part. On the CPU the steps run eagerly (captures are GPU only)."""
+    token, prompt = np.full((1, 1), 440, np.int64), np.random.default_rng(1).integers(0, 50000, (1, 100))
+    steps = []
+    for i in range(count):
+        state = decoder.new_state(features, reuse_cross=i >= count // 2)
+        state.capture = True
+        state.step(prompt)
+        steps.append(rewound(state, token))
+    figures = [[] for _ in steps]
+    for round_ in range(rounds):
+        for i, step in enumerate(steps):
+            times = [timed(step) for _ in range(105)]
+            figures[i].append((np.median(times[5:]) * 1e3, min(times) * 1e3))
+            print(f"round {round_}, state {i}: median {figures[i][-1][0]:.3f} ms, min {figures[i][-1][1]:.3f} ms",
+                  flush=True)
+    for i, rows in enumerate(figures):
+        print(f"state {i} ({'cross of state ' + str(count // 2 - 1) if i >= count // 2 else 'own cross'}): medians "
+              f"{', '.join(f'{m:.3f}' for m, _ in rows)} ms, minima {', '.join(f'{m:.3f}' for _, m in rows)} ms",
+              flush=True)
+
+
 def main(device: str = "gpu", kernel: str = "graph", mode: str = "eager") -> None:
     from maxwhisper import weights
     from maxwhisper.decoder import get_decoder
@@ -132,8 +161,8 @@ def main(device: str = "gpu", kernel: str = "graph", mode: str = "eager") -> Non
     else:  # graph ops, as on GPU
         decoder = get_decoder(loaded, device, fused=False, exact_products=True, progress=lambda _: None)
     features = np.random.default_rng(0).standard_normal((1, loaded.dims.n_audio_ctx, loaded.dims.n_audio_state))
-    if mode == "blocks":
-        return blocks(decoder, features.astype(np.float32))
+    if mode in ("blocks", "states"):
+        return (blocks if mode == "blocks" else states)(decoder, features.astype(np.float32))
     state = decoder.new_state(features.astype(np.float32))
     state.capture = mode == "captured"
     state.step(np.random.default_rng(1).integers(0, 50000, (1, 100)))
