@@ -38,7 +38,8 @@ def warps_settings() -> tuple[int, int, bool]:
     """decoder_warps's launch settings: threads per thread block of its stages but the logits
     (MAXWHISPER_WARPS_BLOCK, else 64); what the stages prefetch into L2 (MAXWHISPER_WARPS_PREFETCH: 0 nothing;
     1, the default, each block's weights and cross keys and values as its first stage starts, the logits'
-    panels as theirs do; 2, the same a block ahead, and the logits' panels from the last block's MLP on); and
+    panels as theirs do; 2, the same a block ahead, and the logits' panels from the last block's MLP on; 3, as
+    1 with each block's data at evict-last priority in L2, to outlast the logits' panels); and
     whether each stage is a programmatic dependent launch that starts while the stage before it finishes
     (MAXWHISPER_WARPS_PDL, 1 or 0, else 1; Hopper and later, a plain launch elsewhere). The kernel reads them at
     each call of the op; this checks them first, for a one-line error."""
@@ -49,9 +50,9 @@ def warps_settings() -> tuple[int, int, bool]:
         raise MaxWhisperError(f"MAXWHISPER_WARPS_BLOCK={block} is not threads per block (a multiple of 32 from 32 "
                               "to 1024); unset it for the default of 64")
     prefetch = os.environ.get("MAXWHISPER_WARPS_PREFETCH", "") or "1"
-    if prefetch not in ("0", "1", "2"):
+    if prefetch not in ("0", "1", "2", "3"):
         raise MaxWhisperError(f"MAXWHISPER_WARPS_PREFETCH={prefetch} must be 1 (prefetch each block's data), 2 (a "
-                              "block ahead) or 0 (none); unset it for 1")
+                              "block ahead), 3 (kept in L2 at evict-last priority) or 0 (none); unset it for 1")
     pdl = os.environ.get("MAXWHISPER_WARPS_PDL", "") or "1"
     if pdl not in ("0", "1"):
         raise MaxWhisperError(f"MAXWHISPER_WARPS_PDL={pdl} must be 1 (dependent launches) or 0; unset it for 1")

@@ -112,6 +112,9 @@ script "captured states" python3 scripts/gpu_step_profile.py gpu warps states
 # measured it (4.6 GiB, steps still captured)
 MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE=4294967296 script "launch settings" \
   python3 scripts/gpu_step_profile.py gpu warps blocks
+# evict-last prefetch against the default, then with L2 set aside for such lines (a process of its own: the
+# set-aside stays for the process)
+MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE=4294967296 script "L2 kept" python3 scripts/gpu_step_profile.py gpu warps keep
 # measured in the fifth run (docs/gpu.md); opt-in, since it takes a minute of a short lease
 [ "${CAPTURE_MEMORY:-0}" != 0 ] && script "capture memory" python3 scripts/gpu_capture_memory.py
 if wanted encoder-float32; then

@@ -5,6 +5,7 @@
     python3 scripts/gpu_step_profile.py gpu warps captured   # where a replayed step's wall time goes
     python3 scripts/gpu_step_profile.py gpu warps blocks     # a captured step at each launch setting
     python3 scripts/gpu_step_profile.py gpu warps states     # a captured step in 8 states alive at once
+    python3 scripts/gpu_step_profile.py gpu warps keep       # L2 evict-last prefetch, then with L2 set aside
 
 The step is tiny.en's single-token step at batch 1 on a cache of 100 tokens, the benchmark's case, run
 eagerly: every kernel of the graph launches on its own, so the summary lists them all with their counts (a
@@ -16,9 +17,10 @@ slices, 57 concats), so the question is how many kernels those become and which 
 their emulation). Without ncu (or on the CPU) it prints the step's wall time only. `captured`: no profile;
 the median wall time of a replayed step and of its parts (the input copies, the replay and the logits'
 copy back), and of an idle synchronize and the replay's launch alone, for the host's share of a step. `blocks`: the warp kernels' captured step at each launch
-setting (threads a block, L2 prefetch off, on or a block ahead, dependent launches: MAXWHISPER_WARPS_BLOCK,
+setting (threads a block, L2 prefetch off, on, a block ahead or at evict-last priority, dependent launches: MAXWHISPER_WARPS_BLOCK,
 _PREFETCH, _PDL), interleaved. `states`: the default setting's captured step in 8 states alive at once, interleaved:
-whether a state's own buffers set its level.
+whether a state's own buffers set its level. `keep`: prefetch 3 against 1, then both again with L2 set aside
+for evict-last lines.
 """
 import sys
 
@@ -76,9 +78,13 @@ def breakdown(state, token) -> None:
         print(f"captured {name}: median {np.median(times[5:]) * 1e3:.3f} ms, min {min(times) * 1e3:.3f} ms", flush=True)
 
 
-def blocks(decoder, features) -> None:
+SETTINGS = [("64", "1", "1"), ("64", "1", "0"), ("64", "0", "1"), ("64", "2", "1"), ("64", "3", "1"), ("128", "1", "1")]
+
+
+def blocks(decoder, features, settings=SETTINGS, label: str = "") -> None:
     """Median captured steps (batch 1, cache 100, 100 steps) of the warp kernels at each launch setting (threads
-    a block, L2 prefetch off, on or a block ahead, dependent launches on or off: MAXWHISPER_WARPS_BLOCK,
+    a block, L2 prefetch off, on, a block ahead or at evict-last priority, dependent launches on or off:
+    MAXWHISPER_WARPS_BLOCK,
     _PREFETCH, _PDL), in one
     process, interleaved over 3 rounds (a capture keeps the launch settings it was made with). Each median is
     printed as it is measured, with the GPU memory in use once its state is gone (15 captures in one process: a capture whose memory
@@ -95,7 +101,6 @@ def blocks(decoder, features) -> None:
         import pynvml
         return f"{_used_mb(pynvml, handle) / 1024:.1f} GiB"
     token, results = np.full((1, 1), 440, np.int64), {}
-    settings = [("64", "1", "1"), ("64", "1", "0"), ("64", "0", "1"), ("64", "2", "1"), ("128", "1", "1")]
     names = ("MAXWHISPER_WARPS_BLOCK", "MAXWHISPER_WARPS_PREFETCH", "MAXWHISPER_WARPS_PDL")
     for round_ in range(3):
         for setting in settings:
@@ -121,8 +126,39 @@ def blocks(decoder, features) -> None:
     for name in names:
         os.environ.pop(name)
     for (block, prefetch, pdl), medians in results.items():
-        print(f"warps captured step, {block} threads a block, prefetch {prefetch}, pdl {pdl}: medians "
+        print(f"warps captured step{label}, {block} threads a block, prefetch {prefetch}, pdl {pdl}: medians "
               f"{', '.join(f'{m:.3f}' for m in medians)} ms", flush=True)
+
+
+def l2_set_aside() -> str:
+    """Set aside L2 for lines at evict-last priority (the driver's persisting-lines limit, 0 by default), as much
+    as the device allows, through the CUDA driver API on the device's primary context; what was set, in words."""
+    import ctypes
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return "no CUDA driver"
+    device, context, limit = ctypes.c_int(), ctypes.c_void_p(), ctypes.c_size_t()
+    most = ctypes.c_int()
+    if cuda.cuInit(0) or cuda.cuDeviceGet(ctypes.byref(device), 0):
+        return "no CUDA device"
+    cuda.cuDeviceGetAttribute(ctypes.byref(most), 108, device)  # CU_DEVICE_ATTRIBUTE_MAX_PERSISTING_L2_CACHE_SIZE
+    cuda.cuDevicePrimaryCtxRetain(ctypes.byref(context), device)
+    cuda.cuCtxPushCurrent(context)
+    status = cuda.cuCtxSetLimit(6, ctypes.c_size_t(most.value))  # CU_LIMIT_PERSISTING_L2_CACHE_SIZE
+    cuda.cuCtxGetLimit(ctypes.byref(limit), 6)
+    cuda.cuCtxPopCurrent(ctypes.byref(ctypes.c_void_p()))
+    return f"status {status}, {limit.value / 2**20:.1f} MiB of the device's most, {most.value / 2**20:.1f} MiB"
+
+
+def keep(decoder, features) -> None:
+    """MAXWHISPER_WARPS_PREFETCH=3 (the blocks' data kept in L2 at evict-last priority) against 1, interleaved
+    over 3 rounds, then again with L2 set aside for such lines (`l2_set_aside`): the hint alone may not keep a
+    line the driver gives no room."""
+    pair = [("64", "1", "1"), ("64", "3", "1")]
+    blocks(decoder, features, pair)
+    print(f"L2 set aside for evict-last lines: {l2_set_aside()}", flush=True)
+    blocks(decoder, features, pair, label=" (L2 set aside)")
 
 
 def states(decoder, features, count: int = 8, rounds: int = 3) -> None:
@@ -161,8 +197,8 @@ def main(device: str = "gpu", kernel: str = "graph", mode: str = "eager") -> Non
     else:  # graph ops, as on GPU
         decoder = get_decoder(loaded, device, fused=False, exact_products=True, progress=lambda _: None)
     features = np.random.default_rng(0).standard_normal((1, loaded.dims.n_audio_ctx, loaded.dims.n_audio_state))
-    if mode in ("blocks", "states"):
-        return (blocks if mode == "blocks" else states)(decoder, features.astype(np.float32))
+    if mode in ("blocks", "states", "keep"):
+        return {"blocks": blocks, "states": states, "keep": keep}[mode](decoder, features.astype(np.float32))
     state = decoder.new_state(features.astype(np.float32))
     state.capture = mode == "captured"
     state.step(np.random.default_rng(1).integers(0, 50000, (1, 100)))

@@ -55,6 +55,7 @@ from std.math import exp, erf, sqrt
 from std.os import getenv
 from std.sys import num_physical_cores, size_of
 from std.sys.intrinsics import prefetch, PrefetchOptions
+from std.sys._assembly import inlined_assembly
 
 from .decoder_block import DH, MAX_CROSS, MAX_LAYERS, MAX_SELF, _packed_len
 from .gemv_nt import PANEL, PK, WPtr
@@ -550,12 +551,13 @@ def _kernel[WT: DType, stage: Int](
         var lanes = Int(items) * LANES
         comptime if stage == QKV:
             var cross_len = Int(A) * Int(H) * DH * Int(C)
+            var keep = (bits & WARM_KEEP) != 0
             for ahead in range(2):
                 if bits & (WARM_NEXT if ahead else WARM_OWN):
                     var at = Int(layer) + ahead
-                    _warm_l2(w.unsafe_offset(at * _packed_len(Int(D))), _packed_len(Int(D)), lane, lanes)
-                    _warm_l2(ck.unsafe_offset(at * cross_len), cross_len, lane, lanes)
-                    _warm_l2(cv.unsafe_offset(at * cross_len), cross_len, lane, lanes)
+                    _warm_l2(w.unsafe_offset(at * _packed_len(Int(D))), _packed_len(Int(D)), lane, lanes, keep)
+                    _warm_l2(ck.unsafe_offset(at * cross_len), cross_len, lane, lanes, keep)
+                    _warm_l2(cv.unsafe_offset(at * cross_len), cross_len, lane, lanes, keep)
         comptime if stage == FC1:
             if bits & WARM_PANELS:
                 _warm_l2(lw, (Int(V) + PANEL - 1) // PANEL * PANEL * Int(D), lane, lanes)
@@ -573,28 +575,39 @@ def _kernel[WT: DType, stage: Int](
 
 
 @always_inline
-def _warm_l2[T: DType](base: Pointer[Scalar[T], MutAnyOrigin], count: Int, lane: Int, lanes: Int):
-    """Prefetch into L2 the 128-byte lines lane, lane + lanes, ... of the `count` values at base."""
+def _warm_l2[T: DType](base: Pointer[Scalar[T], MutAnyOrigin], count: Int, lane: Int, lanes: Int, keep: Bool = False):
+    """Prefetch into L2 the 128-byte lines lane, lane + lanes, ... of the `count` values at base; `keep`: at
+    evict-last priority (`prefetch.global.L2::evict_last`, sm_80 and later), so that they outlast the lines read
+    at normal priority, the logits' panels among them."""
     comptime LINE = 128 // size_of[T]()
     for k in range(lane, (count + LINE - 1) // LINE, lanes):
-        prefetch[PrefetchOptions().for_read().high_locality()](base.unsafe_offset(k * LINE))
+        if keep:
+            inlined_assembly["prefetch.global.L2::evict_last [$0];", NoneType, constraints="l",
+                             has_side_effect=True](base.unsafe_offset(k * LINE))
+        else:
+            prefetch[PrefetchOptions().for_read().high_locality()](base.unsafe_offset(k * LINE))
 
 
 comptime WARM_OWN = 1
 comptime WARM_NEXT = 2
 comptime WARM_PANELS = 4
+comptime WARM_KEEP = 8
 
 
 @always_inline
 def _warm_bits(stage: Int, layer: Int, L: Int, prefetch: Int) -> Int:
     """What a stage's launch asks L2 for (`_kernel`): MAXWHISPER_WARPS_PREFETCH=1, each block's first stage its
     block's weights and cross keys and values, the logits their panels; 2, the same a block ahead (block 0's
-    first stage asks for blocks 0 and 1, block l's for l + 1), and every panel from the last block's MLP on."""
+    first stage asks for blocks 0 and 1, block l's for l + 1), and every panel from the last block's MLP on; 3,
+    as 1 with the blocks' data at evict-last priority (WARM_KEEP): the 35 MB of every block's weights and cross
+    keys and values (tiny.en) may then stay in the 50 MB L2 from step to step while the logits' 40 MB of panels
+    stream through the rest."""
     if prefetch == 0:
         return 0
     if stage == QKV:
-        var own = WARM_OWN if prefetch == 1 or layer == 0 else 0
-        return own | (WARM_NEXT if prefetch == 2 and layer + 1 < L else 0)
+        var own = WARM_OWN if prefetch != 2 or layer == 0 else 0
+        var keep = WARM_KEEP if prefetch == 3 else 0
+        return own | keep | (WARM_NEXT if prefetch == 2 and layer + 1 < L else 0)
     if stage == FC1:
         return WARM_PANELS if prefetch == 2 and layer == L - 1 else 0
     return WARM_OWN if stage == LOGITS else 0
@@ -656,7 +669,7 @@ def decoder_warps[gpu: Bool, WT: DType](
     block: Int = BLOCK_THREADS, prefetch: Int = 1, pdl: Bool = True,
 ) raises:
     """Every block's stages in turn, then the final LayerNorm and the logits (see the module docstring);
-    `prefetch`: MAXWHISPER_WARPS_PREFETCH's 0, 1 or 2 (`_warm_bits`)."""
+    `prefetch`: MAXWHISPER_WARPS_PREFETCH's 0, 1, 2 or 3 (`_warm_bits`)."""
     comptime assert DH == 2 * LANES, "the cross mix gives each lane two channels"
     comptime assert 16 % PANEL == 0 and DH % G == 0 and G + 2 < NW, "the logits' half-warps, the softmax's terms"
     for l in range(L):
@@ -737,9 +750,9 @@ struct DecoderWarps:
                             + "multiple of 32 from 32 to 1024); unset it for the default of 64")
         # maxwhisper.fused.warps_settings checks all three first; a setting changed since is refused here too
         var ahead = getenv("MAXWHISPER_WARPS_PREFETCH", "")
-        if ahead != "" and ahead != "0" and ahead != "1" and ahead != "2":
-            raise Error("decoder_warps: MAXWHISPER_WARPS_PREFETCH=" + ahead + " must be 1, 2 or 0; unset it for 1")
-        var prefetch = 0 if ahead == "0" else (2 if ahead == "2" else 1)
+        if ahead != "" and ahead != "0" and ahead != "1" and ahead != "2" and ahead != "3":
+            raise Error("decoder_warps: MAXWHISPER_WARPS_PREFETCH=" + ahead + " must be 1, 2, 3 or 0; unset it for 1")
+        var prefetch = 0 if ahead == "0" else (2 if ahead == "2" else (3 if ahead == "3" else 1))
         var dependent = getenv("MAXWHISPER_WARPS_PDL", "")
         if dependent != "" and dependent != "0" and dependent != "1":
             raise Error("decoder_warps: MAXWHISPER_WARPS_PDL=" + dependent + " must be 1 or 0; unset it for 1")

@@ -104,7 +104,7 @@ def test_gpu_captured_steps_replay_the_eager_steps(kernel, bundled, clip_feature
 
 
 @pytest.mark.parametrize("setting", [{"MAXWHISPER_WARPS_PDL": "0"}, {"MAXWHISPER_WARPS_PREFETCH": "0"},
-                                     {"MAXWHISPER_WARPS_PREFETCH": "2"},
+                                     {"MAXWHISPER_WARPS_PREFETCH": "2"}, {"MAXWHISPER_WARPS_PREFETCH": "3"},
                                      {"MAXWHISPER_WARPS_BLOCK": "32"}, {"MAXWHISPER_WARPS_BLOCK": "128"}],
                          ids=lambda s: "-".join(f"{k.split('_')[-1].lower()}{v}" for k, v in s.items()))
 def test_gpu_warps_launch_settings_change_no_logit(setting, bundled, clip_features, expected_transcripts,

@@ -366,12 +366,13 @@ def test_the_fused_step_on_gpu_is_the_warp_kernels_in_float32(bundled):
 @pytest.mark.parametrize("name, setting, message", [
     ("BLOCK", "100", "is not threads per block.*unset it"), ("BLOCK", "16", "is not threads"),
     ("BLOCK", "2048", "is not threads"), ("BLOCK", "many", "is not threads"),
-    ("PREFETCH", "yes", "must be 1 .prefetch each block's data., 2 .a block ahead. or 0 .none.; unset it for 1"),
-    ("PREFETCH", "3", "must be 1"),
+    ("PREFETCH", "yes", "must be 1 .prefetch each block's data., 2 .a block ahead., 3 .kept in L2 at evict-last "
+                        "priority. or 0 .none.; unset it for 1"),
+    ("PREFETCH", "4", "must be 1"),
     ("PDL", "on", "must be 1 .dependent launches. or 0; unset it")])
 def test_a_bad_warps_launch_setting_is_refused_with_the_fix(bundled, monkeypatch, name, setting, message):
     """MAXWHISPER_WARPS_BLOCK (threads per block of the warp kernels) must be whole warps, 32 to 1024;
-    MAXWHISPER_WARPS_PREFETCH 0, 1 or 2; _PDL 1 or 0."""
+    MAXWHISPER_WARPS_PREFETCH 0 to 3; _PDL 1 or 0."""
     from tests.helpers import decoder_named
     decoder = decoder_named(bundled, "warps")
     monkeypatch.setenv(f"MAXWHISPER_WARPS_{name}", setting)
@@ -379,7 +380,7 @@ def test_a_bad_warps_launch_setting_is_refused_with_the_fix(bundled, monkeypatch
         decoder.new_state(features(0))
 
 
-@pytest.mark.parametrize("name, setting", [("BLOCK", "100"), ("PREFETCH", "3"), ("PDL", "on")])
+@pytest.mark.parametrize("name, setting", [("BLOCK", "100"), ("PREFETCH", "4"), ("PDL", "on")])
 def test_the_warp_op_refuses_a_launch_setting_changed_after_the_check(bundled, monkeypatch, name, setting):
     """The op reads its launch settings at each call, so a bad one set after new_state's check is refused by
     the op itself, never read as the default."""

@@ -65,26 +65,39 @@ def test_each_kernel_reads_and_writes_only_after_the_stage_before_it_and_only_th
         assert not re.search(r"\b(ld|st|atom|red)\.global", body[:wait]), f"{name}: global memory before the wait"
 
 
+def test_one_stage_can_keep_lines_in_l2_at_evict_last_priority_before_its_wait(ptx):
+    """MAXWHISPER_WARPS_PREFETCH=3's requests are `prefetch.global.L2::evict_last`, in one stage's kernel per
+    weight type (QKV's, the blocks' first stage, which asks for their data: the weights, keys and values, three
+    of them), beside its normal-priority prefetch for the other settings, and issued before its wait."""
+    keeping = [text[text.index(".entry"):] for text in ptx.values() if "prefetch.global.L2::evict_last" in text]
+    assert len(keeping) == 2, len(keeping)
+    for body in keeping:
+        assert body.count("prefetch.global.L2::evict_last") == 3 and re.search(r"prefetch\.global\.L2 \[", body)
+        assert body.rindex("prefetch.global.L2::evict_last") < body.index("griddepcontrol.wait")
+
+
 def test_each_blocks_data_and_the_logits_panels_are_prefetched_once_and_in_time(tmp_path):
-    """MAXWHISPER_WARPS_PREFETCH's plan (`_warm_bits`, run here on the CPU for 1 to 32 blocks): under 1 and 2,
+    """MAXWHISPER_WARPS_PREFETCH's plan (`_warm_bits`, run here on the CPU for 1 to 32 blocks): under 1 to 3,
     every block's weights and cross keys and values are asked of L2 exactly once a step, by a launch no later
     than the block's first stage (2: one block ahead), and only first stages ask for them; the logits' own
     launch asks for its panels, and under 2 the last block's first MLP stage asks for them all, once. 0 asks
-    for nothing. A plan that skipped a block would leave its stages reading cold memory, one that asked late
-    would gain nothing, and neither changes a logit, so only this shows it."""
+    for nothing; 3 asks as 1 does, the blocks' data (and nothing else) at evict-last priority. A plan that
+    skipped a block would leave its stages reading cold memory, one that asked late would gain nothing, and
+    neither changes a logit, so only this shows it."""
     done = mojo_build("warm_bits_harness.mojo", tmp_path / "plan")
     assert done.returncode == 0, f"the prefetch plan does not build:\n{done.stderr[-3000:]}"
     printed = subprocess.run([str(tmp_path / "plan")], capture_output=True, text=True, check=True, timeout=60).stdout
     constants, *launch_lines = printed.splitlines()
-    QKV, FC1, LOGITS, OWN, NEXT, PANELS = map(int, constants.split())  # decoder_warps.mojo's
+    QKV, FC1, LOGITS, OWN, NEXT, PANELS, KEEP = map(int, constants.split())  # decoder_warps.mojo's
     plans: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
     for prefetch, blocks, block, stage, bits in (map(int, line.split()) for line in launch_lines):
         plans.setdefault((prefetch, blocks), []).append((block, stage, bits))
-    assert sorted(plans) == [(p, n) for p in (0, 1, 2) for n in (1, 2, 4, 6, 32)]
+    assert sorted(plans) == [(p, n) for p in (0, 1, 2, 3) for n in (1, 2, 4, 6, 32)]
     for (prefetch, blocks), launches in plans.items():
         asked, panels = [], []  # (block asked for, by the launch of block): from first stages; the panels' askers
         for block, stage, bits in launches:
             assert prefetch or not bits, (prefetch, blocks, block, stage)
+            assert bool(bits & KEEP) == (prefetch == 3 and stage == QKV), (prefetch, blocks, block, stage)
             if stage == QKV:
                 asked += [(block, block)] * bool(bits & OWN) + [(block + 1, block)] * bool(bits & NEXT)
             else:
@@ -93,7 +106,7 @@ def test_each_blocks_data_and_the_logits_panels_are_prefetched_once_and_in_time(
                 panels.append((block, stage))
         if prefetch:
             assert sorted(b for b, _ in asked) == list(range(blocks)), (prefetch, blocks, asked)
-            assert all(by == (b if prefetch == 1 or b == 0 else b - 1) for b, by in asked), (prefetch, asked)
+            assert all(by == (b if prefetch != 2 or b == 0 else b - 1) for b, by in asked), (prefetch, asked)
         assert panels == ([(blocks - 1, FC1)] if prefetch == 2 else []), (prefetch, blocks, panels)
 
 
