@@ -10,7 +10,7 @@ memory), the real per-run figures are the clean history. Three measurements:
 - detection: REPLAYS replays per slowdown size; each shuffles the real figures (their real noise, in a random
   order), multiplies the figures from a random run onward by 1 + slowdown (the MAX case slowed, its partner
   and the probe unchanged), and asks whether the rule calls it on the first slow run, and within 3 runs (a set
-  of MIN_SERIES runs has 2 slow runs after the first judged night: "within" there means within those).
+  of MIN_SERIES runs has only 2 slow runs, the first on its first judged night: "within" there means those 2).
   A slowdown of 0 measures how often the replays are called with nothing injected.
 For comparison each series is also judged with the other estimator of an interleaved ratio, and without
 drift cancelling (the case's raw median), and, where
@@ -147,7 +147,7 @@ def table(calibrations: list[Calibration], source: str, replays: int = REPLAYS) 
     """A Markdown table, as docs/benchmarks.md shows it."""
     sizes = " | ".join(f"{s:.0%}" if s else "none (clean)" for s in SLOWDOWNS)
     lines = [f"Real runs: {source}. {replays} replays per size; cells: called on the first slow run / within "
-             f"{WITHIN} runs.", "",
+             f"{WITHIN} runs (a set of {MIN_SERIES} runs: its 2 slow runs).", "",
              f"| series (case · figure · normalisation · threshold) | runs | {sizes} | false alarms per clean run "
              f"| smallest quiet threshold (none in order, <= {CLEAN_CALLS:.0%} of random orders) |",
              "| --- | --- | " + " | ".join("---" for _ in SLOWDOWNS) + " | --- | --- |"]

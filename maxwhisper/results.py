@@ -87,9 +87,10 @@ class Result:
 
     def threshold_pct(self, metric: str, overrides: dict[str, float] | None = None,
                       interleaved: bool = True) -> float | None:
-        """regression.threshold_pct of this case's `metric`: on a GPU, by whether its step replays a capture."""
+        """regression.threshold_pct of this case's `metric`: on a GPU, by whether its step replays a capture (its
+        impl, so that a captured case whose capture failed is judged as one)."""
         return regression.threshold_pct(self.group, metric, overrides, interleaved, str(self.extra.get("device", "cpu")),
-                                        self.extra.get("captured") is True)
+                                        str(self.extra.get("impl", "")).endswith("-captured"))
 
     def judges(self, metric: str) -> bool:
         """Whether the nightly judges this run's `metric`: a busy run's times are left out, its memory is not (a

@@ -106,9 +106,9 @@ timeline
 MAXWHISPER_BENCH=full stage "warps batch-1 step cases alone" tests/bench/test_decoder_bench.py "${BENCH[@]}" \
   -k "warps and b1" --benchmark-json="$OUT/bench-decoder-warps-b1.json"
 # 8 captured states alive at once, interleaved: whether a state's own buffers set its step's level (the benchmark's
-# batch-1 captured cases moved 1.09-1.23x between processes, slow at their fastest rounds too)
+# batch-1 captured cases moved 1.09-1.22x between processes, slow at their fastest rounds too)
 script "captured states" python3 scripts/gpu_step_profile.py gpu warps states
-# 15 captures in turn, each released before the next: the memory manager bounded as scripts/gpu_capture_memory.py
+# 18 captures in turn, each released before the next: the memory manager bounded as scripts/gpu_capture_memory.py
 # measured it (4.6 GiB, steps still captured)
 MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE=4294967296 script "launch settings" \
   python3 scripts/gpu_step_profile.py gpu warps blocks

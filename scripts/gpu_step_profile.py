@@ -87,7 +87,7 @@ def blocks(decoder, features, settings=SETTINGS, label: str = "") -> None:
     MAXWHISPER_WARPS_BLOCK,
     _PREFETCH, _PDL), in one
     process, interleaved over 3 rounds (a capture keeps the launch settings it was made with). Each median is
-    printed as it is measured, with the GPU memory in use once its state is gone (15 captures in one process: a capture whose memory
+    printed as it is measured, with the GPU memory in use once its state is gone (18 captures in one process: a capture whose memory
     is not given back shows as a climb), and a setting that cannot capture is reported and skipped."""
     import gc
     import os
@@ -130,25 +130,37 @@ def blocks(decoder, features, settings=SETTINGS, label: str = "") -> None:
               f"{', '.join(f'{m:.3f}' for m in medians)} ms", flush=True)
 
 
-def l2_set_aside() -> str:
-    """Set aside L2 for lines at evict-last priority (the driver's persisting-lines limit, 0 by default), as much
-    as the device allows, through the CUDA driver API on the device's primary context; what was set, in words."""
+def l2_set_aside(on: bool) -> str:
+    """Set aside L2 for lines at evict-last priority (the driver's persisting-lines limit, 0 by default) as much
+    as the device allows, or (off) give it back and demote the lines kept; through the CUDA driver API, on this
+    thread's current context (MAX's, where it made one current) else the device's primary one. What was done, in
+    words, with each call's status (0: success)."""
     import ctypes
     try:
         cuda = ctypes.CDLL("libcuda.so.1")
     except OSError:
         return "no CUDA driver"
-    device, context, limit = ctypes.c_int(), ctypes.c_void_p(), ctypes.c_size_t()
-    most = ctypes.c_int()
+    device, current, primary = ctypes.c_int(), ctypes.c_void_p(), ctypes.c_void_p()
+    most, limit = ctypes.c_int(), ctypes.c_size_t()
     if cuda.cuInit(0) or cuda.cuDeviceGet(ctypes.byref(device), 0):
         return "no CUDA device"
-    cuda.cuDeviceGetAttribute(ctypes.byref(most), 108, device)  # CU_DEVICE_ATTRIBUTE_MAX_PERSISTING_L2_CACHE_SIZE
-    cuda.cuDevicePrimaryCtxRetain(ctypes.byref(context), device)
-    cuda.cuCtxPushCurrent(context)
-    status = cuda.cuCtxSetLimit(6, ctypes.c_size_t(most.value))  # CU_LIMIT_PERSISTING_L2_CACHE_SIZE
-    cuda.cuCtxGetLimit(ctypes.byref(limit), 6)
-    cuda.cuCtxPopCurrent(ctypes.byref(ctypes.c_void_p()))
-    return f"status {status}, {limit.value / 2**20:.1f} MiB of the device's most, {most.value / 2**20:.1f} MiB"
+    calls = {"current": cuda.cuCtxGetCurrent(ctypes.byref(current)),
+             "most": cuda.cuDeviceGetAttribute(ctypes.byref(most), 108, device),  # ..._MAX_PERSISTING_L2_CACHE_SIZE
+             "primary": cuda.cuDevicePrimaryCtxRetain(ctypes.byref(primary), device)}
+    pushed = not current.value
+    if pushed:
+        calls["push"] = cuda.cuCtxPushCurrent_v2(primary)
+    calls["set"] = cuda.cuCtxSetLimit(6, ctypes.c_size_t(most.value if on else 0))  # CU_LIMIT_PERSISTING_L2_CACHE_SIZE
+    if not on:
+        calls["reset"] = cuda.cuCtxResetPersistingL2Cache()
+    calls["get"] = cuda.cuCtxGetLimit(ctypes.byref(limit), 6)
+    if pushed:
+        calls["pop"] = cuda.cuCtxPopCurrent_v2(ctypes.byref(ctypes.c_void_p()))
+    calls["release"] = cuda.cuDevicePrimaryCtxRelease_v2(device)
+    where = ("the primary context, pushed" if pushed else
+             f"this thread's current context ({'the primary one' if current.value == primary.value else 'not the primary one'})")
+    return (f"{limit.value / 2**20:.1f} MiB set aside of the device's most, {most.value / 2**20:.1f} MiB, on {where}; "
+            f"statuses {calls}")
 
 
 def keep(decoder, features) -> None:
@@ -157,8 +169,11 @@ def keep(decoder, features) -> None:
     line the driver gives no room."""
     pair = [("64", "1", "1"), ("64", "3", "1")]
     blocks(decoder, features, pair)
-    print(f"L2 set aside for evict-last lines: {l2_set_aside()}", flush=True)
-    blocks(decoder, features, pair, label=" (L2 set aside)")
+    print(f"L2 set aside for evict-last lines: {l2_set_aside(True)}", flush=True)
+    try:
+        blocks(decoder, features, pair, label=" (L2 set aside)")
+    finally:
+        print(f"L2 given back: {l2_set_aside(False)}", flush=True)
 
 
 def states(decoder, features, count: int = 8, rounds: int = 3) -> None:
@@ -166,14 +181,16 @@ def states(decoder, features, count: int = 8, rounds: int = 3) -> None:
     caches and scratch, timed in turn over `rounds` rounds. In eight H200 benchmark processes the batch-1 captured
     case at cache 224 read minima of 0.291 to 0.345 ms (fixtures/bench_runs_h200_step8): a state slow in every
     round here is slow by where its buffers lie, one slow in one round by the moment. The second half of the states
-    share the last cross keys and values of the first half (new_state's reuse_cross), to show the cross buffers'
-    part. On the CPU the steps run eagerly (captures are GPU only)."""
+    share the cross keys and values of the first half's last state (new_state's reuse_cross), to show the cross
+    buffers' part. On the CPU the steps run eagerly (captures are GPU only)."""
     token, prompt = np.full((1, 1), 440, np.int64), np.random.default_rng(1).integers(0, 50000, (1, 100))
     steps = []
-    for i in range(count):
-        state = decoder.new_state(features, reuse_cross=i >= count // 2)
+    for i in range(count):  # state count // 2 - 1 keeps its cross for the later ones (MaxDecoder.cross)
+        state = decoder.new_state(features, reuse_cross=i >= count // 2 - 1)
         state.capture = True
         state.step(prompt)
+        if decoder.cfg.device == "gpu":
+            assert state._captured is not None, decoder.capture_error
         steps.append(rewound(state, token))
     figures = [[] for _ in steps]
     for round_ in range(rounds):

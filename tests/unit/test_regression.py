@@ -169,6 +169,17 @@ def test_each_figure_takes_its_calibrated_threshold_or_its_kinds(group, metric, 
     assert regression.threshold_pct(group, metric, interleaved=interleaved) == expected
 
 
+@pytest.mark.parametrize("device, replayed, expected", [("gpu", True, 20.0), ("gpu", False, None), ("cpu", True, 30.0),
+                                                        ("cpu", False, 30.0)])
+def test_a_gpu_step_takes_the_gpu_set_s_threshold_and_a_launched_one_is_not_judged(device, replayed, expected):
+    """fixtures/bench_runs_h200_step8: replayed steps quiet at 20%; launched ones quiet at none of the grid."""
+    assert regression.threshold_pct("decoder-step", "time", interleaved=False, device=device,
+                                    replayed=replayed) == expected
+    assert regression.threshold_pct("decoder-step", "peak host memory", interleaved=False, device=device,
+                                    replayed=replayed) == 3.0
+    assert regression.threshold_pct("decoder-step", "time", {"decoder-step": 30.0}, False, device, replayed) == 30.0
+
+
 def test_explicit_thresholds_override_the_calibrated_ones():
     overrides = {"decoder-step": 5.0, "memory": 1.0}
     assert regression.threshold_pct("decoder-step", "time", overrides, interleaved=False) == 5.0
