@@ -215,7 +215,8 @@ def summary_text(report: Report) -> str:
     lines = [f"{len(report.rows)} cases in {len(report.series)} series: {n} regression{'s' * (n != 1)}, "
              f"{m} missing from the latest run{busy}{skipped}"]
     for row in report.rows:  # plain ASCII: a nightly log may not be UTF-8
-        lines.append(f"{row.state:9} {pct(row.change):8} {row.latest.name} [{row.latest.group or 'no group'}, "
+        change = "n/a" if row.change is None else pct(row.change)  # not judged, or missing
+        lines.append(f"{row.state:9} {change:8} {row.latest.name} [{row.latest.group or 'no group'}, "
                      f"vs {row.normalisation}] on {row.machine.short}: {row.rule}")
     return "\n".join(lines)
 

@@ -221,6 +221,7 @@ def test_real_gpu_runs_are_quiet_where_the_block_threshold_raised_false_alarms(t
     clean = nightly(results, tmp_path)
     assert clean.returncode == 0 and "0 regressions, 0 missing" in clean.stdout, clean.stdout + clean.stderr
     assert "[torch-gpu-b5-cache32]" in clean.stdout and "time: charted, not judged" in clean.stdout
+    assert clean.stdout.isascii()  # a nightly log may not be UTF-8
     add_slowed_run(results, REPLAYED, 0.25)
     slowed = nightly(results, tmp_path)
     (called,) = [line for line in slowed.stdout.splitlines() if line.startswith("REGRESSED")]
