@@ -41,7 +41,7 @@ class Row:
     judged: list[Judged]
     missing: bool = False  # measured in earlier runs of the series, absent from its latest run
     vs_baseline: Call | None = None
-    busy_share: float | None = None  # the latest run's neighbours' CPU share, where over regression.BUSY_SHARE
+    busy_reason: str | None = None  # why the latest run's times are not judged (Result.busy_reason), where they are not
 
     @property
     def run(self) -> Run:
@@ -72,17 +72,16 @@ class Row:
     def rule(self) -> str:
         if self.missing:
             return f"missing from the latest run (last seen {self.run.short})"
-        calls = [(m, c) for m, c in self.calls if "memory" in m] if self.busy_share is not None else self.calls
+        calls = [(m, c) for m, c in self.calls if "memory" in m] if self.busy_reason else self.calls
         deciding = [(metric, call) for metric, call in calls if call.regressed] or calls
-        busy = ([f"times not judged: other processes used {self.busy_share:.0%} of the CPUs during this run (limit "
-                 f"{regression.BUSY_SHARE:.0%}); rerun it on a quiet machine"] if self.busy_share is not None else [])
+        busy = [f"times not judged: {self.busy_reason}; rerun it on a quiet machine"] if self.busy_reason else []
         return "; ".join(busy + [f"{metric}: {call.rule}" for metric, call in deciding])
 
     @property
     def state(self) -> str:
         """REGRESSED, MISSING, BUSY (its times not judged) or ok."""
         return ("REGRESSED" if self.regressed else "MISSING" if self.missing
-                else "BUSY" if self.busy_share is not None else "ok")
+                else "BUSY" if self.busy_reason else "ok")
 
     @property
     def worst(self) -> float:
@@ -136,7 +135,7 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
     threshold = history[-1][1].threshold_pct("time", thresholds, interleaved)
     metrics = dict.fromkeys(metric for figs in per_run.values() for metric in figs)
     results = {id(run): result for run, result in history}
-    latest_busy = history[-1][1].neighbours_share if history[-1][0] is runs[-1] and history[-1][1].busy else None
+    latest_busy = history[-1][1].busy_reason if history[-1][0] is runs[-1] else None
     judged = []
     for metric in metrics:
         latest = next(per_run[id(run)][metric] for run, _ in reversed(history) if metric in per_run[id(run)])

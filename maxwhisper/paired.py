@@ -44,11 +44,36 @@ def busy_cpu_s() -> tuple[float, float] | None:
     return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + own.children_user + own.children_system
 
 
+class GpuNeighbours:
+    """The highest share of the GPU's SMs (percent) that any other process used from creation to `measure()`, by
+    NVML's per-process utilization samples of the GPU this process uses (`memory.nvml_handle`): another job's
+    kernels on the same GPU slow a case as a CPU neighbour does (regression.BUSY_GPU_SM_PCT). None where NVML
+    cannot say (no GPU, no NVML, a driver or virtual GPU without per-process samples)."""
+
+    def __init__(self, nvml=None):
+        from maxwhisper.memory import nvml_handle
+        self.handle = nvml_handle(nvml)
+        if self.handle is not None and nvml is None:
+            import pynvml as nvml
+        self.nvml, self.since = nvml, int(time.time() * 1e6)  # NVML's samples are stamped in microseconds
+
+    def measure(self) -> float | None:
+        if self.handle is None:
+            return None
+        try:
+            samples = self.nvml.nvmlDeviceGetProcessUtilization(self.handle, self.since)
+        except self.nvml.NVMLError as exc:  # NOT_FOUND, or SUCCESS with no sample: no process ran kernels since;
+            # anything else (NOT_SUPPORTED, ...): unknown
+            return 0.0 if exc.value in (self.nvml.NVML_ERROR_NOT_FOUND, self.nvml.NVML_SUCCESS) else None
+        own = os.getpid()
+        return float(max((s.smUtil for s in samples if s.pid != own and s.timeStamp >= self.since), default=0))
+
+
 class Neighbours:
     """The share of the machine's CPU time that other processes used from creation to `measure()`, as a fraction of
     all its cores (calibrated on 2). A run beside another job is slower in ways no partner or probe cancels, so
-    the nightly does not judge its times (regression.BUSY_SHARE). It sees CPU neighbours only, not another process
-    on the GPU; kernel threads working for this process (interrupts, reclaim) count as neighbours."""
+    the nightly does not judge its times (regression.BUSY_SHARE). Another process on the GPU is GpuNeighbours';
+    kernel threads working for this process (interrupts, reclaim) count as neighbours."""
 
     def __init__(self):
         self.start, self.wall = busy_cpu_s(), time.perf_counter()

@@ -2,7 +2,7 @@
 a memory peak, maxwhisper.results.Figure); smaller is better.
 
 0. A case that ran while other processes used more than BUSY_SHARE of the machine's CPUs (and BUSY_SECONDS of
-   CPU time) has its times left out of their history, and a busy latest run's times are reported as not judged: no partner or probe cancels a neighbour (the
+   CPU time), or more than BUSY_GPU_SM_PCT of its GPU's SMs, has its times left out of their history, and a busy latest run's times are reported as not judged: no partner or probe cancels a neighbour (the
    decoder step rose up to 12% beside a low-priority job whose load the GEMM probe never showed).
    A memory figure under MEMORY_FLOOR_MB is judged as that floor: its change is allocator pages, not a footprint.
 1. Segment the case's whole history (log figures) into constant levels with ruptures' PELT change-point
@@ -52,6 +52,9 @@ BUSY_SHARE = 0.02
 # /proc/stat counts in 10 ms ticks: over a case of a fraction of a second a tick or two of kernel work reads as several
 # percent (4-8% on the 0.1 s bf16 GEMM probe on a quiet machine), ten ticks do not
 BUSY_SECONDS = 0.1
+# Another process's kernels on the case's GPU (NVML's per-process SM samples, maxwhisper.paired.GpuNeighbours): any at
+# all, since a GPU box running the nightly has no other work, and no run has measured a GPU neighbour's effect
+BUSY_GPU_SM_PCT = 0.0
 # A GPU step case's device memory is what it adds to the device after its setup: 0 MB in 32 of the 36 step cases
 # of two H200 runs (2026-11-27), 4.0 MB in one (PyTorch's, both runs), the capture's pool in the first captured
 # case. PyTorch's allocator reserves large blocks in 20 MB segments and NVML counts 2 MB pages, so such a figure
@@ -65,9 +68,11 @@ MIN_RUNS = 7  # a week of nights: judged from 4 runs, a history that began with 
 # false alarms on real runs (fixtures/bench_runs_quiet, runs 4 to 6); from 7, none on either committed set
 
 
-def busy(share: float | None, seconds: float | None) -> bool:
-    """Whether other processes' CPU use (a share of the machine, and seconds where recorded) makes a run unjudgeable."""
-    return share is not None and share > BUSY_SHARE and (seconds is None or seconds > BUSY_SECONDS)
+def busy(share: float | None, seconds: float | None, gpu_sm_pct: float | None = None) -> bool:
+    """Whether other processes' CPU use (a share of the machine, and seconds where recorded) or GPU use (their
+    highest SM utilization, percent) makes a run unjudgeable."""
+    return ((share is not None and share > BUSY_SHARE and (seconds is None or seconds > BUSY_SECONDS))
+            or (gpu_sm_pct is not None and gpu_sm_pct > BUSY_GPU_SM_PCT))
 
 
 @dataclass(frozen=True)

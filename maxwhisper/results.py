@@ -82,8 +82,19 @@ class Result:
 
     @property
     def busy(self) -> bool:
-        """Other processes used enough CPU while the case ran that its times are not judged (regression.busy)."""
-        return regression.busy(self.neighbours_share, self.number("neighbours_cpu_s"))
+        """Other processes used enough CPU or GPU while the case ran that its times are not judged (regression.busy)."""
+        return regression.busy(self.neighbours_share, self.number("neighbours_cpu_s"), self.number("neighbours_gpu_sm_pct"))
+
+    @property
+    def busy_reason(self) -> str | None:
+        """What made the case busy, in words; None when it was not."""
+        if not self.busy:
+            return None
+        gpu = self.number("neighbours_gpu_sm_pct")
+        if gpu is not None and gpu > regression.BUSY_GPU_SM_PCT:
+            return f"another process used up to {gpu:g}% of the GPU's SMs during this run (limit {regression.BUSY_GPU_SM_PCT:g}%)"
+        return (f"other processes used {self.neighbours_share:.0%} of the CPUs during this run (limit "
+                f"{regression.BUSY_SHARE:.0%})")
 
     def threshold_pct(self, metric: str, overrides: dict[str, float] | None = None,
                       interleaved: bool = True) -> float | None:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from maxwhisper.paired import Neighbours
+from maxwhisper.paired import GpuNeighbours, Neighbours
 
 FULL = os.getenv("MAXWHISPER_BENCH") == "full"
 ROUNDS, WARMUP = (10, 2) if FULL else (3, 1)
@@ -148,9 +148,10 @@ def _spin(seconds: float) -> None:
 @pytest.fixture
 def benchmark(benchmark):
     """pytest-benchmark's fixture, recording the share of the CPUs other processes used during the case
-    (`neighbours_cpu_share`: the nightly does not judge a busy run); under MAXWHISPER_BENCH_INJECT_SLEEP_S or
+    (`neighbours_cpu_share`: the nightly does not judge a busy run) and, for a GPU case, the most of the GPU's SMs
+    another process used (`neighbours_gpu_sm_pct`, where NVML can say); under MAXWHISPER_BENCH_INJECT_SLEEP_S or
     _SPIN_S each timed call also sleeps or spins that long."""
-    neighbours = Neighbours()
+    neighbours, gpu_neighbours = Neighbours(), GpuNeighbours()
     if INJECTED_SLEEP_S or INJECTED_SPIN_S:
         pedantic = benchmark.pedantic
 
@@ -166,6 +167,8 @@ def benchmark(benchmark):
     yield benchmark
     if (measured := neighbours.measure()) is not None:
         benchmark.extra_info.update(neighbours_cpu_share=round(measured[0], 4), neighbours_cpu_s=round(measured[1], 3))
+    if benchmark.extra_info.get("device") == "gpu" and (gpu := gpu_neighbours.measure()) is not None:
+        benchmark.extra_info.update(neighbours_gpu_sm_pct=gpu)
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -119,6 +119,17 @@ def test_a_busy_latest_run_is_shown_and_its_times_are_not_judged(tmp_path, capsy
     assert "their times were not judged" in (tmp_path / "report.html").read_text()
 
 
+def test_a_run_beside_another_process_on_the_gpu_is_shown_and_its_times_are_not_judged(tmp_path):
+    """paired.GpuNeighbours: another process's kernels on the case's GPU (35% of its SMs at most) make the run busy."""
+    for night, median in enumerate(QUIET + [1.2]):
+        extra = {"peak_rss_mb": 600.0, "neighbours_cpu_share": 0.001,
+                 "neighbours_gpu_sm_pct": 35.0 if night == len(QUIET) else 0.0}
+        write_run(tmp_path / "results" / CPU_FOLDER, night, {CASE: median}, extras={CASE: extra})
+    row = only_row(tmp_path / "results")
+    assert not row.regressed and row.state == "BUSY"
+    assert row.rule.startswith("times not judged: another process used up to 35% of the GPU's SMs during this run")
+
+
 def test_memory_is_judged_on_a_busy_run(tmp_path):
     """A neighbour moves this process's times, not its memory: a 20% memory step on a busy night is called."""
     row = only_row(busy_history(tmp_path, QUIET + [1.2], busy={len(QUIET)}, memory={len(QUIET): 720.0}))
@@ -169,7 +180,7 @@ def test_a_case_missing_now_whose_last_run_was_busy_is_still_missing(tmp_path):
     busy_history(tmp_path, QUIET, busy={len(QUIET) - 1})
     write_run(folder, len(QUIET), {"test_other_case": 1.0})
     row = next(r for r in dashboard.build_report(tmp_path / "results").rows if r.latest.name == CASE)
-    assert row.missing and row.state == "MISSING" and row.busy_share is None
+    assert row.missing and row.state == "MISSING" and row.busy_reason is None
 
 
 def test_a_case_missing_from_the_latest_run_is_reported_and_fails_unless_allowed(tmp_path, capsys):

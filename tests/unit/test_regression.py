@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import pathlib
+import types
 
 import numpy as np
 import pytest
 
 from maxwhisper import regression
+from maxwhisper.paired import GpuNeighbours
 from maxwhisper.results import Machine, Result, Run, figures, time_figure
 
 pytestmark = pytest.mark.unit
@@ -227,3 +230,52 @@ def test_neighbours_counts_other_processes_cpu_time_and_not_this_ones(who, busy)
 ])
 def test_a_run_is_busy_when_other_processes_took_both_a_share_and_real_seconds(share, seconds, busy):
     assert regression.busy(share, seconds) is busy
+
+
+class FakeUtilization:
+    """pynvml with one GPU whose per-process utilization samples are `samples` (pid, microseconds, SM %), or
+    whose query raises NVML error `error`."""
+    NVML_ERROR_NOT_FOUND, NVML_SUCCESS, NVML_ERROR_NOT_SUPPORTED = 6, 0, 3
+
+    class NVMLError(Exception):
+        def __init__(self, value):
+            self.value = value
+
+    def __init__(self, samples=(), error=None):
+        self.samples, self.error = samples, error
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return "GPU-aaa"
+
+    def nvmlDeviceGetProcessUtilization(self, handle, since):
+        if self.error is not None:
+            raise self.NVMLError(self.error)
+        return [types.SimpleNamespace(pid=pid, timeStamp=stamp, smUtil=sm) for pid, stamp, sm in self.samples]
+
+
+@pytest.mark.parametrize("samples, error, expected", [
+    ([("other", 1, 35), ("other", 1, 12)], None, 35.0),   # another process's kernels: its highest sample
+    ([("own", 1, 90)], None, 0.0),                        # this process's own kernels are no neighbour
+    ([("other", -1, 80)], None, 0.0),                     # a sample from before the case
+    ([], 6, 0.0),                                         # NVML_ERROR_NOT_FOUND: no process ran kernels since
+    ([], 3, None),                                        # NOT_SUPPORTED (a virtual GPU): unknown, not quiet
+])
+def test_gpu_neighbours_are_other_processes_sm_use_since_the_case_began(monkeypatch, samples, error, expected):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    fake = FakeUtilization(error=error)
+    neighbours = GpuNeighbours(fake)
+    pids = {"own": os.getpid(), "other": os.getpid() + 1}
+    fake.samples = [(pids[who], neighbours.since + offset, sm) for who, offset, sm in samples]
+    assert neighbours.measure() == expected
+    assert regression.busy(None, None, expected) == bool(expected)
+
+
+def test_no_gpu_has_no_gpu_neighbours(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert GpuNeighbours(FakeUtilization([(1, 1, 50)])).measure() is None
