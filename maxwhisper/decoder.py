@@ -70,6 +70,18 @@ def capture_setting() -> bool:
     return value == "1"
 
 
+def wait_setting() -> bool:
+    """MAXWHISPER_STEP_WAIT: how a replayed step waits for its logits' copy back. `sync` (the default) calls the
+    device's synchronize; `spin` records an event behind the copy and polls it, the host spinning meanwhile
+    (for the next GPU lease to time against sync: the 207 KB copy took 0.031-0.036 ms where the transfer needs
+    about 4 us, docs/gpu.md). True for spin."""
+    value = os.environ.get("MAXWHISPER_STEP_WAIT", "").strip()
+    if value not in ("", "sync", "spin"):
+        raise MaxWhisperError(f"MAXWHISPER_STEP_WAIT={value!r}: set it to sync (the default: synchronize the "
+                              "device) or spin (poll an event)")
+    return value == "spin"
+
+
 @dataclass(frozen=True)
 class DecoderConfig:
     dims: ModelDimensions
@@ -363,6 +375,7 @@ class MaxDecoder:
                  progress: Callable[[str], None] | None = None):
         self.cfg = cfg
         captures = capture_setting()  # a bad MAXWHISPER_CAPTURE fails here, before any compile
+        wait_setting()  # and a bad MAXWHISPER_STEP_WAIT
         self.device = max_device(cfg.device)
         if cfg.warps and cfg.device == "gpu" and self.device.api != "cuda":
             raise MaxWhisperError(f"the warp kernels assume NVIDIA's 32-lane warps and this GPU's API is "
@@ -660,6 +673,8 @@ class CapturedStep:
             # MAX orders copies from and into it, and reading it (to_numpy) waits for a copy into it
             return Buffer(buffer.dtype, buffer.shape, device=d.device, usage=Usage.STAGING)
         self.host = staged(logits)  # the logits come back into it; reading it (to_numpy) waits for that copy
+        from max.driver import DeviceEvent
+        self.spin, self.copied = wait_setting(), DeviceEvent(d.device)  # MAXWHISPER_STEP_WAIT, read per capture
         # what a step copies in: host arrays viewing staged buffers made once (with a fresh buffer of each per
         # step, the copies' host side took 8.0 us on the Zen 5 EPYC, against 4.2)
         self.sources = [staged(self.buffers[i]) for i in self.STEP_INPUTS]
@@ -688,9 +703,15 @@ class CapturedStep:
         return self.fetch()
 
     def fetch(self) -> np.ndarray:
-        """The replayed step's logits: copied into the host buffer, then out of it, once the copy is done."""
+        """The replayed step's logits: copied into the host buffer, then out of it, once the copy is done (a
+        synchronize, or under MAXWHISPER_STEP_WAIT=spin an event behind the copy, polled)."""
         self.host.inplace_copy_from(self.outputs[0])
-        self.device.synchronize()
+        if self.spin:
+            self.device.default_queue.record_event(self.copied)
+            while not self.copied.is_ready():
+                pass
+        else:
+            self.device.synchronize()
         return self.host.to_numpy().copy()
 
     def __del__(self):

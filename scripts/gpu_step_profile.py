@@ -16,7 +16,8 @@ slices, 57 concats), so the question is how many kernels those become and which 
 `warps`: the step as decoder_warps's kernels (11 stages, 38 launches for tiny.en's 4 blocks; on the CPU,
 their emulation). Without ncu (or on the CPU) it prints the step's wall time only. `captured`: no profile;
 the median wall time of a replayed step and of its parts (the input copies, the replay and the logits'
-copy back), and of an idle synchronize and the replay's launch alone, for the host's share of a step. `blocks`: the warp kernels' captured step at each launch
+copy back), of an idle synchronize and the replay's launch alone, for the host's share of a step, and of the
+step and the logits' copy waited for by polling an event instead of a synchronize (MAXWHISPER_STEP_WAIT=spin). `blocks`: the warp kernels' captured step at each launch
 setting (threads a block, L2 prefetch off, on, a block ahead or at evict-last priority, dependent launches: MAXWHISPER_WARPS_BLOCK,
 _PREFETCH, _PDL), interleaved. `states`: the default setting's captured step in 8 states alive at once, interleaved:
 whether a state's own buffers set its level. `keep`: prefetch 3 against 1, then both again with L2 set aside
@@ -68,9 +69,19 @@ def breakdown(state, token) -> None:
     # medians of 0.031 and 0.036 ms on two H200 boxes; an idle synchronize shows what waiting costs with nothing to
     # wait for. Each repeat ends with a synchronize, untimed (from 2026-11-27 20:00 UTC; the earlier parts' own
     # waits made it a no-op for them, so their figures compare with earlier runs')
+    def spinning(fn):  # the same, waiting for the logits' copy by polling an event (MAXWHISPER_STEP_WAIT=spin)
+        def run():
+            kept, graph.spin = graph.spin, True
+            try:
+                fn()
+            finally:
+                graph.spin = kept
+        return run
     for name, fn in (("step", step), ("input copies", copies), ("replay + logits", replay),
                      ("logits alone (page-locked)", graph.fetch), ("logits alone (pageable)", pageable),
-                     ("synchronize, nothing queued", sync), ("replay launch, host side", launch)):
+                     ("synchronize, nothing queued", sync), ("replay launch, host side", launch),
+                     ("step, waiting by an event polled", spinning(step)),
+                     ("logits alone, waiting by an event polled", spinning(graph.fetch))):
         times = []
         for _ in range(50):
             times.append(timed(fn))

@@ -85,12 +85,15 @@ def test_gpu_max_path_gives_the_reference_tokens(capture, warps, cpu_tokens):
         assert tokens(pipe.transcribe(clip)) == cpu_tokens[clip.stem], clip.stem
 
 
-@pytest.mark.parametrize("kernel", ["gpu", "gpu-warps"])
-def test_gpu_captured_steps_replay_the_eager_steps(kernel, bundled, clip_features, expected_transcripts):
+@pytest.mark.parametrize("kernel, wait", [("gpu", "sync"), ("gpu-warps", "sync"), ("gpu-warps", "spin")])
+def test_gpu_captured_steps_replay_the_eager_steps(kernel, wait, bundled, clip_features, expected_transcripts,
+                                                   monkeypatch):
     """Single-token steps on GPU replaying a captured device graph (opt-in: MAXWHISPER_CAPTURE=1) give the
     same logits as running the graph's ops (or the warp kernels) step by step, and the capture really ran
-    (no silent fallback)."""
+    (no silent fallback); also when a replay waits for its logits by polling an event (MAXWHISPER_STEP_WAIT=spin),
+    which must not read them before their copy is done."""
     from tests.helpers import decoder_named
+    monkeypatch.setenv("MAXWHISPER_STEP_WAIT", wait)
     decoder = decoder_named(bundled, kernel)
     tokens = np.concatenate(expected_transcripts["long"]["tokens"])[None, :24]
     runs = []

@@ -349,6 +349,10 @@ def test_bad_decoder_settings_are_refused_before_any_compile(bundled, monkeypatc
     monkeypatch.setenv("MAXWHISPER_CAPTURE", "yes")  # any value but 0 and 1 once meant "on"
     with pytest.raises(MaxWhisperError, match="MAXWHISPER_CAPTURE='yes': set it to 1 .* or 0"):
         MaxDecoder(DecoderConfig(bundled.dims), bundled.decoder_weights())
+    monkeypatch.delenv("MAXWHISPER_CAPTURE")
+    monkeypatch.setenv("MAXWHISPER_STEP_WAIT", "poll")
+    with pytest.raises(MaxWhisperError, match="MAXWHISPER_STEP_WAIT='poll': set it to sync .* or spin"):
+        MaxDecoder(DecoderConfig(bundled.dims), bundled.decoder_weights())
 
 
 def test_the_fused_step_on_gpu_is_the_warp_kernels_in_float32(bundled):
