@@ -7,6 +7,9 @@ nothing. The logits come back through a host buffer (CapturedStep.fetch), so the
 which on the CPU is MAX's host-to-host copy through its queue and on a GPU a DMA copy; the step is timed again
 with the fetch stubbed out as well, which leaves the host's Python. Measured on the Zen 5 EPYC (AMD EPYC,
 AVX-512), the host's Python: 18.4 us before CapturedStep.step's fast path, 11.6-12.2 us after (no fetch then).
+The whole stubbed step, waiting for the logits' copy by the device's synchronize or by an event polled
+(MAXWHISPER_STEP_WAIT=spin), 6 interleaved rounds of 1900 steps (2026-11-27, Zen 5 EPYC): 17.5-30.9 us against
+13.6-13.7 us.
 Usage: python scripts/captured_step_host.py
 """
 import numpy as np
@@ -28,10 +31,9 @@ class StubbedReplay:
         pass
 
 
-def main() -> None:
-    decoder = get_decoder(weights.load("bundled"), "cpu", progress=lambda _: None)
-    state = decoder.new_state(np.zeros((1, 1500, 384), np.float32))
-    state.step(np.zeros((1, 3), np.int64))
+def stubbed_capture(decoder, state) -> CapturedStep:
+    """`state` (3 tokens decoded) given a CapturedStep whose capture hands back one real step's outputs and whose
+    replay does nothing: its single-token steps then run as a replayed GPU step's host side does."""
     inputs = [np.zeros((1, 1), np.int64), np.array([3], np.int64), np.zeros((1, 1), np.float32),
               np.zeros(1, np.int64), np.array([3], np.int64)]
     outputs = decoder.step_model.execute(*map(decoder._to_device, inputs), *state.caches, *state.cross)
@@ -40,11 +42,22 @@ def main() -> None:
         state._captured, state._single_token_inputs = CapturedStep(state, inputs), None  # the GPU's path: no host-buffer step
     finally:
         decoder.step_model = model
-    graph, step = state._captured, rewound(state, np.full((1, 1), 440, np.int64))
+    return state._captured
+
+
+def main() -> None:
+    decoder = get_decoder(weights.load("bundled"), "cpu", progress=lambda _: None)
+    state = decoder.new_state(np.zeros((1, 1500, 384), np.float32))
+    state.step(np.zeros((1, 3), np.int64))
+    graph, step = stubbed_capture(decoder, state), rewound(state, np.full((1, 1), 440, np.int64))
 
     def median_us() -> float:
         return np.median([timed(step) for _ in range(2000)][100:]) * 1e6
     whole = median_us()
+    graph.spin = True
+    spinning = median_us()
+    graph.spin = False
+    print(f"captured step, replay stubbed out, waiting by an event polled: median {spinning:.1f} us", flush=True)
     logits = graph.fetch()
     graph.fetch = lambda: logits  # the fetch stubbed out too: what is left is the host's Python
     print(f"captured step, replay stubbed out: median {whole:.1f} us; without the logits' fetch "

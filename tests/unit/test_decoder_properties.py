@@ -393,3 +393,26 @@ def test_the_warp_op_refuses_a_launch_setting_changed_after_the_check(bundled, m
     monkeypatch.setenv(f"MAXWHISPER_WARPS_{name}", setting)
     with pytest.raises(ValueError, match=f"decoder_warps: MAXWHISPER_WARPS_{name}={setting} "):  # MAX's error
         state.step(np.full((1, 1), 440, np.int64))
+
+
+def test_a_replayed_step_returns_its_logits_whether_it_synchronizes_or_polls_an_event(bundled, monkeypatch):
+    """CapturedStep.fetch, as a replayed GPU step runs it, here with the capture handing back one real step's
+    outputs and the replay doing nothing (scripts/captured_step_host.py): the logits it returns are that step's,
+    waiting by the device's synchronize or (MAXWHISPER_STEP_WAIT=spin) by an event polled."""
+    import importlib.util
+    from conftest import ROOT
+    from tests.helpers import decoder_named
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location("captured_step_host", ROOT / "scripts" / "captured_step_host.py")
+    host = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(host)
+    decoder = decoder_named(bundled, "cpu")
+    state = decoder.new_state(features(0))
+    state.step(np.array([[50257, 50362, 440]]))
+    for wait in ("sync", "spin"):
+        monkeypatch.setenv("MAXWHISPER_STEP_WAIT", wait)
+        graph = host.stubbed_capture(decoder, state)
+        assert graph.spin == (wait == "spin")
+        expected = decoder._to_numpy(graph.outputs[0])
+        np.testing.assert_array_equal(graph.fetch(), expected)
+        assert np.isfinite(expected).all() and expected.std() > 0
