@@ -689,7 +689,7 @@ class CapturedStep:
         held = self.held
         held[0][:], held[1][0], held[4][0] = tokens, position, filled
         batch_inplace_copy([self.buffers[i] for i in self.STEP_INPUTS], self.sources)  # ordered before the
-        # replay on the device's stream; the staged arrays are written again only after fetch's synchronize
+        # replay on the device's stream; the staged arrays are written again only after fetch's wait
 
     def step(self, tokens: np.ndarray, position: int, filled: int) -> np.ndarray:
         """Replay a single-token step (capturing records the kernels without running them; a step writes only
@@ -706,8 +706,8 @@ class CapturedStep:
         """The replayed step's logits: copied into the host buffer, then out of it, once the copy is done (a
         synchronize, or under MAXWHISPER_STEP_WAIT=spin an event behind the copy, polled)."""
         self.host.inplace_copy_from(self.outputs[0])
-        if self.spin:
-            self.device.default_queue.record_event(self.copied)
+        if self.spin:  # behind the copy on its own queue (the destination's: MAX enqueues a copy there)
+            self.host.stream.record_event(self.copied)
             while not self.copied.is_ready():
                 pass
         else:

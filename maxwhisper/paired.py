@@ -45,10 +45,12 @@ def busy_cpu_s() -> tuple[float, float] | None:
 
 
 class GpuNeighbours:
-    """The highest share of the GPU's SMs (percent) that any other process used from creation to `measure()`, by
-    NVML's per-process utilization samples of the GPU this process uses (`memory.nvml_handle`): another job's
-    kernels on the same GPU slow a case as a CPU neighbour does (regression.BUSY_GPU_SM_PCT). None where NVML
-    cannot say (no GPU, no NVML, a driver or virtual GPU without per-process samples)."""
+    """The highest SM utilization (percent) NVML sampled for another process on the GPU this process uses
+    (`memory.nvml_handle`) from creation to `measure()`: another job's kernels on the same GPU slow a case as a
+    CPU neighbour does (regression.BUSY_GPU_SM_PCT). NVML samples each process that used the GPU in its sampling
+    period, so a neighbour that ran briefly between samples can be missed. None where NVML cannot say: no GPU,
+    no NVML, a driver or virtual GPU without per-process samples, or samples none of which is this process's
+    (in a container NVML reports the host's process ids, so this process would look like a neighbour)."""
 
     def __init__(self, nvml=None):
         from maxwhisper.memory import nvml_handle
@@ -65,8 +67,10 @@ class GpuNeighbours:
         except self.nvml.NVMLError as exc:  # NOT_FOUND, or SUCCESS with no sample: no process ran kernels since;
             # anything else (NOT_SUPPORTED, ...): unknown
             return 0.0 if exc.value in (self.nvml.NVML_ERROR_NOT_FOUND, self.nvml.NVML_SUCCESS) else None
-        own = os.getpid()
-        return float(max((s.smUtil for s in samples if s.pid != own and s.timeStamp >= self.since), default=0))
+        own, recent = os.getpid(), [s for s in samples if s.timeStamp >= self.since]
+        if recent and all(s.pid != own for s in recent):  # a GPU case ran kernels: its ids are not this namespace's
+            return None
+        return float(max((s.smUtil for s in recent if s.pid != own), default=0))
 
 
 class Neighbours:

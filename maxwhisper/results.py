@@ -90,11 +90,14 @@ class Result:
         """What made the case busy, in words; None when it was not."""
         if not self.busy:
             return None
-        gpu = self.number("neighbours_gpu_sm_pct")
-        if gpu is not None and gpu > regression.BUSY_GPU_SM_PCT:
-            return f"another process used up to {gpu:g}% of the GPU's SMs during this run (limit {regression.BUSY_GPU_SM_PCT:g}%)"
-        return (f"other processes used {self.neighbours_share:.0%} of the CPUs during this run (limit "
-                f"{regression.BUSY_SHARE:.0%})")
+        reasons = []
+        if regression.busy(self.neighbours_share, self.number("neighbours_cpu_s")):
+            reasons.append(f"other processes used {self.neighbours_share:.0%} of the CPUs during this run (limit "
+                           f"{regression.BUSY_SHARE:.0%})")
+        if regression.busy(None, None, gpu := self.number("neighbours_gpu_sm_pct")):
+            reasons.append(f"another process used up to {gpu:g}% of the GPU's SMs during this run (limit "
+                           f"{regression.BUSY_GPU_SM_PCT:g}%)")
+        return "; ".join(reasons)
 
     def threshold_pct(self, metric: str, overrides: dict[str, float] | None = None,
                       interleaved: bool = True) -> float | None:

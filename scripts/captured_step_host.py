@@ -8,8 +8,8 @@ which on the CPU is MAX's host-to-host copy through its queue and on a GPU a DMA
 with the fetch stubbed out as well, which leaves the host's Python. Measured on the Zen 5 EPYC (AMD EPYC,
 AVX-512), the host's Python: 18.4 us before CapturedStep.step's fast path, 11.6-12.2 us after (no fetch then).
 The whole stubbed step, waiting for the logits' copy by the device's synchronize or by an event polled
-(MAXWHISPER_STEP_WAIT=spin), 6 interleaved rounds of 1900 steps (2026-11-27, Zen 5 EPYC): 17.5-30.9 us against
-13.6-13.7 us.
+(MAXWHISPER_STEP_WAIT=spin), medians of 6 interleaved rounds of 1900 steps (2026-11-27, Zen 5 EPYC, two runs):
+17.2-27.6 and 17.5-30.9 us against 13.8-14.2 and 13.6-13.7 us.
 Usage: python scripts/captured_step_host.py
 """
 import numpy as np
@@ -53,11 +53,16 @@ def main() -> None:
 
     def median_us() -> float:
         return np.median([timed(step) for _ in range(2000)][100:]) * 1e6
-    whole = median_us()
-    graph.spin = True
-    spinning = median_us()
+    medians = {False: [], True: []}  # by synchronize, by an event polled: 6 rounds, each order in turn
+    for round_ in range(6):
+        for spin in (True, False) if round_ % 2 else (False, True):
+            graph.spin = spin
+            medians[spin].append(median_us())
     graph.spin = False
-    print(f"captured step, replay stubbed out, waiting by an event polled: median {spinning:.1f} us", flush=True)
+    print(f"captured step, replay stubbed out, medians of 6 interleaved rounds: waiting by the synchronize "
+          f"{', '.join(f'{m:.1f}' for m in medians[False])} us; by an event polled "
+          f"{', '.join(f'{m:.1f}' for m in medians[True])} us", flush=True)
+    whole = medians[False][-1]
     logits = graph.fetch()
     graph.fetch = lambda: logits  # the fetch stubbed out too: what is left is the host's Python
     print(f"captured step, replay stubbed out: median {whole:.1f} us; without the logits' fetch "

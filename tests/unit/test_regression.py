@@ -260,11 +260,13 @@ class FakeUtilization:
 
 
 @pytest.mark.parametrize("samples, error, expected", [
-    ([("other", 1, 35), ("other", 1, 12)], None, 35.0),   # another process's kernels: its highest sample
+    ([("own", 1, 60), ("other", 1, 35), ("other", 1, 12)], None, 35.0),  # another process's kernels: its highest
     ([("own", 1, 90)], None, 0.0),                        # this process's own kernels are no neighbour
-    ([("other", -1, 80)], None, 0.0),                     # a sample from before the case
+    ([("own", 1, 90), ("other", -1, 80)], None, 0.0),     # a sample from before the case
     ([], 6, 0.0),                                         # NVML_ERROR_NOT_FOUND: no process ran kernels since
+    ([], 0, 0.0),                                         # NVML_SUCCESS with no sample (pynvml raises it too)
     ([], 3, None),                                        # NOT_SUPPORTED (a virtual GPU): unknown, not quiet
+    ([("other", 1, 60)], None, None),                     # none is this process's: a container's host ids
 ])
 def test_gpu_neighbours_are_other_processes_sm_use_since_the_case_began(monkeypatch, samples, error, expected):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
