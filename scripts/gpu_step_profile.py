@@ -30,6 +30,19 @@ import numpy as np
 from maxwhisper.paired import timed
 
 
+PROMPT = np.random.default_rng(1).integers(0, 50000, (1, 100))  # the cache every probe steps from (100 tokens)
+TOKEN = np.full((1, 1), 440, np.int64)  # the token each timed step decodes
+
+
+def primed(decoder, features, capture: bool, reuse_cross: bool = False):
+    """A state of `decoder` holding PROMPT in its cache, its single-token steps captured if `capture`, and a
+    repeatable step of TOKEN from there (`rewound`)."""
+    state = decoder.new_state(features, reuse_cross=reuse_cross)
+    state.capture = capture
+    state.step(PROMPT)
+    return state, rewound(state, TOKEN)
+
+
 def rewound(state, token):
     """A single-token step of `token` from the state's current cache, repeatable: the cache counts are set
     back before each (a step writes only its own rows)."""
@@ -111,16 +124,13 @@ def blocks(decoder, features, settings=SETTINGS, label: str = "") -> None:
             return "unknown (no NVML)"
         import pynvml
         return f"{_used_mb(pynvml, handle) / 1024:.1f} GiB"
-    token, results = np.full((1, 1), 440, np.int64), {}
+    results = {}
     names = ("MAXWHISPER_WARPS_BLOCK", "MAXWHISPER_WARPS_PREFETCH", "MAXWHISPER_WARPS_PDL")
     for round_ in range(3):
         for setting in settings:
             os.environ.update(zip(names, setting))
             block, prefetch, pdl = setting
-            state = decoder.new_state(features)
-            state.capture = True
-            state.step(np.random.default_rng(1).integers(0, 50000, (1, 100)))
-            step = rewound(state, token)
+            state, step = primed(decoder, features, capture=True)
             times = [timed(step) for _ in range(105)]
             captured = state._captured is not None
             del state, step
@@ -194,15 +204,12 @@ def states(decoder, features, count: int = 8, rounds: int = 3) -> None:
     round here is slow by where its buffers lie, one slow in one round by the moment. The second half of the states
     share the cross keys and values of the first half's last state (new_state's reuse_cross), to show the cross
     buffers' part. On the CPU the steps run eagerly (captures are GPU only)."""
-    token, prompt = np.full((1, 1), 440, np.int64), np.random.default_rng(1).integers(0, 50000, (1, 100))
     steps = []
     for i in range(count):  # state count // 2 - 1 keeps its cross for the later ones (MaxDecoder.cross)
-        state = decoder.new_state(features, reuse_cross=i >= count // 2 - 1)
-        state.capture = True
-        state.step(prompt)
+        state, step = primed(decoder, features, capture=True, reuse_cross=i >= count // 2 - 1)
         if decoder.cfg.device == "gpu":
             assert state._captured is not None, decoder.capture_error
-        steps.append(rewound(state, token))
+        steps.append(step)
     figures = [[] for _ in steps]
     for round_ in range(rounds):
         for i, step in enumerate(steps):
@@ -224,16 +231,14 @@ def main(device: str = "gpu", kernel: str = "graph", mode: str = "eager") -> Non
         decoder = get_decoder(loaded, device, warps=True, progress=lambda _: None)
     else:  # graph ops, as on GPU
         decoder = get_decoder(loaded, device, fused=False, exact_products=True, progress=lambda _: None)
-    features = np.random.default_rng(0).standard_normal((1, loaded.dims.n_audio_ctx, loaded.dims.n_audio_state))
+    features = np.random.default_rng(0).standard_normal(
+        (1, loaded.dims.n_audio_ctx, loaded.dims.n_audio_state)).astype(np.float32)
     if mode in ("blocks", "states", "keep"):
-        return {"blocks": blocks, "states": states, "keep": keep}[mode](decoder, features.astype(np.float32))
-    state = decoder.new_state(features.astype(np.float32))
-    state.capture = mode == "captured"
-    state.step(np.random.default_rng(1).integers(0, 50000, (1, 100)))
-    token = np.full((1, 1), 440, np.int64)
+        return {"blocks": blocks, "states": states, "keep": keep}[mode](decoder, features)
+    state, step = primed(decoder, features, capture=mode == "captured")
     if mode == "captured":
-        return breakdown(state, token)
-    saved, step = (state.length, state.filled), rewound(state, token)
+        return breakdown(state, TOKEN)
+    saved = (state.length, state.filled)
     times = [timed(step) for _ in range(20)]  # warm: allocations, first launches
     profiler = None
     if device == "gpu":
@@ -243,7 +248,7 @@ def main(device: str = "gpu", kernel: str = "graph", mode: str = "eager") -> Non
     state.length, state.filled = saved
     if profiler:
         profiler.start()
-    state.step(token)  # the profiled step
+    state.step(TOKEN)  # the profiled step
     if profiler:
         profiler.stop()
     print(f"{device} {kernel} step, batch 1, cache 100, eager: median {np.median(times[5:]) * 1e3:.2f} ms of 15 "
