@@ -87,9 +87,8 @@ class Result:
 
     @property
     def busy_reason(self) -> str | None:
-        """What made the case busy, in words; None when it was not."""
-        if not self.busy:
-            return None
+        """What made the case busy (regression.busy's CPU half, its GPU half or both), in words; None when it
+        was not."""
         reasons = []
         if regression.busy(self.neighbours_share, self.number("neighbours_cpu_s")):
             reasons.append(f"other processes used {self.neighbours_share:.0%} of the CPUs during this run (limit "
@@ -97,7 +96,7 @@ class Result:
         if regression.busy(None, None, gpu := self.number("neighbours_gpu_sm_pct")):
             reasons.append(f"another process used up to {gpu:g}% of the GPU's SMs during this run (limit "
                            f"{regression.BUSY_GPU_SM_PCT:g}%)")
-        return "; ".join(reasons)
+        return "; ".join(reasons) or None
 
     def threshold_pct(self, metric: str, overrides: dict[str, float] | None = None,
                       interleaved: bool = True) -> float | None:
