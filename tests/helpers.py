@@ -127,3 +127,22 @@ def transcribe_clip(pipe, clip: str, options: dict | None = None) -> dict:
     from conftest import CLIP_PATHS
     torch.manual_seed(0)
     return pipe.transcribe(CLIP_PATHS[clip], word_timestamps=True, **(options or {}))
+
+
+class FakeNvml:
+    """pynvml with two GPUs, 'GPU-aaa' at index 0 and 'GPU-bbb' at index 1."""
+    UUIDS = ["GPU-aaa", "GPU-bbb"]
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return self.UUIDS[i]
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        if uuid not in self.UUIDS:
+            raise ValueError(uuid)
+        return uuid

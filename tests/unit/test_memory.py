@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from maxwhisper import memory
+from tests.helpers import FakeNvml
 
 pytestmark = pytest.mark.unit
 
@@ -24,25 +25,6 @@ def test_nothing_allocated_adds_little():
         time.sleep(0.02)
     # measured over 30 runs (Zen 5 EPYC): at most 2.7 MB (the sampler thread's own pages)
     assert m.added_rss_mb < 10, m.as_extra_info()
-
-
-class FakeNvml:
-    """pynvml with two GPUs, 'GPU-aaa' at index 0 and 'GPU-bbb' at index 1."""
-    UUIDS = ["GPU-aaa", "GPU-bbb"]
-
-    def nvmlInit(self):
-        pass
-
-    def nvmlDeviceGetCount(self):
-        return 2
-
-    def nvmlDeviceGetHandleByIndex(self, i):
-        return self.UUIDS[i]
-
-    def nvmlDeviceGetHandleByUUID(self, uuid):
-        if uuid not in self.UUIDS:
-            raise ValueError(uuid)
-        return uuid
 
 
 @pytest.mark.parametrize("visible, handle", [

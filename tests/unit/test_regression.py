@@ -11,6 +11,7 @@ import pytest
 
 from maxwhisper import regression
 from maxwhisper.paired import GpuNeighbours
+from tests.helpers import FakeNvml
 from maxwhisper.results import Machine, Result, Run, figures, time_figure
 
 pytestmark = pytest.mark.unit
@@ -232,9 +233,9 @@ def test_a_run_is_busy_when_other_processes_took_both_a_share_and_real_seconds(s
     assert regression.busy(share, seconds) is busy
 
 
-class FakeUtilization:
-    """pynvml with one GPU whose per-process utilization samples are `samples` (pid, microseconds, SM %), or
-    whose query raises NVML error `error`."""
+class FakeUtilization(FakeNvml):
+    """tests.helpers.FakeNvml whose GPU at index 0 has the per-process utilization samples `samples` (pid,
+    microseconds, SM %), or whose query raises NVML error `error`."""
     NVML_ERROR_NOT_FOUND, NVML_SUCCESS, NVML_ERROR_NOT_SUPPORTED = 6, 0, 3
 
     class NVMLError(Exception):
@@ -243,15 +244,6 @@ class FakeUtilization:
 
     def __init__(self, samples=(), error=None):
         self.samples, self.error = samples, error
-
-    def nvmlInit(self):
-        pass
-
-    def nvmlDeviceGetCount(self):
-        return 1
-
-    def nvmlDeviceGetHandleByIndex(self, i):
-        return "GPU-aaa"
 
     def nvmlDeviceGetProcessUtilization(self, handle, since):
         if self.error is not None:
