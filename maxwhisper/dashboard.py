@@ -4,7 +4,8 @@
 [--github-json FILE]`. Loading lives in maxwhisper.results, the rule in maxwhisper.regression, the page in
 maxwhisper.render. Every figure of every case is judged over its series' whole history: the drift-cancelled
 time, peak host memory and peak device memory. A case missing from a series' latest run is reported and
-makes the exit status 1 unless --allow-missing.
+makes the exit status 1 unless --allow-missing; a captured case whose capture failed in the latest run is a
+regression of its own (Result.not_replayed), and such runs stay out of its history.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class Row:
     missing: bool = False  # measured in earlier runs of the series, absent from its latest run
     vs_baseline: Call | None = None
     busy_reason: str | None = None  # why the latest run's times are not judged (Result.busy_reason), where they are not
+    not_replayed: str | None = None  # why the latest run's captured steps were launched (Result.not_replayed): a failure
 
     @property
     def run(self) -> Run:
@@ -54,7 +56,8 @@ class Row:
     @property
     def calls(self) -> list[tuple[str, Call]]:
         baseline = [("baseline", self.vs_baseline)] if self.vs_baseline else []
-        return [(j.metric, j.call) for j in self.judged] + baseline
+        capture = [("capture", Call(True, None, self.not_replayed))] if self.not_replayed else []
+        return capture + [(j.metric, j.call) for j in self.judged] + baseline
 
     @property
     def regressed(self) -> bool:
@@ -72,7 +75,7 @@ class Row:
     def rule(self) -> str:
         if self.missing:
             return f"missing from the latest run (last seen {self.run.short})"
-        calls = [(m, c) for m, c in self.calls if "memory" in m] if self.busy_reason else self.calls
+        calls = [(m, c) for m, c in self.calls if "memory" in m or m == "capture"] if self.busy_reason else self.calls
         deciding = [(metric, call) for metric, call in calls if call.regressed] or calls
         busy = [f"times not judged: {self.busy_reason}; rerun it on a quiet machine"] if self.busy_reason else []
         return "; ".join(busy + [f"{metric}: {call.rule}" for metric, call in deciding])
@@ -136,6 +139,7 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
     metrics = dict.fromkeys(metric for figs in per_run.values() for metric in figs)
     results = {id(run): result for run, result in history}
     latest_busy = history[-1][1].busy_reason if history[-1][0] is runs[-1] else None
+    not_replayed = history[-1][1].not_replayed if history[-1][0] is runs[-1] else None
     judged = []
     for metric in metrics:
         latest = next(per_run[id(run)][metric] for run, _ in reversed(history) if metric in per_run[id(run)])
@@ -146,27 +150,32 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
         limit_pct = history[-1][1].threshold_pct(metric, thresholds, interleaved)
         if limit_pct is None:
             call = Call(False, None, "charted, not judged (a launched GPU step: regression.GPU_THRESHOLDS_PCT)")
-        elif latest_busy is not None and not history[-1][1].judges(metric):
-            call = Call(False, None, "not judged (busy run)")
-        else:  # busy runs' times are charted, not judged
-            kept = [fig for fig, run in zip(figs, runs) if fig and results[id(run)].judges(metric)]
+        elif history[-1][0] is runs[-1] and (why_not := history[-1][1].left_out(metric)):
+            call = Call(False, None, f"not judged ({why_not} run)")
+        else:  # busy runs' times, and every figure of a capture that failed, are charted, not judged
+            kept = [fig for fig, run in zip(figs, runs) if fig and not results[id(run)].left_out(metric)]
             call = regression.judge([fig.judged for fig in kept], limit_pct)
             if call.regressed and math.isclose(kept[-1].judged / (1 + call.change), latest.floor):  # the step's base
                 call = replace(call, rule=f"step up to {kept[-1].value:g} {latest.unit} from run {call.since + 1} of "
                                           f"{len(kept)}, from under the {latest.floor:g} {latest.unit} floor")
-            if left_out := sum(v is not None for v in values) - len(kept):
-                call = replace(call, rule=f"{call.rule}, {left_out} busy run{'s' * (left_out > 1)} left out")
+            reasons = [why for run, fig in zip(runs, figs) if fig and (why := results[id(run)].left_out(metric))]
+            if gone := ", ".join(f"{n} {why} run{'s' * (n > 1)}" for why in dict.fromkeys(reasons)
+                                 if (n := reasons.count(why))):
+                call = replace(call, rule=f"{call.rule}, {gone} left out")
         judged.append(Judged(metric, latest.normalisation, latest.unit, values, call, limit_pct))
     vs_baseline = None
-    if baseline is not None and key in baseline.results and baseline.results[key].busy:
-        vs_baseline = Call(False, None, f"not compared: pinned {baseline.short} ran beside other processes")
+    if baseline is not None and key in baseline.results and baseline.results[key].left_out("time"):
+        vs_baseline = Call(False, None, f"not compared: pinned {baseline.short} was a "
+                                        f"{baseline.results[key].left_out('time')} run")
     elif baseline is not None and key in baseline.results and history[-1][0] is runs[-1] and threshold is None:
         vs_baseline = Call(False, None, f"not compared with pinned {baseline.short}: its time is not judged")
-    elif baseline is not None and key in baseline.results and history[-1][0] is runs[-1] and latest_busy is None:
+    elif (baseline is not None and key in baseline.results and history[-1][0] is runs[-1]
+          and not history[-1][1].left_out("time")):
         old = figures(baseline, baseline.results[key])["time"].value
         change = figures(*history[-1])["time"].value / old - 1
         vs_baseline = Call(change * 100 > threshold, change, f"{change:+.1%} vs pinned {baseline.short}")
-    return Row(machine, history, threshold, judged, history[-1][0] is not runs[-1], vs_baseline, latest_busy)
+    return Row(machine, history, threshold, judged, history[-1][0] is not runs[-1], vs_baseline, latest_busy,
+               not_replayed)
 
 
 def build_report(results: pathlib.Path, baseline: str | None = None,

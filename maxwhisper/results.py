@@ -98,6 +98,14 @@ class Result:
                            f"{regression.BUSY_GPU_SM_PCT:g}%)")
         return "; ".join(reasons) or None
 
+    @property
+    def not_replayed(self) -> str | None:
+        """Why a `-captured` case's steps were launched one by one instead of replaying their capture (it recorded
+        `captured` false: the capture failed); None where they replayed, or the run does not say."""
+        if not str(self.extra.get("impl", "")).endswith("-captured") or self.extra.get("captured") is not False:
+            return None
+        return f"its steps were launched, not replayed: the capture failed ({self.extra.get('capture_error') or 'no reason recorded'})"
+
     def threshold_pct(self, metric: str, overrides: dict[str, float] | None = None,
                       interleaved: bool = True) -> float | None:
         """regression.threshold_pct of this case's `metric`: on a GPU, by whether its step replays a capture (its
@@ -105,10 +113,11 @@ class Result:
         return regression.threshold_pct(self.group, metric, overrides, interleaved, str(self.extra.get("device", "cpu")),
                                         str(self.extra.get("impl", "")).endswith("-captured"))
 
-    def judges(self, metric: str) -> bool:
-        """Whether the nightly judges this run's `metric`: a busy run's times are left out, its memory is not (a
-        neighbour moves this process's times, not its memory)."""
-        return "memory" in metric or not self.busy
+    def left_out(self, metric: str) -> str | None:
+        """Why the nightly leaves this run's `metric` out of the case's history, or None: a busy run's times (a
+        neighbour moves this process's times, not its memory), and every figure of a captured case whose steps
+        were not replayed (they measured the launched step)."""
+        return "not replayed" if self.not_replayed else None if "memory" in metric or not self.busy else "busy"
 
     def rounds(self, member: str, clock: str = "rounds_s") -> list[float] | None:
         """Per-round seconds of "case", "partner" or "probe" from an interleaved benchmark (maxwhisper.paired),

@@ -145,6 +145,43 @@ def test_busy_runs_leave_the_history_so_a_step_they_hid_is_called_on_the_first_q
     assert not only_row(busy_history(tmp_path / "all", QUIET + slow, busy=set())).regressed
 
 
+REPLAYED = "test_decoder_step[max-warps-captured-gpu-b1-cache100]"
+
+
+def replay_history(tmp_path, medians: list[float], launched: set[int]) -> pathlib.Path:
+    """REPLAYED's runs on a GPU: its capture failed on the nights in `launched`, so their steps ran launched."""
+    for night, median in enumerate(medians):
+        extra = {"impl": "max-warps-captured", "device": "gpu", "captured": night not in launched,
+                 "capture_error": "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED" if night in launched else None}
+        write_run(tmp_path / "results" / CPU_FOLDER, night, {REPLAYED: median}, group="decoder-step",
+                  extras={REPLAYED: extra})
+    return tmp_path / "results"
+
+
+def test_a_captured_case_whose_capture_failed_is_called_on_its_first_night(tmp_path, capsys):
+    """Its eager steps are no replayed step's time: never judged as one, and the failure itself is the call, even
+    before the history is long enough to judge (here its second run)."""
+    results = replay_history(tmp_path, [1.0, 1.6], launched={1})
+    row = only_row(results)
+    assert row.regressed and row.state == "REGRESSED" and row.change is None
+    assert row.rule.startswith("capture: its steps were launched, not replayed: the capture failed "
+                               "(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)")
+    assert all(j.call.rule == "not judged (not replayed run)" for j in row.judged)
+    assert dashboard.main(cli_args(results, tmp_path)) == 1
+    assert "REGRESSED n/a      " + REPLAYED in capsys.readouterr().out
+
+
+def test_launched_runs_leave_a_captured_case_s_history(tmp_path):
+    """A night whose capture failed (1.6x: the launched step) is no level of the replayed step's: the nights after
+    it are judged without it, so a clean night is quiet and a 25% slower one is called."""
+    quiet = only_row(replay_history(tmp_path / "quiet", QUIET + [1.6, 1.001], launched={len(QUIET)}))
+    assert not quiet.regressed and quiet.rule == "time: no step up, 1 not replayed run left out; " \
+                                                 "peak host memory: no step up, 1 not replayed run left out"
+    slowed = only_row(replay_history(tmp_path / "slowed", QUIET + [1.6, 1.25], launched={len(QUIET)}))
+    assert slowed.regressed and slowed.rule.startswith("time: step up") and slowed.not_replayed is None
+    assert slowed.change == pytest.approx(0.25, abs=0.01)  # measured +24.9%: read against QUIET's level
+
+
 def test_group_threshold_override_applies_to_its_group_only(tmp_path):
     results = history(tmp_path, QUIET + [1.2])
     assert dashboard.main(cli_args(results, tmp_path, "--threshold", "encoder-latency=30")) == 0

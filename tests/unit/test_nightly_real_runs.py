@@ -228,6 +228,29 @@ def test_real_gpu_runs_are_quiet_where_the_block_threshold_raised_false_alarms(t
     assert slowed.returncode == 1 and REPLAYED in called and "time: step up +25" in called, slowed.stdout
 
 
+def test_a_real_gpu_run_whose_capture_failed_is_called_and_then_left_out(tmp_path):
+    """The latest H200 run again, its replayed case's capture failed: its steps launched (0.454 ms, MAX's eager step
+    in that run, where the replay took 0.279 ms). The nightly calls the failure by name, not as a slower step; the
+    night after, a clean run is judged without it and is quiet."""
+    results = shutil.copytree(GPU_SET, tmp_path / "runs")
+    failed = add_slowed_run(results, REPLAYED, 0.454 / 0.279 - 1)
+    run = json.loads(failed.read_text())
+    next(b for b in run["benchmarks"] if b["name"] == REPLAYED)["extra_info"].update(
+        captured=False, capture_error="CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED")
+    failed.write_text(json.dumps(run))
+    out = nightly(results, tmp_path)
+    (called,) = [line for line in out.stdout.splitlines() if line.startswith("REGRESSED")]
+    assert out.returncode == 1 and REPLAYED in called, out.stdout + out.stderr
+    assert "capture: its steps were launched, not replayed: the capture failed (CUDA_ERROR_STREAM" in called
+    assert "time: not judged (not replayed run)" not in called  # the deciding call alone
+    clean = json.loads(max(GPU_SET.rglob("*.json"), key=lambda p: p.name).read_text())
+    save_run(failed.parent, int(failed.name[:4]) + 1, clean, days=2)
+    after = nightly(results, tmp_path)
+    assert after.returncode == 0 and "0 regressions" in after.stdout, after.stdout
+    (line,) = [line for line in after.stdout.splitlines() if REPLAYED in line]
+    assert "time: no step up, 1 not replayed run left out" in line
+
+
 def test_the_gpu_thresholds_are_the_smallest_quiet_on_the_real_gpu_runs():
     """The replayed steps' 20% is quiet on all six (none in real order, at most CLEAN_CALLS of random orders) and
     15% is not on every one; PyTorch's launched steps raise false alarms in real order even at the grid's top."""
