@@ -1,0 +1,83 @@
+"""The CPU decoder step past tiny.en: MAX against openai-whisper's eager PyTorch step, batch 1, one process.
+
+Only tiny.en ships offline, so each size gets seeded random weights with its real dimensions (weights.random_model),
+rounded to float16 as the released checkpoints store them: the MAX decoder then streams half weights, as it does
+for a real checkpoint of that size. Features are PyTorch's encoder output for the long fixture clip's first window.
+Both steps decode the same token from the same cache (tests/bench/steppers.py), in alternating blocks of STEPS steps
+(a step right after PyTorch's finds its weights evicted from the L3 and took about twice as long on tiny.en), and their
+logits are compared at the decoder's float32 tolerance. Then the step benchmark's 512 MiB read probe, whose rate sets
+the floor: the bytes a step must read (its half weights, the cross keys and values) at that rate.
+Usage: python scripts/size_step_bench.py [SIZE ...] [--cache N] [--rounds N]   (default: tiny.en base.en small.en medium.en)
+"""
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+from maxwhisper import audio, weights  # noqa: E402
+from maxwhisper.decoder import get_decoder  # noqa: E402
+from tests.helpers import assert_parity  # noqa: E402
+from tests.bench.steppers import MaxStepper, TorchStepper  # noqa: E402
+from tests.bench.test_decoder_bench import streaming_read_gbps  # noqa: E402
+
+
+STEPS = 8  # steps of one implementation per block
+
+
+def half_rounded(loaded: weights.LoadedModel) -> weights.LoadedModel:
+    """The same weights rounded to float16 and back, as a released checkpoint holds them."""
+    return dataclasses.replace(loaded, state_dict={k: v.half().float() for k, v in loaded.state_dict.items()})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sizes", nargs="*", default=["tiny.en", "base.en", "small.en", "medium.en"])
+    p.add_argument("--cache", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=10)
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    mel = audio.log_mel(audio.load_audio("fixtures/audio/long.wav"))[None]
+    print("size, d_model x layers, MAX storage, MAX ms, PyTorch ms, MAX / PyTorch, MAX GB/s, of floor, probe GB/s, "
+          "compile s")
+    for size in args.sizes:
+        loaded = half_rounded(weights.random_model(size, seed=0))
+        from whisper.model import Whisper
+        model = Whisper(loaded.dims)
+        model.load_state_dict(loaded.state_dict)
+        model.eval()
+        with torch.no_grad():
+            features = model.encoder(torch.from_numpy(np.ascontiguousarray(mel[:, :, :3000])))
+        start = time.perf_counter()
+        decoder = get_decoder(loaded, "cpu")
+        compile_s = time.perf_counter() - start
+        steppers = {"max": MaxStepper(decoder, features, 1, args.cache),
+                    "torch": TorchStepper(model, features, 1, args.cache, "cpu")}
+        times = {name: [] for name in steppers}
+        outputs = {}
+        for _ in range(args.rounds):  # a block of STEPS steps of each in turn: the medians are steps that follow steps
+            for name, stepper in steppers.items():
+                for _ in range(STEPS):
+                    stepper.restore()
+                    start = time.perf_counter()
+                    outputs[name] = stepper.step()
+                    times[name].append(time.perf_counter() - start)
+        steppers["torch"].close()
+        probe = streaming_read_gbps("cpu")
+        assert_parity({"logits": outputs["max"]}, {"logits": outputs["torch"]}, "decoder-float32")
+        dims = loaded.dims
+        nbytes = (dims.n_text_layer * (14 * dims.n_text_state ** 2) + dims.n_vocab * dims.n_text_state) * 2 \
+            + dims.n_text_layer * 2 * dims.n_audio_ctx * dims.n_text_state * 4
+        med = {name: statistics.median(t) for name, t in times.items()}
+        floor = nbytes / probe / 1e9
+        print(f"{size}, {dims.n_text_state} x {dims.n_text_layer}, {decoder.cfg.storage}, {med['max'] * 1e3:.2f}, "
+              f"{med['torch'] * 1e3:.2f}, {med['max'] / med['torch']:.3f}, {nbytes / med['max'] / 1e9:.1f}, "
+              f"{floor / med['max']:.2f}, {probe:.1f}, {compile_s:.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
