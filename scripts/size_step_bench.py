@@ -2,7 +2,8 @@
 
 Only tiny.en ships offline, so each size gets seeded random weights with its real dimensions (weights.random_model),
 rounded to float16 as the released checkpoints store them: the MAX decoder then streams half weights, as it does
-for a real checkpoint of that size. Features are PyTorch's encoder output for the long fixture clip's first window.
+for a real checkpoint of that size. Features are PyTorch's encoder output for the long fixture clip's first window (for the 128-mel sizes,
+large-v3 and turbo, seeded normal features of the same shape).
 Both steps decode the same token from the same cache (tests/bench/steppers.py), in alternating blocks of STEPS steps
 (a step right after PyTorch's finds its weights evicted from the L3 and took about twice as long on tiny.en), and their
 logits are compared at the decoder's float32 tolerance. Then the step benchmark's 512 MiB read probe, whose rate sets
@@ -50,8 +51,12 @@ def main() -> None:
         model = Whisper(loaded.dims)
         model.load_state_dict(loaded.state_dict)
         model.eval()
-        with torch.no_grad():
-            features = model.encoder(torch.from_numpy(np.ascontiguousarray(mel[:, :, :3000])))
+        if loaded.dims.n_mels == mel.shape[1]:
+            with torch.no_grad():
+                features = model.encoder(torch.from_numpy(np.ascontiguousarray(mel[:, :, :3000])))
+        else:  # 128 mels (large-v3, turbo): seeded features of the encoder output's scale (layer-normed)
+            features = torch.from_numpy(np.random.default_rng(0).standard_normal(
+                (1, loaded.dims.n_audio_ctx, loaded.dims.n_audio_state)).astype(np.float32))
         start = time.perf_counter()
         decoder = get_decoder(loaded, "cpu")
         compile_s = time.perf_counter() - start
