@@ -35,11 +35,33 @@ def half_rounded(loaded: weights.LoadedModel) -> weights.LoadedModel:
     return dataclasses.replace(loaded, state_dict={k: v.half().float() for k, v in loaded.state_dict.items()})
 
 
+def encoder_row(size: str, loaded, model, mel: np.ndarray) -> None:
+    """One window through each encoder, alternating, 3 rounds: medians, their ratio and MAX's largest difference."""
+    from maxwhisper.encoder import get_encoder
+    window = np.ascontiguousarray(mel[:, :, :3000])
+    encoder = get_encoder(loaded, "cpu", "float32")
+    runs = {"max": lambda: encoder(window), "torch": lambda: model.encoder(torch.from_numpy(window)).numpy()}
+    times, outs = {name: [] for name in runs}, {}
+    with torch.no_grad():
+        for _ in range(3):
+            for name, run in runs.items():
+                start = time.perf_counter()
+                outs[name] = np.asarray(run())
+                times[name].append(time.perf_counter() - start)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    diff = float(np.abs(outs["max"] - outs["torch"]).max() / np.abs(outs["torch"]).max())
+    print(f"  {size} encoder, one window: MAX {med['max'] * 1e3:.0f} ms, PyTorch {med['torch'] * 1e3:.0f} ms, "
+          f"MAX / PyTorch {med['max'] / med['torch']:.3f}, max|diff| {diff:.1e} of max|PyTorch|", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sizes", nargs="*", default=["tiny.en", "base.en", "small.en", "medium.en"])
     p.add_argument("--cache", type=int, default=100)
     p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--encoder", action="store_true",
+                   help="also one window through the MAX encoder and PyTorch's, 3 rounds each, alternating (a new "
+                        "size's encoder graph compiles for minutes)")
     args = p.parse_args()
     torch.set_num_threads(2)
     mel = audio.log_mel(audio.load_audio("fixtures/audio/long.wav"))[None]
@@ -72,6 +94,8 @@ def main() -> None:
                     outputs[name] = stepper.step()
                     times[name].append(time.perf_counter() - start)
         steppers["torch"].close()
+        if args.encoder and loaded.dims.n_mels == mel.shape[1]:
+            encoder_row(size, loaded, model, mel)
         probe = streaming_read_gbps("cpu")
         assert_parity({"logits": outputs["max"]}, {"logits": outputs["torch"]}, "decoder-float32")
         dims = loaded.dims
