@@ -104,7 +104,8 @@ class Result:
         `captured` false: the capture failed); None where they replayed, or the run does not say."""
         if not str(self.extra.get("impl", "")).endswith("-captured") or self.extra.get("captured") is not False:
             return None
-        return f"its steps were launched, not replayed: the capture failed ({self.extra.get('capture_error') or 'no reason recorded'})"
+        why = self.extra.get("capture_error") or "no reason recorded"
+        return f"its steps were launched, not replayed: the capture failed ({why})"
 
     def threshold_pct(self, metric: str, overrides: dict[str, float] | None = None,
                       interleaved: bool = True) -> float | None:
