@@ -52,7 +52,7 @@ from maxwhisper import exact
 from maxwhisper.session import (DEVICES, LN_EPS, as_float32, config_key, get_session, max_device, max_dtype,
                                 require_array, stderr_line)
 from maxwhisper.stages import decoder_tap_names
-from maxwhisper.errors import MaxWhisperError
+from maxwhisper.errors import MaxWhisperError, reason
 from maxwhisper.layout import decoder_weights_to_max
 
 # Bugs that typically break decoder ports. The self-check injects them where they would live: in the
@@ -388,8 +388,8 @@ class MaxDecoder:
             if tuple(registry[name].shape) != shape:
                 raise MaxWhisperError(f"decoder weight {name} has shape {tuple(registry[name].shape)}, "
                                       f"expected {shape} for these model dimensions")
-        dims = cfg.dims
-        (progress or stderr_line)(f"compiling MAX decoder (d={dims.n_text_state} layers={dims.n_text_layer} "
+        dims, self.progress = cfg.dims, progress or stderr_line
+        self.progress(f"compiling MAX decoder (d={dims.n_text_state} layers={dims.n_text_layer} "
                               f"vocab={dims.n_vocab}, {cfg.device}, {cfg.dtype}"
                               + (f", {cfg.storage} weights" if cfg.fused else "") + "); the first compile takes a few "
                               "minutes on 2 cores, later ones load from ~/.cache/modular")
@@ -576,7 +576,9 @@ class DecoderState:
             try:
                 self._captured = CapturedStep(self, inputs)
             except (RuntimeError, ValueError) as exc:  # the runtime cannot capture this graph: run steps eagerly
-                self.capture, d.captures, d.capture_error = False, False, f"{type(exc).__name__}: {exc}"
+                self.capture, d.captures, d.capture_error = False, False, reason(exc, typed=True)
+                d.progress(f"note: steps run eagerly, not replayed: MAX could not capture the step graph "
+                           f"({d.capture_error})")
         if self._captured is not None and new == 1:  # a single-token step on GPU: one replay of a captured graph
             outs, logits = self._captured.outputs, self._captured.step(tokens, start, self.filled)
         else:

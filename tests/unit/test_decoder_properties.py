@@ -195,6 +195,33 @@ def test_inference_hands_its_capture_choice_to_its_state(max_decoder, capture):
     assert max_decoder.captures == default
 
 
+def test_a_step_graph_that_cannot_be_captured_says_so_once_and_steps_eagerly(max_decoder, monkeypatch, capsys):
+    """MAXWHISPER_CAPTURE=1 where MAX cannot capture (a runtime without graph capture): the steps run eagerly, with
+    the same logits, and the user reads why, once, in one line (not a traceback, not silence). A GPU's decoder
+    stood in by this one, its device named "gpu" for the step's capture check alone."""
+    import dataclasses
+
+    from maxwhisper import decoder as decoder_module
+    tokens = np.array([[50257, 50362, 440, 1049, 7586]])
+    eager = run(max_decoder, features(1), tokens, [2, 3, 4])
+
+    def refuse(*args):
+        raise RuntimeError("graph capture is not supported on this device\n  at capture(...)")
+    monkeypatch.setattr(decoder_module, "CapturedStep", refuse)
+    monkeypatch.setattr(max_decoder, "cfg", dataclasses.replace(max_decoder.cfg, device="gpu"))
+    monkeypatch.setattr(max_decoder, "captures", True)
+    monkeypatch.setattr(max_decoder, "capture_error", None)
+    state = max_decoder.new_state(features(1), 1)
+    state.capture = True
+    logits = [state.step(tokens[:, :2])] + [state.step(tokens[:, t:t + 1]) for t in (2, 3, 4)]
+    np.testing.assert_array_equal(np.concatenate(logits, axis=1)[:, 2:], eager[:, 2:])
+    assert not state.capture and not max_decoder.captures
+    assert max_decoder.capture_error == "RuntimeError: graph capture is not supported on this device"
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == ["note: steps run eagerly, not replayed: MAX could not capture the step graph (RuntimeError: "
+                     "graph capture is not supported on this device)"]
+
+
 class ReplayByExecuting:
     """MAX's Model.capture and replay as a GPU runs them, stood in on the CPU: the capture hands back output
     buffers, and a replay runs the step graph on the buffers the capture was given, into those outputs."""
