@@ -572,7 +572,7 @@ class DecoderState:
         if len(set(logit_positions.tolist())) < len(logit_positions):
             logit_positions, repeat = np.unique(logit_positions, return_inverse=True)
         inputs = [tokens.astype(np.int64), positions, causal, logit_positions, np.array([self.filled], np.int64)]
-        if self.capture and d.cfg.device == "gpu" and new == 1 and self._captured is None:
+        if self.capture and d.cfg.device == "gpu" and new == 1 and self._captured is None and d.capture_error is None:
             try:
                 self._captured = CapturedStep(self, inputs)
             except (RuntimeError, ValueError) as exc:  # the runtime cannot capture this graph: run steps eagerly

@@ -220,6 +220,10 @@ def test_a_step_graph_that_cannot_be_captured_says_so_once_and_steps_eagerly(max
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert notes == ["note: steps run eagerly, not replayed: MAX could not capture the step graph (RuntimeError: "
                      "graph capture is not supported on this device)"]
+    again = max_decoder.new_state(features(1), 1)  # the next window's decode asks again: not tried, not said again
+    again.capture = True
+    again.step(tokens[:, :2]), again.step(tokens[:, 2:3])
+    assert again._captured is None and not capsys.readouterr().err
 
 
 class ReplayByExecuting:
