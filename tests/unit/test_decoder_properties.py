@@ -223,7 +223,7 @@ def test_a_step_graph_that_cannot_be_captured_says_so_once_and_steps_eagerly(max
     again = max_decoder.new_state(features(1), 1)  # the next window's decode asks again: not tried, not said again
     again.capture = True
     again.step(tokens[:, :2]), again.step(tokens[:, 2:3])
-    assert again._captured is None and not capsys.readouterr().err
+    assert again._captured is None and "note:" not in capsys.readouterr().err
 
 
 class ReplayByExecuting:
