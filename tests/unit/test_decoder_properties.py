@@ -207,12 +207,14 @@ def test_a_step_graph_that_cannot_be_captured_says_so_once_and_steps_eagerly(max
 
     def refuse(*args):
         raise RuntimeError("graph capture is not supported on this device\n  at capture(...)")
+    states = [max_decoder.new_state(features(1), 1) for _ in range(2)]  # CPU states, stepped as a GPU's are:
+    for state in states:  # no host fast path for single tokens, captures asked for
+        state._single_token_inputs, state.capture = None, True
     monkeypatch.setattr(decoder_module, "CapturedStep", refuse)
     monkeypatch.setattr(max_decoder, "cfg", dataclasses.replace(max_decoder.cfg, device="gpu"))
     monkeypatch.setattr(max_decoder, "captures", True)
     monkeypatch.setattr(max_decoder, "capture_error", None)
-    state = max_decoder.new_state(features(1), 1)
-    state.capture = True
+    state, again = states
     logits = [state.step(tokens[:, :2])] + [state.step(tokens[:, t:t + 1]) for t in (2, 3, 4)]
     np.testing.assert_array_equal(np.concatenate(logits, axis=1)[:, 2:], eager[:, 2:])
     assert not state.capture and not max_decoder.captures
@@ -220,9 +222,7 @@ def test_a_step_graph_that_cannot_be_captured_says_so_once_and_steps_eagerly(max
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert notes == ["note: steps run eagerly, not replayed: MAX could not capture the step graph (RuntimeError: "
                      "graph capture is not supported on this device)"]
-    again = max_decoder.new_state(features(1), 1)  # the next window's decode asks again: not tried, not said again
-    again.capture = True
-    again.step(tokens[:, :2]), again.step(tokens[:, 2:3])
+    again.step(tokens[:, :2]), again.step(tokens[:, 2:3])  # the next decode asks again: not tried, not said again
     assert again._captured is None and "note:" not in capsys.readouterr().err
 
 
