@@ -94,14 +94,14 @@ def asv_judge(values: list[float], threshold_pct: float) -> regression.Call:
 
 
 def judged_figures(series: list, key: str) -> tuple[list, dict[str, list[Figure]]] | None:
-    """The quiet runs (run, result) of case `key` in `series`, and per figure of the last of them the figures the
+    """The quiet runs (run, result) of case `key` in `series` (neither busy nor a failed capture), and per figure of the last of them the figures the
     nightly judges: times without the busy runs, memory with them (neither from a capture that failed). None with
     fewer than MIN_SERIES quiet runs."""
     everything = [(run, run.results[key], figures(run, run.results[key])) for run in series if key in run.results]
-    quiet = [(run, result) for run, result, _ in everything if not result.busy]
+    quiet = [(run, result) for run, result, _ in everything if not result.busy and not result.not_replayed]
     if len(quiet) < MIN_SERIES:
         return None
-    last = next(figs for _, result, figs in reversed(everything) if not result.busy)
+    last = next(figs for _, result, figs in reversed(everything) if not result.busy and not result.not_replayed)
     return quiet, {metric: [figs[metric] for _, result, figs in everything if metric in figs and not result.left_out(metric)]
                    for metric in last}
 

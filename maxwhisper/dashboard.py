@@ -164,9 +164,9 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
                 call = replace(call, rule=f"{call.rule}, {gone} left out")
         judged.append(Judged(metric, latest.normalisation, latest.unit, values, call, limit_pct))
     vs_baseline = None
-    if baseline is not None and key in baseline.results and baseline.results[key].left_out("time"):
-        vs_baseline = Call(False, None, f"not compared: pinned {baseline.short} was a "
-                                        f"{baseline.results[key].left_out('time')} run")
+    if baseline is not None and key in baseline.results and (why := baseline.results[key].left_out("time")):
+        vs_baseline = Call(False, None, f"not compared: pinned {baseline.short} " + (
+            "ran beside other processes" if why == "busy" else "timed launched steps: its capture failed"))
     elif baseline is not None and key in baseline.results and history[-1][0] is runs[-1] and threshold is None:
         vs_baseline = Call(False, None, f"not compared with pinned {baseline.short}: its time is not judged")
     elif (baseline is not None and key in baseline.results and history[-1][0] is runs[-1]
@@ -234,7 +234,7 @@ def github_benchmarks(report: Report) -> list[dict]:
     several = len(report.series) > 1
     entries = []
     for row in report.rows:
-        if row.missing:
+        if row.missing or row.not_replayed:  # a failed capture timed the launched step: not this case's figures
             continue
         result, where = row.latest, f" @ {row.machine.short}" if several else ""
         name = f"{result.group + '/' if result.group else ''}{result.name}{where}"

@@ -404,6 +404,9 @@ class MaxDecoder:
         # opt-in. A runtime that cannot capture runs the steps eagerly (capture_error says why)
         self.captures = cfg.device == "gpu" and captures
         self.capture_error: str | None = None
+        # batch -> why its capture failed: later states of that batch step eagerly without trying (or saying) it
+        # again; another batch (a beam group, say) still tries, since a capture can fail for one size alone
+        self.capture_refused: dict[int, str] = {}
         # the last window's features and their cross keys/values, for `cross(..., reuse_last=True)`
         self._last_cross: tuple[np.ndarray, list] | None = None
 
@@ -572,13 +575,15 @@ class DecoderState:
         if len(set(logit_positions.tolist())) < len(logit_positions):
             logit_positions, repeat = np.unique(logit_positions, return_inverse=True)
         inputs = [tokens.astype(np.int64), positions, causal, logit_positions, np.array([self.filled], np.int64)]
-        if self.capture and d.cfg.device == "gpu" and new == 1 and self._captured is None and d.capture_error is None:
+        if (self.capture and d.cfg.device == "gpu" and new == 1 and self._captured is None
+                and self.batch not in d.capture_refused):
             try:
                 self._captured = CapturedStep(self, inputs)
             except (RuntimeError, ValueError) as exc:  # the runtime cannot capture this graph: run steps eagerly
-                self.capture, d.captures, d.capture_error = False, False, reason(exc, typed=True)
-                d.progress(f"note: steps run eagerly, not replayed: MAX could not capture the step graph "
-                           f"({d.capture_error})")
+                self.capture, d.capture_error = False, reason(exc, typed=True)
+                d.capture_refused[self.batch] = d.capture_error
+                d.progress(f"note: steps of batch {self.batch} run eagerly, not replayed: MAX could not capture the "
+                           f"step graph ({d.capture_error})")
         if self._captured is not None and new == 1:  # a single-token step on GPU: one replay of a captured graph
             outs, logits = self._captured.outputs, self._captured.step(tokens, start, self.filled)
         else:

@@ -266,8 +266,8 @@ td:first-child{white-space:nowrap}.flag{background:#dc2626;color:#fff;border-rad
 def render_html(report: Report) -> str:
     """The whole dashboard as one HTML document: inline CSS and SVG, nothing fetched."""
     n = len(report.regressions)
-    called = "; ".join(f"{row.latest.name} on {row.machine.short} {pct(row.worst)} ({row.rule})"
-                       for row in report.regressions)
+    called = "; ".join(f"{row.latest.name} on {row.machine.short} "
+                       f"{pct(row.worst) if row.worst > -math.inf else 'n/a'} ({row.rule})" for row in report.regressions)
     callout = (f'<div class="callout bad">{n} regression{"s" * (n != 1)}: {html.escape(called)}</div>' if n
                else '<div class="callout good">No regressions.</div>')
     callout += "".join(f'<div class="callout warn">missing from the latest run: {html.escape(row.latest.name)} on '

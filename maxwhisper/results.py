@@ -104,13 +104,13 @@ class Result:
         `captured` false: the capture failed); None where they replayed, or the run does not say."""
         if not str(self.extra.get("impl", "")).endswith("-captured") or self.extra.get("captured") is not False:
             return None
-        why = self.extra.get("capture_error") or "no reason recorded"
+        why = (str(self.extra.get("capture_error") or "").strip().splitlines() or ["no reason recorded"])[0]
         return f"its steps were launched, not replayed: the capture failed ({why})"
 
     def threshold_pct(self, metric: str, overrides: dict[str, float] | None = None,
                       interleaved: bool = True) -> float | None:
         """regression.threshold_pct of this case's `metric`: on a GPU, by whether its step replays a capture (its
-        impl, so that a captured case whose capture failed is judged as one)."""
+        impl; a run whose capture failed is not judged at all: not_replayed)."""
         return regression.threshold_pct(self.group, metric, overrides, interleaved, str(self.extra.get("device", "cpu")),
                                         str(self.extra.get("impl", "")).endswith("-captured"))
 

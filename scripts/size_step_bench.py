@@ -7,7 +7,9 @@ large-v3 and turbo, seeded normal features of the same shape).
 Both steps decode the same token from the same cache (tests/bench/steppers.py), in alternating blocks of STEPS steps
 (a step right after PyTorch's finds its weights evicted from the L3 and took about twice as long on tiny.en), and their
 logits are compared at the decoder's float32 tolerance. Then the step benchmark's 512 MiB read probe, whose rate sets
-the floor: the bytes a step must read (its half weights, the cross keys and values) at that rate.
+the floor: the bytes a step must read (its weights as stored, the cross keys and values, the self-attention cache)
+at that rate, as the step benchmark counts them. PyTorch gets 2 threads, as the benchmarks do on the 2-core CI
+machine.
 Usage: python scripts/size_step_bench.py [SIZE ...] [--cache N] [--rounds N]   (default: tiny.en base.en small.en medium.en)
 """
 import argparse
@@ -24,7 +26,7 @@ from maxwhisper import audio, weights  # noqa: E402
 from maxwhisper.decoder import get_decoder  # noqa: E402
 from tests.helpers import assert_parity  # noqa: E402
 from tests.bench.steppers import MaxStepper, TorchStepper  # noqa: E402
-from tests.bench.test_decoder_bench import streaming_read_gbps  # noqa: E402
+from tests.bench.test_decoder_bench import step_bytes, streaming_read_gbps  # noqa: E402
 
 
 STEPS = 8  # steps of one implementation per block
@@ -99,8 +101,7 @@ def main() -> None:
         probe = streaming_read_gbps("cpu")
         assert_parity({"logits": outputs["max"]}, {"logits": outputs["torch"]}, "decoder-float32")
         dims = loaded.dims
-        nbytes = (dims.n_text_layer * (14 * dims.n_text_state ** 2) + dims.n_vocab * dims.n_text_state) * 2 \
-            + dims.n_text_layer * 2 * dims.n_audio_ctx * dims.n_text_state * 4
+        nbytes = step_bytes(dims, 1, args.cache, steppers["max"].weight_bytes)  # as the step benchmark counts them
         med = {name: statistics.median(t) for name, t in times.items()}
         floor = nbytes / probe / 1e9
         print(f"{size}, {dims.n_text_state} x {dims.n_text_layer}, {decoder.cfg.storage}, {med['max'] * 1e3:.2f}, "

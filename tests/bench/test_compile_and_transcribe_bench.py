@@ -121,6 +121,9 @@ def test_transcribe_clip(benchmark, impl, cpu_transcript):
                                 rtf=round(audio_s / benchmark.stats.stats.median, 2),
                                 encode_s=round(timings["encode"], 3), decode_s=round(timings["decode"], 3),
                                 **memory.as_extra_info())
+    if impl.endswith("-captured"):  # whether its steps replayed a capture, or why not (Result.not_replayed)
+        benchmark.extra_info.update(captured=not pipe._max_decoder.capture_refused,
+                                    capture_error=pipe._max_decoder.capture_error)
     if pipe.decode_timer:  # the MAX decoder's own share of one transcription: calls and seconds (a GPU run had
         # summed them over the warm-up and 3 rounds: 1004 calls, 1.27 s beside a 0.67 s median)
         timer, n = pipe.decode_timer, len(results)

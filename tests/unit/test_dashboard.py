@@ -151,8 +151,9 @@ REPLAYED = "test_decoder_step[max-warps-captured-gpu-b1-cache100]"
 def replay_history(tmp_path, medians: list[float], launched: set[int]) -> pathlib.Path:
     """REPLAYED's runs on a GPU: its capture failed on the nights in `launched`, so their steps ran launched."""
     for night, median in enumerate(medians):
-        extra = {"impl": "max-warps-captured", "device": "gpu", "captured": night not in launched,
-                 "capture_error": "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED" if night in launched else None}
+        extra = {"impl": "max-warps-captured", "device": "gpu", "captured": night not in launched,  # as saved before
+                 # the error was kept to one line: a multi-line one stays one line in the log
+                 "capture_error": "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED\n  at capture" if night in launched else None}
         write_run(tmp_path / "results" / CPU_FOLDER, night, {REPLAYED: median}, group="decoder-step",
                   extras={REPLAYED: extra})
     return tmp_path / "results"
@@ -167,8 +168,12 @@ def test_a_captured_case_whose_capture_failed_is_called_on_its_first_night(tmp_p
     assert row.rule.startswith("capture: its steps were launched, not replayed: the capture failed "
                                "(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)")
     assert all(j.call.rule == "not judged (not replayed run)" for j in row.judged)
-    assert dashboard.main(cli_args(results, tmp_path)) == 1
-    assert "REGRESSED n/a      " + REPLAYED in capsys.readouterr().out
+    assert dashboard.main(cli_args(results, tmp_path, "--github-json", str(tmp_path / "bench.json"))) == 1
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if REPLAYED in line]
+    assert line.startswith("REGRESSED n/a      " + REPLAYED) and line.endswith("(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)")
+    page = (tmp_path / "report.html").read_text()
+    assert f"{REPLAYED} on {row.machine.short} n/a (capture: its steps were launched" in page and "inf%" not in page
+    assert json.loads((tmp_path / "bench.json").read_text()) == []  # the launched time is no figure of this case
 
 
 def test_launched_runs_leave_a_captured_case_s_history(tmp_path):
@@ -177,9 +182,23 @@ def test_launched_runs_leave_a_captured_case_s_history(tmp_path):
     quiet = only_row(replay_history(tmp_path / "quiet", QUIET + [1.6, 1.001], launched={len(QUIET)}))
     assert not quiet.regressed and quiet.rule == "time: no step up, 1 not replayed run left out; " \
                                                  "peak host memory: no step up, 1 not replayed run left out"
+    pinned = next((tmp_path / "quiet" / "results" / CPU_FOLDER).glob(f"{len(QUIET) + 1:04d}_*.json"))
+    assert only_row(tmp_path / "quiet" / "results", baseline=str(pinned)).vs_baseline.rule == \
+        f"not compared: pinned {samples.commit_id(len(QUIET))[:7]} timed launched steps: its capture failed"
     slowed = only_row(replay_history(tmp_path / "slowed", QUIET + [1.6, 1.25], launched={len(QUIET)}))
     assert slowed.regressed and slowed.rule.startswith("time: step up") and slowed.not_replayed is None
     assert slowed.change == pytest.approx(0.25, abs=0.01)  # measured +24.9%: read against QUIET's level
+
+
+def test_calibration_leaves_out_the_runs_whose_capture_failed(tmp_path):
+    """calibrate.judged_figures, which the thresholds are chosen on: a launched night is no clean run of the case."""
+    from maxwhisper import calibrate
+    from maxwhisper.results import load_runs, split_series
+    runs, _ = load_runs(replay_history(tmp_path, QUIET + [1.6, 1.001], launched={len(QUIET)}))
+    (series,) = split_series(runs).values()
+    quiet, judged = calibrate.judged_figures(series, next(iter(series[-1].results)))
+    assert len(quiet) == len(QUIET) + 1 and all(result.not_replayed is None for _, result in quiet)
+    assert {len(figs) for figs in judged.values()} == {len(QUIET) + 1} and max(judged["time"], key=lambda f: f.value).value < 1.1
 
 
 def test_group_threshold_override_applies_to_its_group_only(tmp_path):

@@ -197,33 +197,39 @@ def test_inference_hands_its_capture_choice_to_its_state(max_decoder, capture):
 
 def test_a_step_graph_that_cannot_be_captured_says_so_once_and_steps_eagerly(max_decoder, monkeypatch, capsys):
     """MAXWHISPER_CAPTURE=1 where MAX cannot capture (a runtime without graph capture): the steps run eagerly, with
-    the same logits, and the user reads why, once, in one line (not a traceback, not silence). A GPU's decoder
-    stood in by this one, its device named "gpu" for the step's capture check alone."""
+    the same logits, and the user reads why, once per batch size, in one line (not a traceback, not silence). A
+    GPU's decoder stood in by this one, its device named "gpu" for the step's capture check alone."""
     import dataclasses
 
     from maxwhisper import decoder as decoder_module
     tokens = np.array([[50257, 50362, 440, 1049, 7586]])
     eager = run(max_decoder, features(1), tokens, [2, 3, 4])
+    attempts = []
 
-    def refuse(*args):
+    def refuse(state, inputs):
+        attempts.append(state.batch)
         raise RuntimeError("graph capture is not supported on this device\n  at capture(...)")
-    states = [max_decoder.new_state(features(1), 1) for _ in range(2)]  # CPU states, stepped as a GPU's are:
-    for state in states:  # no host fast path for single tokens, captures asked for
+    # CPU states, stepped as a GPU's are: no host fast path for single tokens, captures asked for
+    states = [max_decoder.new_state(features(1), group) for group in (1, 1, 2)]
+    for state in states:
         state._single_token_inputs, state.capture = None, True
     monkeypatch.setattr(decoder_module, "CapturedStep", refuse)
     monkeypatch.setattr(max_decoder, "cfg", dataclasses.replace(max_decoder.cfg, device="gpu"))
     monkeypatch.setattr(max_decoder, "captures", True)
     monkeypatch.setattr(max_decoder, "capture_error", None)
-    state, again = states
+    monkeypatch.setattr(max_decoder, "capture_refused", {})
+    state, again, pair = states
     logits = [state.step(tokens[:, :2])] + [state.step(tokens[:, t:t + 1]) for t in (2, 3, 4)]
     np.testing.assert_array_equal(np.concatenate(logits, axis=1)[:, 2:], eager[:, 2:])
-    assert not state.capture and not max_decoder.captures
-    assert max_decoder.capture_error == "RuntimeError: graph capture is not supported on this device"
+    why = "RuntimeError: graph capture is not supported on this device"
+    assert not state.capture and max_decoder.capture_error == why and max_decoder.capture_refused == {1: why}
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
-    assert notes == ["note: steps run eagerly, not replayed: MAX could not capture the step graph (RuntimeError: "
-                     "graph capture is not supported on this device)"]
-    again.step(tokens[:, :2]), again.step(tokens[:, 2:3])  # the next decode asks again: not tried, not said again
-    assert again._captured is None and "note:" not in capsys.readouterr().err
+    assert notes == [f"note: steps of batch 1 run eagerly, not replayed: MAX could not capture the step graph ({why})"]
+    again.step(tokens[:, :2]), again.step(tokens[:, 2:3])  # the next decode of batch 1: not tried, not said again
+    pair.step(np.repeat(tokens[:, :2], 2, axis=0)), pair.step(np.repeat(tokens[:, 2:3], 2, axis=0))  # batch 2 tries
+    assert attempts == [1, 2] and again._captured is None
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")] == [
+        f"note: steps of batch 2 run eagerly, not replayed: MAX could not capture the step graph ({why})"]
 
 
 class ReplayByExecuting:
