@@ -5,7 +5,8 @@
 maxwhisper.render. Every figure of every case is judged over its series' whole history: the drift-cancelled
 time, peak host memory and peak device memory. A case missing from a series' latest run is reported and
 makes the exit status 1 unless --allow-missing; a captured case whose capture failed in the latest run is a
-regression of its own (Result.not_replayed), and such runs stay out of its history.
+regression of its own (Result.not_replayed), and such runs stay out of its history; so is a MAX transcript that
+differs from openai-whisper's (Result.wrong_text), whose timings are still judged.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class Row:
     vs_baseline: Call | None = None
     busy_reason: str | None = None  # why the latest run's times are not judged (Result.busy_reason), where they are not
     not_replayed: str | None = None  # why the latest run's captured steps were launched (Result.not_replayed): a failure
+    wrong_text: str | None = None  # the latest run's MAX transcript differs from openai-whisper's (Result.wrong_text)
 
     @property
     def run(self) -> Run:
@@ -56,8 +58,9 @@ class Row:
     @property
     def calls(self) -> list[tuple[str, Call]]:
         baseline = [("baseline", self.vs_baseline)] if self.vs_baseline else []
-        capture = [("capture", Call(True, None, self.not_replayed))] if self.not_replayed else []
-        return capture + [(j.metric, j.call) for j in self.judged] + baseline
+        failures = [(name, Call(True, None, why)) for name, why in (("capture", self.not_replayed),
+                                                                    ("text", self.wrong_text)) if why]
+        return failures + [(j.metric, j.call) for j in self.judged] + baseline
 
     @property
     def regressed(self) -> bool:
@@ -75,7 +78,8 @@ class Row:
     def rule(self) -> str:
         if self.missing:
             return f"missing from the latest run (last seen {self.run.short})"
-        calls = [(m, c) for m, c in self.calls if "memory" in m or m == "capture"] if self.busy_reason else self.calls
+        calls = ([(m, c) for m, c in self.calls if "memory" in m or m in ("capture", "text")] if self.busy_reason
+                 else self.calls)
         deciding = [(metric, call) for metric, call in calls if call.regressed] or calls
         busy = [f"times not judged: {self.busy_reason}; rerun it on a quiet machine"] if self.busy_reason else []
         return "; ".join(busy + [f"{metric}: {call.rule}" for metric, call in deciding])
@@ -174,8 +178,9 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
         old = figures(baseline, baseline.results[key])["time"].value
         change = figures(*history[-1])["time"].value / old - 1
         vs_baseline = Call(change * 100 > threshold, change, f"{change:+.1%} vs pinned {baseline.short}")
+    wrong_text = history[-1][1].wrong_text if history[-1][0] is runs[-1] else None
     return Row(machine, history, threshold, judged, history[-1][0] is not runs[-1], vs_baseline, latest_busy,
-               not_replayed)
+               not_replayed, wrong_text)
 
 
 def build_report(results: pathlib.Path, baseline: str | None = None,

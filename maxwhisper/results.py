@@ -107,6 +107,15 @@ class Result:
         why = (str(self.extra.get("capture_error") or "").strip().splitlines() or ["no reason recorded"])[0]
         return f"its steps were launched, not replayed: the capture failed ({why})"
 
+    @property
+    def wrong_text(self) -> str | None:
+        """Why a MAX transcription case's text is a failure: it recorded `exact_text` false, where openai-whisper's
+        float32 text is what every MAX path must give (the benchmark keeps such a run's timings, bounded by its word
+        error rate); None otherwise, and for PyTorch's float16 and faster-whisper, which may move a word."""
+        if not str(self.extra.get("impl", "")).startswith("max") or self.extra.get("exact_text") is not False:
+            return None
+        return "the transcript differs from openai-whisper's float32 text; `pytest -m gpu tests/parity` names the step"
+
     def threshold_pct(self, metric: str, overrides: dict[str, float] | None = None,
                       interleaved: bool = True) -> float | None:
         """regression.threshold_pct of this case's `metric`: on a GPU, by whether its step replays a capture (its

@@ -190,6 +190,22 @@ def test_launched_runs_leave_a_captured_case_s_history(tmp_path):
     assert slowed.change == pytest.approx(0.25, abs=0.01)  # measured +24.9%: read against QUIET's level
 
 
+@pytest.mark.parametrize("impl, called", [("max-gpu-warps", True), ("max", True), ("gpu", False),
+                                          ("faster-whisper-int8", False)])
+def test_a_max_transcript_that_differs_from_openai_whisper_is_called_and_its_time_still_judged(tmp_path, impl, called):
+    """The GPU MAX paths' benchmark keeps a run whose text moved (bounded by its word error rate) and records
+    exact_text: on a MAX path that is a correctness regression, called on its night; PyTorch's float16 and
+    faster-whisper may move a word, and are not."""
+    case = f"test_transcribe_clip[{impl}]"
+    for night, median in enumerate(QUIET + [1.0]):
+        extra = {"impl": impl, "device": "gpu" if "gpu" in impl else "cpu", "exact_text": night < len(QUIET)}
+        write_run(tmp_path / "results" / CPU_FOLDER, night, {case: median}, group="transcribe", extras={case: extra})
+    row = only_row(tmp_path / "results")
+    assert row.regressed == called and row.state == ("REGRESSED" if called else "ok")
+    assert row.rule.startswith("text: the transcript differs from openai-whisper's float32 text") == called
+    assert [j.call.rule for j in row.judged if j.metric == "time"] == ["no step up"]
+
+
 def test_calibration_leaves_out_the_runs_whose_capture_failed(tmp_path):
     """calibrate.judged_figures, which the thresholds are chosen on: a launched night is no clean run of the case."""
     from maxwhisper import calibrate
