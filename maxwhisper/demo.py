@@ -22,6 +22,13 @@ def run_demo(fixtures: pathlib.Path, model: str = "bundled", dtype: str = "float
              for impl in impls}
     if model == "bundled" or pathlib.Path(model).is_dir():  # the peer reads CTranslate2 model directories
         pipes["faster-whisper"] = Pipeline("faster-whisper", model, "float32")
+    # One untimed transcription of the shortest clip per path first: otherwise the first clip's row carries each path's
+    # first-call costs (allocations, caches, lazy imports). The long clip's `max` row read 1.25 s without it and 1.15 s
+    # with it (decode 0.89 and 0.80 s; AMD EPYC Zen 5), the benchmark's warm rounds 0.96-1.01 s
+    warm = min(clips, key=lambda clip: clip.stat().st_size)
+    progress(f"warming each path up on {warm.name} (untimed)")
+    for pipe in pipes.values():
+        pipe.transcribe(warm)
     rows, disagreements = [], 0
     for clip in clips:
         script = clip.with_suffix(".txt").read_text().strip() if clip.with_suffix(".txt").exists() else ""

@@ -9,11 +9,13 @@ pytestmark = pytest.mark.unit
 class FakePipeline:
     """A path that 'transcribes' every clip to its own text, in 1 s (encode 0.25 s) of a 10 s clip."""
     texts: dict[str, str] = {}
+    calls: list[tuple[str, str]] = []
 
     def __init__(self, impl, model="bundled", dtype="float32", progress=None):
         self.impl, self.timings = impl, {"load": 0.1, "compile": 0.0}
 
     def transcribe(self, clip):
+        self.calls.append((self.impl, clip.name))
         return {"text": self.texts.get(self.impl, " the same words"), "audio_seconds": 10.0,
                 "timings": {"encode": 0.25, "decode": 0.75, "total": 1.0}}
 
@@ -24,13 +26,18 @@ class FakePipeline:
 ])
 def test_demo_table_and_verdict(tmp_path, monkeypatch, capsys, max_text, code, verdict):
     (tmp_path / "audio").mkdir()
-    for name in ("a", "b"):
-        (tmp_path / "audio" / f"{name}.wav").write_bytes(b"")
+    for name, size in (("a", 20), ("b", 10)):
+        (tmp_path / "audio" / f"{name}.wav").write_bytes(b"0" * size)
         (tmp_path / "audio" / f"{name}.txt").write_text("the same words")
     monkeypatch.setattr(demo, "Pipeline", FakePipeline)
     monkeypatch.setattr(demo, "cuda_available", lambda: False)
     monkeypatch.setattr(FakePipeline, "texts", {"max": max_text})
+    monkeypatch.setattr(FakePipeline, "calls", [])
     assert demo.run_demo(tmp_path, progress=lambda message: None) == code
+    impls = ["cpu", "max-encoder", "max", "faster-whisper"]
+    # each path warmed up, untimed, on the shortest clip before any timed row
+    assert FakePipeline.calls == [(impl, "b.wav") for impl in impls] + [(impl, clip) for clip in ("a.wav", "b.wav")
+                                                                        for impl in impls]
     out = capsys.readouterr().out
     assert verdict in out and "x real time" in out.splitlines()[0]
     rows = [line.split() for line in out.splitlines()[2:] if line.startswith(("a ", "b "))]
