@@ -96,6 +96,9 @@ class DecoderConfig:
     # float32 products from bfloat16-exact parts (maxwhisper/exact.py), the weights in this many parts:
     # 0 = plain products. get_decoder sets it on GPU, whose float32 products round like TF32.
     weight_parts: int = 0
+    # the graph-op step also outputs each layer's cross-attention scores, before the softmax, (batch, h, new, ctx):
+    # what openai-whisper's word alignment reads from its decoder (inference.MaxTextDecoder)
+    cross_qk: bool = False
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -107,6 +110,8 @@ class DecoderConfig:
         if self.fused and self.dtype != "float32":
             raise MaxWhisperError("the fused decoder kernels compute in float32; use fused=False for "
                                   f"{self.dtype}")
+        if self.cross_qk and self.fused:
+            raise MaxWhisperError("the cross-attention scores are the graph-op step's output; pass fused=False")
         if self.warps and not self.fused:
             raise MaxWhisperError("the warp kernels are the fused step's; pass fused=True with warps")
         if self.storage not in ("float32", "float16") or (self.storage == "float16" and not self.fused):
@@ -249,7 +254,8 @@ def build_step_graph(cfg: DecoderConfig):
                   TensorType(DType.float32, ["batch", h, ctx, dh], device=dev)] * n_layer
     from maxwhisper.fused import KERNELS_PATH, decoder_block
     name = (f"whisper_decoder_step_{cfg.dtype}" + (f"_fused_{cfg.storage}" if cfg.fused else "_static")
-            + ("_warps" if cfg.warps else "") + ("" if cfg.fused else _exact_suffix(cfg)))  # fused: no graph products
+            + ("_warps" if cfg.warps else "") + ("" if cfg.fused else _exact_suffix(cfg))  # fused: no graph products
+            + ("_qk" if cfg.cross_qk else ""))
     with Graph(name, input_types=types, custom_extensions=[KERNELS_PATH] if cfg.fused else []) as graph:
         tokens, positions, causal, rows, past = (v.tensor for v in graph.inputs[:5])
         n_caches = 2 if cfg.fused else 2 * n_layer
@@ -297,9 +303,12 @@ def build_step_graph(cfg: DecoderConfig):
             scores = product(heads(q), ops.transpose(k, 2, 3)) * scale + mask
             return linear(merge(product(ops.softmax(scores), v)), f"blocks.{i}.out")
 
+        scores = []  # each layer's cross-attention scores (cfg.cross_qk)
+
         def cross_attention(x, i):
             q = heads(linear(x, f"blocks.{i}.cross_q"))
-            o = product(ops.softmax(product(q, cross[2 * i]) * scale), cross[2 * i + 1])
+            scores.append(product(q, cross[2 * i]) * scale)
+            o = product(ops.softmax(scores[-1]), cross[2 * i + 1])
             return linear(merge(o), f"blocks.{i}.cross_out")
 
         def block(x, i):  # one decoder block
@@ -331,7 +340,7 @@ def build_step_graph(cfg: DecoderConfig):
             logits = x @ logits_w
         else:
             logits = ops.cast(ops.cast(x, logits_w.dtype) @ logits_w, DType.float32)
-        graph.output(logits, *taps)
+        graph.output(logits, *taps, *(scores if cfg.cross_qk else []))
     return graph
 
 
@@ -391,7 +400,9 @@ class MaxDecoder:
         dims, self.progress = cfg.dims, progress or stderr_line
         self.progress(f"compiling MAX decoder (d={dims.n_text_state} layers={dims.n_text_layer} "
                               f"vocab={dims.n_vocab}, {cfg.device}, {cfg.dtype}"
-                              + (f", {cfg.storage} weights" if cfg.fused else "") + "); the first compile takes a few "
+                              + (f", {cfg.storage} weights" if cfg.fused else "")
+                              + (", the word alignment's cross-attention scores" if cfg.cross_qk else "")
+                              + "); the first compile takes a few "
                               "minutes on 2 cores, later ones load from ~/.cache/modular")
         start = time.perf_counter()
         session = get_session(cfg.device)
@@ -633,6 +644,14 @@ class DecoderState:
         names = decoder_tap_names(self.decoder.cfg.dims.n_text_layer)
         return {n: np.repeat(self.decoder._to_numpy(t), self._taps_repeat, axis=0) for n, t in zip(names, self.taps)}
 
+    def cross_qk_arrays(self) -> list[np.ndarray]:
+        """The last step's cross-attention scores of each layer, before the softmax, (batch, h, new, n_audio_ctx),
+        scaled by 1 / sqrt(head width) as openai-whisper's qk is (a decoder compiled with cross_qk)."""
+        if not self.decoder.cfg.cross_qk:
+            raise MaxWhisperError("this decoder was compiled without cross-attention scores; "
+                                  "use get_decoder(..., cross_qk=True)")
+        return [self.decoder._to_numpy(t) for t in self.taps[-self.decoder.cfg.dims.n_text_layer:]]
+
     def cache_arrays(self) -> list[np.ndarray]:
         """The caches as numpy arrays, keys and values per layer, each (batch, h, n_text_ctx, dh): rows
         0 .. filled - 1 hold tokens, the rest are not yet written. Views on CPU, copies on GPU."""
@@ -734,19 +753,20 @@ _HALF_EXACT: dict[str, bool] = {}
 
 def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozenset(), fused: bool | None = None,
                 storage: str | None = None, progress: Callable[[str], None] | None = None,
-                exact_products: bool | None = None, warps: bool = False) -> MaxDecoder:
+                exact_products: bool | None = None, warps: bool = False, cross_qk: bool = False) -> MaxDecoder:
     """The process-wide compiled decoder for these weights and settings (compiled on first use).
     `fused` on GPU: the warp kernels (decoder_warps.mojo), float32 on CUDA cores; None: those on an NVIDIA GPU
     in float32 (an H200 stepped in 0.57 ms eager against 2.66 ms for the graph ops on an H100), else graph ops.
     `warps` on CPU: their emulation (the suite checks it as it checks the CPU kernel).
     `storage` None: float16 for the fused kernels when every decoder weight is half-representable.
     `exact_products` None: on GPU in float32 (exact.py; True also runs them on CPU), for every graph-op
-    product: with the fused step, the cross graph's alone (`graph_products`)."""
-    fused = True if warps else fused
+    product: with the fused step, the cross graph's alone (`graph_products`).
+    `cross_qk`: the graph-op step that also outputs the cross-attention scores (word alignment; fused=False)."""
+    fused = False if cross_qk else True if warps else fused
     if fused is None and device == "gpu":
         fused = dtype == "float32" and max_device("gpu").api == "cuda"
     exact_products = exact.wanted(exact_products, device, dtype)
-    cfg = DecoderConfig(loaded.dims, device, dtype, frozenset(bugs), fused, warps=warps)
+    cfg = DecoderConfig(loaded.dims, device, dtype, frozenset(bugs), fused, warps=warps, cross_qk=cross_qk)
     if storage is None and cfg.fused:
         if loaded.decoder_sha256 not in _HALF_EXACT:
             _HALF_EXACT[loaded.decoder_sha256] = half_exact(loaded.decoder_weights())

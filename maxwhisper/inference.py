@@ -5,8 +5,10 @@ and `cleanup_caching()`. `MaxInference` implements them on a `DecoderState`; `us
 makes `model.decode` (what `whisper.transcribe()` calls per segment and per fallback temperature) build
 tasks with it. Nothing in openai-whisper is patched: the compiled graphs live in `MaxDecoder`, outside
 the per-segment tasks, and `transcribe()` runs unchanged (windows, temperature fallback, beam search,
-best-of, condition_on_previous_text, no-speech probability, timestamps). Language detection and word-level
-timestamps call `model.logits` / `model(mel, tokens)` directly and stay on PyTorch's decoder.
+best-of, condition_on_previous_text, no-speech probability, timestamps). Word-level timestamps and language
+detection call `model(mel, tokens)` / `model.logits` directly: `use_max_decoder(..., whole_pass=...)` makes
+`model.decoder` a `MaxTextDecoder`, a whole-sequence pass on MAX whose cross-attention scores reach
+openai-whisper's alignment hooks.
 
 Inside a `MaxDecodingTask`, the prompt prefill computes logits only at the two rows openai-whisper's
 loop reads (the start-of-transcript row, for the no-speech probability, and the last); the other rows
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 from whisper.decoding import DecodingOptions, DecodingTask, Inference
 
 from maxwhisper.decoder import DecoderState, MaxDecoder
+from maxwhisper.errors import MaxWhisperError
 
 
 # Per decoder and batch: the reusable prompt-logits buffer, how many of its rows are NaN-filled, and the rows
@@ -103,6 +107,48 @@ class DecodeTimer:
         self.tokens += tokens
 
 
+class _CrossAttentionScores(torch.nn.Module):
+    """A block's `cross_attn` where openai-whisper's word alignment hooks it: called with the block's scores, it
+    returns (None, scores) as MultiHeadAttention returns (output, qk), so its forward hooks read qk."""
+
+    def forward(self, qk: torch.Tensor):
+        return None, qk
+
+
+class _Block(torch.nn.Module):
+    """A decoder block as openai-whisper's code reaches into it: `attn` is PyTorch's, never run (DecodingTask's
+    constructor lists its key and value modules before MaxDecodingTask swaps the inference), `cross_attn` hands
+    out MAX's scores."""
+
+    def __init__(self, torch_block: torch.nn.Module):
+        super().__init__()
+        self.attn, self.cross_attn = torch_block.attn, _CrossAttentionScores()
+
+
+class MaxTextDecoder(torch.nn.Module):
+    """`model.decoder` for the whole-sequence passes openai-whisper makes outside its decoding loop: word
+    alignment (`model(mel, tokens)`, which reads each block's cross-attention scores through forward hooks on
+    `blocks[i].cross_attn`) and language detection (`model.logits`). One pass from an empty cache through the
+    graph-op step compiled with the scores as outputs (`make()`: get_decoder(..., cross_qk=True)), on first use."""
+
+    def __init__(self, torch_decoder: torch.nn.Module, make: Callable[[], MaxDecoder]):
+        super().__init__()
+        self.token_embedding = torch_decoder.token_embedding  # the model keeps a parameter: its `device`
+        self.blocks = torch.nn.ModuleList(_Block(block) for block in torch_decoder.blocks)
+        self._make, self._decoder = make, None
+
+    def forward(self, x: torch.Tensor, xa: torch.Tensor, kv_cache: dict | None = None) -> torch.Tensor:
+        if kv_cache is not None:
+            raise MaxWhisperError("model.decoder is MAX's whole-sequence pass and keeps no PyTorch key/value cache; "
+                                  "decode through model.decode (use_max_decoder)")
+        self._decoder = self._decoder or self._make()
+        state = self._decoder.new_state(xa.float().cpu().numpy(), x.shape[0] // xa.shape[0], reuse_cross=True)
+        logits = torch.from_numpy(state.step(x.cpu().numpy()))
+        for block, qk in zip(self.blocks, state.cross_qk_arrays()):
+            block.cross_attn(torch.from_numpy(qk))
+        return logits.to(x.device)
+
+
 class MaxDecodingTask(DecodingTask):
     """openai-whisper's DecodingTask with its inference on the MAX decoder."""
 
@@ -114,9 +160,13 @@ class MaxDecodingTask(DecodingTask):
             self.decoder.inference = self.inference
 
 
-def use_max_decoder(model, decoder: MaxDecoder, timer: DecodeTimer | None = None, capture: bool | None = None):
+def use_max_decoder(model, decoder: MaxDecoder, timer: DecodeTimer | None = None, capture: bool | None = None,
+                    whole_pass: Callable[[], MaxDecoder] | None = None):
     """Make `model.decode` (and so `whisper.transcribe(model, ...)`) decode on MAX; returns `model`.
-    `capture`: whether GPU single-token steps replay a captured graph (None: MAXWHISPER_CAPTURE's choice)."""
+    `capture`: whether GPU single-token steps replay a captured graph (None: MAXWHISPER_CAPTURE's choice).
+    `whole_pass`: builds the decoder of `model.decoder`'s passes (MaxTextDecoder); None keeps PyTorch's there."""
+    if whole_pass is not None:
+        model.decoder = MaxTextDecoder(model.decoder, whole_pass)
 
     @torch.no_grad()
     def decode(mel: torch.Tensor, options: DecodingOptions = DecodingOptions(), **kwargs):

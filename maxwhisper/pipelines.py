@@ -133,7 +133,8 @@ class Pipeline:
                 self.timings["compile"] += decoder.compile_s
                 self._max_decoder = decoder
                 self.decode_timer = DecodeTimer()
-                use_max_decoder(self.whisper, decoder, self.decode_timer, self.capture)
+                use_max_decoder(self.whisper, decoder, self.decode_timer, self.capture, whole_pass=lambda: get_decoder(
+                    self.loaded, self.device, progress=self.progress, cross_qk=True))
         else:
             if self.impl == "cpu" and self.dtype != "float32":  # a reduced-precision PyTorch reference
                 self.whisper.encoder = _CastEncoder(torch_encoder(self.loaded, "cpu", getattr(torch, self.dtype)))

@@ -115,10 +115,24 @@ def test_long_clip_conditions_on_previous_text(pipelines, monkeypatch, transcrib
 
 @pytest.mark.parametrize("clip", CLIP_NAMES)
 def test_word_timestamps_equal_openai_whisper(clip, transcribe):
-    """Word timing keeps PyTorch's cross-attention alignment pass, over the MAX-decoded tokens."""
-    # the alignment pass sees MAX features (encoder parity ~1e-5). Measured: every word's start and end equal on
-    # all three clips (225 words, Zen 5 EPYC); 0.02 s allows one 20 ms frame, the alignment's step.
+    """Word timing: openai-whisper's alignment over the MAX-decoded tokens, its decoder pass on MAX too."""
+    # the alignment reads MAX's features and cross-attention scores (within 2.4e-6 of PyTorch's). Measured: every
+    # word's start and end equal on all three clips (225 words, Zen 5 EPYC); 0.02 s allows one 20 ms frame, the
+    # alignment's step.
     assert_words_agree(run(transcribe, "max", clip, "greedy"), run(transcribe, "cpu", clip, "greedy"), 0.02)
+
+
+def test_word_alignment_runs_no_pytorch_decoder(pipelines, monkeypatch):
+    """The max path's word alignment (`model(mel, tokens)`) goes through MaxTextDecoder: PyTorch's TextDecoder
+    never runs, and MAX's scores reach openai-whisper's hooks (the words are compared in the test above)."""
+    import whisper.model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("PyTorch's TextDecoder ran")
+    monkeypatch.setattr(whisper.model.TextDecoder, "forward", refuse)
+    pipe = pipelines["max"]
+    result = transcribe_clip(pipe, "short")
+    assert [w for s in result["segments"] for w in s["words"]]
 
 
 def test_the_max_path_does_not_warn_of_cpu_inference_where_cuda_is_available(monkeypatch):

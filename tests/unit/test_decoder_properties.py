@@ -404,6 +404,19 @@ def test_the_fused_step_on_gpu_is_the_warp_kernels_in_float32(bundled):
         DecoderConfig(bundled.dims, "gpu", "float16", fused=True)
 
 
+def test_cross_attention_scores_are_the_graph_op_step_s_and_asked_for(bundled, max_decoder):
+    """The word alignment's scores (cross_qk) come only from the graph-op step, and a decoder compiled without
+    them says how to get them, rather than handing out its taps."""
+    from maxwhisper.decoder import DecoderConfig
+    with pytest.raises(MaxWhisperError, match="cross-attention scores are the graph-op step's output; pass fused=False"):
+        DecoderConfig(bundled.dims, "cpu", fused=True, cross_qk=True)
+    state = max_decoder.new_state(features(1), 1)
+    state.step(np.array([[50257, 50362]]))
+    with pytest.raises(MaxWhisperError, match=r"compiled without cross-attention scores; use get_decoder\(\.\.\., "
+                                              r"cross_qk=True\)"):
+        state.cross_qk_arrays()
+
+
 @pytest.mark.parametrize("name, setting, message", [
     ("BLOCK", "100", "is not threads per block.*unset it"), ("BLOCK", "16", "is not threads"),
     ("BLOCK", "2048", "is not threads"), ("BLOCK", "many", "is not threads"),
