@@ -650,7 +650,8 @@ class DecoderState:
         if not self.decoder.cfg.cross_qk:
             raise MaxWhisperError("this decoder was compiled without cross-attention scores; "
                                   "use get_decoder(..., cross_qk=True)")
-        return [self.decoder._to_numpy(t) for t in self.taps[-self.decoder.cfg.dims.n_text_layer:]]
+        return [np.repeat(self.decoder._to_numpy(t), self._taps_repeat, axis=0)  # a shared prompt's: every row
+                for t in self.taps[-self.decoder.cfg.dims.n_text_layer:]]
 
     def cache_arrays(self) -> list[np.ndarray]:
         """The caches as numpy arrays, keys and values per layer, each (batch, h, n_text_ctx, dh): rows
@@ -762,6 +763,8 @@ def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozen
     `exact_products` None: on GPU in float32 (exact.py; True also runs them on CPU), for every graph-op
     product: with the fused step, the cross graph's alone (`graph_products`).
     `cross_qk`: the graph-op step that also outputs the cross-attention scores (word alignment; fused=False)."""
+    if cross_qk and (fused or warps):
+        raise MaxWhisperError("the cross-attention scores are the graph-op step's output; drop fused=True and warps")
     fused = False if cross_qk else True if warps else fused
     if fused is None and device == "gpu":
         fused = dtype == "float32" and max_device("gpu").api == "cuda"
@@ -783,7 +786,7 @@ def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozen
     if key not in _MODELS:
         if bugs:
             base = get_decoder(loaded, device, dtype, fused=fused, storage=cfg.storage, progress=progress,
-                               exact_products=bool(parts), warps=cfg.warps)
+                               exact_products=bool(parts), warps=cfg.warps, cross_qk=cfg.cross_qk)
             _MODELS[key] = base.mutant(cfg.bugs, loaded.decoder_weights())
         else:
             _MODELS[key] = MaxDecoder(cfg, loaded.decoder_weights(), progress)

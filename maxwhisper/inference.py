@@ -143,6 +143,7 @@ class MaxTextDecoder(torch.nn.Module):
                                   "decode through model.decode (use_max_decoder)")
         self._decoder = self._decoder or self._make()
         state = self._decoder.new_state(xa.float().cpu().numpy(), x.shape[0] // xa.shape[0], reuse_cross=True)
+        state.capture = False  # one pass of many tokens: nothing to replay
         logits = torch.from_numpy(state.step(x.cpu().numpy()))
         for block, qk in zip(self.blocks, state.cross_qk_arrays()):
             block.cross_attn(torch.from_numpy(qk))

@@ -56,12 +56,13 @@ def test_max_decoder_tokens_equal_openai_whisper(clip, strategy, impl, transcrib
 
 def decodes_of(pipelines, monkeypatch, clip: str, strategy: str) -> tuple[dict, list]:
     """Transcribe `clip` on the max path as the `transcribe` fixture does; return the result and, per
-    DecoderState, (its group: rows per audio window, the tokens of its first step)."""
+    DecoderState of its decoding loop (not the word alignment's passes), (its group: rows per audio window, the
+    tokens of its first step)."""
     from maxwhisper.decoder import DecoderState
-    decodes, step = [], DecoderState.step
+    decodes, step, loop = [], DecoderState.step, pipelines["max"]._max_decoder
 
     def spied(self, tokens, *args, **kwargs):
-        if self.length == 0:  # the state's first step (a state's id can be reused once it is freed)
+        if self.length == 0 and self.decoder is loop:  # the state's first step (a state's id can be reused)
             decodes.append((self.group, np.asarray(tokens).copy()))
         return step(self, tokens, *args, **kwargs)
     monkeypatch.setattr(DecoderState, "step", spied)
@@ -122,7 +123,7 @@ def test_word_timestamps_equal_openai_whisper(clip, transcribe):
     assert_words_agree(run(transcribe, "max", clip, "greedy"), run(transcribe, "cpu", clip, "greedy"), 0.02)
 
 
-def test_word_alignment_runs_no_pytorch_decoder(pipelines, monkeypatch):
+def test_word_alignment_runs_no_pytorch_decoder(monkeypatch):
     """The max path's word alignment (`model(mel, tokens)`) goes through MaxTextDecoder: PyTorch's TextDecoder
     never runs, and MAX's scores reach openai-whisper's hooks (the words are compared in the test above)."""
     import whisper.model
@@ -130,9 +131,15 @@ def test_word_alignment_runs_no_pytorch_decoder(pipelines, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("PyTorch's TextDecoder ran")
     monkeypatch.setattr(whisper.model.TextDecoder, "forward", refuse)
-    pipe = pipelines["max"]
+    from maxwhisper.decoder import get_decoder
+    from maxwhisper.pipelines import Pipeline
+    pipe = Pipeline("max", "bundled")  # a new one: its whole-pass decoder not yet fetched
+    compile_s = pipe.timings["compile"]
     result = transcribe_clip(pipe, "short")
     assert [w for s in result["segments"] for w in s["words"]]
+    # that decoder's compile (or its load from MAX's cache) counts as the pipeline's, not as this decode's
+    whole_pass = get_decoder(pipe.loaded, "cpu", cross_qk=True)
+    assert result["timings"]["compile"] == pipe.timings["compile"] == compile_s + whole_pass.compile_s
 
 
 def test_the_max_path_does_not_warn_of_cpu_inference_where_cuda_is_available(monkeypatch):

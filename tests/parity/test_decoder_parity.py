@@ -76,6 +76,21 @@ def test_cross_attention_scores_match_pytorch(clip, bundled, clip_features, torc
     assert_parity({"logits": logits}, {"logits": want_logits}, "decoder-float32", label=clip)
 
 
+def test_cross_attention_scores_of_a_shared_prompt_are_every_row_s(bundled, clip_features, expected_transcripts):
+    """A group whose rows share their prompt is decoded once and copied (DecoderState._prefill_group_once): its
+    scores come back for every row, as one row's."""
+    from maxwhisper.decoder import get_decoder
+    tokens = decoder_tokens(expected_transcripts["short"]["tokens"])
+    decoder = get_decoder(bundled, "cpu", cross_qk=True)
+    one = decoder.new_state(clip_features["short"], 1)
+    one.step(tokens)
+    pair = decoder.new_state(clip_features["short"], 2)
+    pair.step(np.repeat(tokens, 2, axis=0))
+    for alone, both in zip(one.cross_qk_arrays(), pair.cross_qk_arrays()):
+        assert both.shape == (2, *alone.shape[1:])
+        np.testing.assert_array_equal(both, np.repeat(alone, 2, axis=0))
+
+
 class SideBySide:
     """An Inference that runs PyTorch's and the MAX decoder on the same tokens and returns PyTorch's
     logits (so the decode follows PyTorch's path), recording both at every step."""

@@ -61,15 +61,21 @@ def test_random_weights_decoder_matches_pytorch(size, fused, half, exact, warps)
 
 
 @pytest.mark.slow
-def test_language_detection_of_a_multilingual_model_runs_on_max():
+def test_language_detection_of_a_multilingual_model_runs_on_max(monkeypatch):
     """Multilingual models detect their language through `model.logits`, which the max path's MaxTextDecoder
     answers on MAX: its 99 language probabilities equal PyTorch's (random tiny weights; measured within 1.2e-7 on
     the short clip's features, the same language first; a new compile of tiny's multilingual graphs)."""
     import torch
+    import whisper.model
 
+    from maxwhisper.inference import MaxTextDecoder
     from maxwhisper.pipelines import Pipeline
     max_path, cpu_path = (Pipeline(impl, f"random:tiny:{SEED}") for impl in ("max", "cpu"))
     features = torch.from_numpy(np.random.default_rng(SEED).standard_normal((1, 1500, 384)).astype(np.float32))
-    got, want = (path.whisper.detect_language(features)[1][0] for path in (max_path, cpu_path))
+    want = cpu_path.whisper.detect_language(features)[1][0]
+    assert isinstance(max_path.whisper.decoder, MaxTextDecoder)
+    with monkeypatch.context() as m:
+        m.setattr(whisper.model.TextDecoder, "forward", lambda *a, **k: pytest.fail("PyTorch's TextDecoder ran"))
+        got = max_path.whisper.detect_language(features)[1][0]
     assert got.keys() == want.keys() and len(want) == 99
     assert max(abs(got[k] - want[k]) for k in want) < 1e-5 and max(got, key=got.get) == max(want, key=want.get)

@@ -408,8 +408,12 @@ def test_cross_attention_scores_are_the_graph_op_step_s_and_asked_for(bundled, m
     """The word alignment's scores (cross_qk) come only from the graph-op step, and a decoder compiled without
     them says how to get them, rather than handing out its taps."""
     from maxwhisper.decoder import DecoderConfig
+    from maxwhisper.decoder import get_decoder
     with pytest.raises(MaxWhisperError, match="cross-attention scores are the graph-op step's output; pass fused=False"):
         DecoderConfig(bundled.dims, "cpu", fused=True, cross_qk=True)
+    for kind in ({"fused": True}, {"warps": True}):
+        with pytest.raises(MaxWhisperError, match="graph-op step's output; drop fused=True and warps"):
+            get_decoder(bundled, "cpu", cross_qk=True, **kind)
     state = max_decoder.new_state(features(1), 1)
     state.step(np.array([[50257, 50362]]))
     with pytest.raises(MaxWhisperError, match=r"compiled without cross-attention scores; use get_decoder\(\.\.\., "
