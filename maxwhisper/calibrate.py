@@ -98,10 +98,10 @@ def judged_figures(series: list, key: str) -> tuple[list, dict[str, list[Figure]
     nightly judges: times without the busy runs, memory with them (neither from a capture that failed). None with
     fewer than MIN_SERIES quiet runs."""
     everything = [(run, run.results[key], figures(run, run.results[key])) for run in series if key in run.results]
-    quiet = [(run, result) for run, result, _ in everything if not result.busy and not result.not_replayed]
+    quiet = [(run, result) for run, result, _ in everything if not result.left_out("time")]
     if len(quiet) < MIN_SERIES:
         return None
-    last = next(figs for _, result, figs in reversed(everything) if not result.busy and not result.not_replayed)
+    last = next(figs for _, result, figs in reversed(everything) if not result.left_out("time"))
     return quiet, {metric: [figs[metric] for _, result, figs in everything if metric in figs and not result.left_out(metric)]
                    for metric in last}
 

@@ -14,6 +14,7 @@ import json
 import math
 import pathlib
 import sys
+from collections import Counter
 from dataclasses import dataclass, replace
 
 from maxwhisper import regression
@@ -142,8 +143,7 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
     threshold = history[-1][1].threshold_pct("time", thresholds, interleaved)
     metrics = dict.fromkeys(metric for figs in per_run.values() for metric in figs)
     results = {id(run): result for run, result in history}
-    latest_busy = history[-1][1].busy_reason if history[-1][0] is runs[-1] else None
-    not_replayed = history[-1][1].not_replayed if history[-1][0] is runs[-1] else None
+    current = history[-1][1] if history[-1][0] is runs[-1] else None  # the case in the series' latest run, if there
     judged = []
     for metric in metrics:
         latest = next(per_run[id(run)][metric] for run, _ in reversed(history) if metric in per_run[id(run)])
@@ -154,33 +154,33 @@ def judge_case(machine: Machine, runs: list[Run], key: str, thresholds: dict[str
         limit_pct = history[-1][1].threshold_pct(metric, thresholds, interleaved)
         if limit_pct is None:
             call = Call(False, None, "charted, not judged (a launched GPU step: regression.GPU_THRESHOLDS_PCT)")
-        elif history[-1][0] is runs[-1] and (why_not := history[-1][1].left_out(metric)):
+        elif current is not None and (why_not := current.left_out(metric)):
             call = Call(False, None, f"not judged ({why_not} run)")
         else:  # busy runs' times, and every figure of a capture that failed, are charted, not judged
-            kept = [fig for fig, run in zip(figs, runs) if fig and not results[id(run)].left_out(metric)]
+            excluded = {id(run): results[id(run)].left_out(metric) for fig, run in zip(figs, runs) if fig}
+            kept = [fig for fig, run in zip(figs, runs) if fig and not excluded[id(run)]]
             call = regression.judge([fig.judged for fig in kept], limit_pct)
             if call.regressed and math.isclose(kept[-1].judged / (1 + call.change), latest.floor):  # the step's base
                 call = replace(call, rule=f"step up to {kept[-1].value:g} {latest.unit} from run {call.since + 1} of "
                                           f"{len(kept)}, from under the {latest.floor:g} {latest.unit} floor")
-            reasons = [why for run, fig in zip(runs, figs) if fig and (why := results[id(run)].left_out(metric))]
-            if gone := ", ".join(f"{n} {why} run{'s' * (n > 1)}" for why in dict.fromkeys(reasons)
-                                 if (n := reasons.count(why))):
+            if gone := ", ".join(f"{n} {why} run{'s' * (n > 1)}"
+                                 for why, n in Counter(filter(None, excluded.values())).items()):
                 call = replace(call, rule=f"{call.rule}, {gone} left out")
         judged.append(Judged(metric, latest.normalisation, latest.unit, values, call, limit_pct))
-    vs_baseline = None
-    if baseline is not None and key in baseline.results and (why := baseline.results[key].left_out("time")):
+    vs_baseline, pinned = None, baseline.results.get(key) if baseline is not None else None
+    if pinned is not None and (why := pinned.left_out("time")):
         vs_baseline = Call(False, None, f"not compared: pinned {baseline.short} " + (
             "ran beside other processes" if why == "busy" else "timed launched steps: its capture failed"))
-    elif baseline is not None and key in baseline.results and history[-1][0] is runs[-1] and threshold is None:
+    elif pinned is not None and current is not None and threshold is None:
         vs_baseline = Call(False, None, f"not compared with pinned {baseline.short}: its time is not judged")
-    elif (baseline is not None and key in baseline.results and history[-1][0] is runs[-1]
-          and not history[-1][1].left_out("time")):
-        old = figures(baseline, baseline.results[key])["time"].value
-        change = figures(*history[-1])["time"].value / old - 1
+    elif pinned is not None and current is not None and not current.left_out("time"):
+        old = figures(baseline, pinned)["time"].value
+        change = figures(runs[-1], current)["time"].value / old - 1
         vs_baseline = Call(change * 100 > threshold, change, f"{change:+.1%} vs pinned {baseline.short}")
-    wrong_text = history[-1][1].wrong_text if history[-1][0] is runs[-1] else None
-    return Row(machine, history, threshold, judged, history[-1][0] is not runs[-1], vs_baseline, latest_busy,
-               not_replayed, wrong_text)
+    if current is None:
+        return Row(machine, history, threshold, judged, True, vs_baseline)
+    return Row(machine, history, threshold, judged, False, vs_baseline, current.busy_reason, current.not_replayed,
+               current.wrong_text)
 
 
 def build_report(results: pathlib.Path, baseline: str | None = None,

@@ -414,12 +414,16 @@ class MaxDecoder:
         # but once a graph is captured MAX held about 70 GB of the card's 80 (NVML; eager: 1.3 GB), so it is
         # opt-in. A runtime that cannot capture runs the steps eagerly (capture_error says why)
         self.captures = cfg.device == "gpu" and captures
-        self.capture_error: str | None = None
         # batch -> why its capture failed: later states of that batch step eagerly without trying (or saying) it
         # again; another batch (a beam group, say) still tries, since a capture can fail for one size alone
         self.capture_refused: dict[int, str] = {}
         # the last window's features and their cross keys/values, for `cross(..., reuse_last=True)`
         self._last_cross: tuple[np.ndarray, list] | None = None
+
+    @property
+    def capture_error(self) -> str | None:
+        """Why the last capture that failed did (capture_refused's latest entry), or None."""
+        return next(reversed(self.capture_refused.values()), None)
 
     def mutant(self, bugs: frozenset[str], decoder_weights: dict[str, np.ndarray]) -> "MaxDecoder":
         """This decoder with `bugs` injected (the self-check). Host-side bugs share the compiled models;
@@ -591,8 +595,7 @@ class DecoderState:
             try:
                 self._captured = CapturedStep(self, inputs)
             except (RuntimeError, ValueError) as exc:  # the runtime cannot capture this graph: run steps eagerly
-                self.capture, d.capture_error = False, reason(exc, typed=True)
-                d.capture_refused[self.batch] = d.capture_error
+                self.capture, d.capture_refused[self.batch] = False, reason(exc, typed=True)
                 d.progress(f"note: steps of batch {self.batch} run eagerly, not replayed: MAX could not capture the "
                            f"step graph ({d.capture_error})")
         if self._captured is not None and new == 1:  # a single-token step on GPU: one replay of a captured graph

@@ -129,20 +129,20 @@ class MaxTextDecoder(torch.nn.Module):
     """`model.decoder` for the whole-sequence passes openai-whisper makes outside its decoding loop: word
     alignment (`model(mel, tokens)`, which reads each block's cross-attention scores through forward hooks on
     `blocks[i].cross_attn`) and language detection (`model.logits`). One pass from an empty cache through the
-    graph-op step compiled with the scores as outputs (`make()`: get_decoder(..., cross_qk=True)), on first use."""
+    graph-op step compiled with the scores as outputs (`make()`: get_decoder(..., cross_qk=True), which compiles it
+    on first use and hands back the same decoder after)."""
 
     def __init__(self, torch_decoder: torch.nn.Module, make: Callable[[], MaxDecoder]):
         super().__init__()
         self.token_embedding = torch_decoder.token_embedding  # the model keeps a parameter: its `device`
         self.blocks = torch.nn.ModuleList(_Block(block) for block in torch_decoder.blocks)
-        self._make, self._decoder = make, None
+        self._make = make
 
     def forward(self, x: torch.Tensor, xa: torch.Tensor, kv_cache: dict | None = None) -> torch.Tensor:
         if kv_cache is not None:
             raise MaxWhisperError("model.decoder is MAX's whole-sequence pass and keeps no PyTorch key/value cache; "
                                   "decode through model.decode (use_max_decoder)")
-        self._decoder = self._decoder or self._make()
-        state = self._decoder.new_state(xa.float().cpu().numpy(), x.shape[0] // xa.shape[0], reuse_cross=True)
+        state = self._make().new_state(xa.float().cpu().numpy(), x.shape[0] // xa.shape[0], reuse_cross=True)
         state.capture = False  # one pass of many tokens: nothing to replay
         logits = torch.from_numpy(state.step(x.cpu().numpy()))
         for block, qk in zip(self.blocks, state.cross_qk_arrays()):

@@ -99,10 +99,15 @@ class Result:
         return "; ".join(reasons) or None
 
     @property
+    def replays(self) -> bool:
+        """Whether the case's steps are meant to replay a captured device graph (its impl ends in -captured)."""
+        return str(self.extra.get("impl", "")).endswith("-captured")
+
+    @property
     def not_replayed(self) -> str | None:
         """Why a `-captured` case's steps were launched one by one instead of replaying their capture (it recorded
         `captured` false: the capture failed); None where they replayed, or the run does not say."""
-        if not str(self.extra.get("impl", "")).endswith("-captured") or self.extra.get("captured") is not False:
+        if not self.replays or self.extra.get("captured") is not False:
             return None
         why = (str(self.extra.get("capture_error") or "").strip().splitlines() or ["no reason recorded"])[0]
         return f"its steps were launched, not replayed: the capture failed ({why})"
@@ -121,7 +126,7 @@ class Result:
         """regression.threshold_pct of this case's `metric`: on a GPU, by whether its step replays a capture (its
         impl; a run whose capture failed is not judged at all: not_replayed)."""
         return regression.threshold_pct(self.group, metric, overrides, interleaved, str(self.extra.get("device", "cpu")),
-                                        str(self.extra.get("impl", "")).endswith("-captured"))
+                                        self.replays)
 
     def left_out(self, metric: str) -> str | None:
         """Why the nightly leaves this run's `metric` out of the case's history, or None: a busy run's times (a

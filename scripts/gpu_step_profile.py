@@ -139,8 +139,7 @@ def blocks(decoder, features, settings=SETTINGS, label: str = "") -> None:
             if not captured:
                 print(f"round {round_}, {block} threads, prefetch {prefetch}, pdl {pdl}: not captured ({decoder.capture_error or 'captures are GPU only'}); "
                       f"GPU memory in use {used}", flush=True)
-                decoder.capture_error = None  # the next setting tries again
-                decoder.capture_refused.clear()
+                decoder.capture_refused.clear()  # the next setting tries again
                 continue
             results.setdefault(setting, []).append(np.median(times[5:]) * 1e3)
             print(f"round {round_}, {block} threads, prefetch {prefetch}, pdl {pdl}: median {results[setting][-1]:.3f} ms; "

@@ -13,7 +13,6 @@ machine.
 Usage: python scripts/size_step_bench.py [SIZE ...] [--cache N] [--rounds N]   (default: tiny.en base.en small.en medium.en)
 """
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
@@ -24,17 +23,12 @@ import torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
 from maxwhisper import audio, weights  # noqa: E402
 from maxwhisper.decoder import get_decoder  # noqa: E402
-from tests.helpers import assert_parity  # noqa: E402
+from tests.helpers import assert_parity, half_rounded  # noqa: E402
 from tests.bench.steppers import MaxStepper, TorchStepper  # noqa: E402
 from tests.bench.test_decoder_bench import step_bytes, streaming_read_gbps  # noqa: E402
 
 
 STEPS = 8  # steps of one implementation per block
-
-
-def half_rounded(loaded: weights.LoadedModel) -> weights.LoadedModel:
-    """The same weights rounded to float16 and back, as a released checkpoint holds them."""
-    return dataclasses.replace(loaded, state_dict={k: v.half().float() for k, v in loaded.state_dict.items()})
 
 
 def encoder_row(size: str, loaded, model, mel: np.ndarray) -> None:
@@ -71,10 +65,7 @@ def main() -> None:
           "compile s")
     for size in args.sizes:
         loaded = half_rounded(weights.random_model(size, seed=0))
-        from whisper.model import Whisper
-        model = Whisper(loaded.dims)
-        model.load_state_dict(loaded.state_dict)
-        model.eval()
+        model = loaded.whisper_model("cpu").eval()
         if loaded.dims.n_mels == mel.shape[1]:
             with torch.no_grad():
                 features = model.encoder(torch.from_numpy(np.ascontiguousarray(mel[:, :, :3000])))

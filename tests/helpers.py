@@ -100,6 +100,14 @@ def golden_slices(golden: dict[str, np.ndarray], taps: dict[str, np.ndarray]) ->
     return actual, expected
 
 
+def half_rounded(loaded):
+    """`loaded`'s weights rounded to float16 and back, as every released Whisper checkpoint stores them (the fused
+    decoder kernels then read them in half, exactly)."""
+    import dataclasses
+    return dataclasses.replace(loaded, state_dict={k: v.half().float() for k, v in loaded.state_dict.items()},
+                               source=loaded.source + " (rounded to half)")
+
+
 def decoder_taps(decoder, features, tokens, prefill: int) -> dict[str, np.ndarray]:
     """The MAX decoder's taps and logits for `tokens` (batch, n): a prefill of `prefill` tokens, then one
     token per step, concatenated over the tokens (the same rows one PyTorch pass gives)."""

@@ -21,7 +21,7 @@ from maxwhisper import weights
 from maxwhisper.decoder import get_decoder
 from maxwhisper.golden import RANDOM_SIZES, SEED
 from maxwhisper.reference import torch_decoder_taps
-from tests.helpers import assert_parity, decoder_taps
+from tests.helpers import assert_parity, decoder_taps, half_rounded
 
 pytestmark = pytest.mark.parity
 SIZES = [pytest.param("tiny.en", True, True, False, False, id="tiny.en"),
@@ -42,8 +42,7 @@ SIZES += [pytest.param("tiny.en", True, False, False, False, marks=pytest.mark.s
 def test_random_weights_decoder_matches_pytorch(size, fused, half, exact, warps):
     loaded = weights.load(f"random:{size}:{SEED}")
     if half:
-        loaded = weights.LoadedModel(loaded.dims, {k: v.half().float() for k, v in loaded.state_dict.items()},
-                                     loaded.source + " (rounded to half)")
+        loaded = half_rounded(loaded)
     dims = loaded.dims
     rng = np.random.default_rng(SEED)
     features = rng.standard_normal((1, dims.n_audio_ctx, dims.n_audio_state)).astype(np.float32)

@@ -216,7 +216,6 @@ def test_a_step_graph_that_cannot_be_captured_says_so_once_and_steps_eagerly(max
     monkeypatch.setattr(decoder_module, "CapturedStep", refuse)
     monkeypatch.setattr(max_decoder, "cfg", dataclasses.replace(max_decoder.cfg, device="gpu"))
     monkeypatch.setattr(max_decoder, "captures", True)
-    monkeypatch.setattr(max_decoder, "capture_error", None)
     monkeypatch.setattr(max_decoder, "capture_refused", {})
     state, again, pair = states
     logits = [state.step(tokens[:, :2])] + [state.step(tokens[:, t:t + 1]) for t in (2, 3, 4)]
