@@ -46,10 +46,12 @@ def write_run(folder: pathlib.Path, night: int, medians: dict[str, float], *, no
     return path
 
 
-def history(tmp_path: pathlib.Path, medians: list[float], **kwargs) -> pathlib.Path:
-    """A results dir with one run per median of the single case CASE; returns the results dir."""
+def history(tmp_path: pathlib.Path, medians: list[float], case: str = CASE, extra=None, **kwargs) -> pathlib.Path:
+    """A results dir with one run per median of the single case `case`, each night's extra info (over EXTRA)
+    `extra(night)` where given; returns the results dir."""
     for night, median in enumerate(medians):
-        write_run(tmp_path / "results" / CPU_FOLDER, night, {CASE: median}, **kwargs)
+        extras = {case: extra(night)} if extra else None
+        write_run(tmp_path / "results" / CPU_FOLDER, night, {case: median}, extras=extras, **kwargs)
     return tmp_path / "results"
 
 
@@ -121,11 +123,8 @@ def test_a_busy_latest_run_is_shown_and_its_times_are_not_judged(tmp_path, capsy
 
 def test_a_run_beside_another_process_on_the_gpu_is_shown_and_its_times_are_not_judged(tmp_path):
     """paired.GpuNeighbours: another process's kernels on the case's GPU (35% of its SMs at most) make the run busy."""
-    for night, median in enumerate(QUIET + [1.2]):
-        extra = {"peak_rss_mb": 600.0, "neighbours_cpu_share": 0.001,
-                 "neighbours_gpu_sm_pct": 35.0 if night == len(QUIET) else 0.0}
-        write_run(tmp_path / "results" / CPU_FOLDER, night, {CASE: median}, extras={CASE: extra})
-    row = only_row(tmp_path / "results")
+    row = only_row(history(tmp_path, QUIET + [1.2], extra=lambda night: {
+        "peak_rss_mb": 600.0, "neighbours_cpu_share": 0.001, "neighbours_gpu_sm_pct": 35.0 if night == len(QUIET) else 0.0}))
     assert not row.regressed and row.state == "BUSY"
     assert row.rule.startswith("times not judged: another process used up to 35% of the GPU's SMs during this run")
 
@@ -150,13 +149,10 @@ REPLAYED = "test_decoder_step[max-warps-captured-gpu-b1-cache100]"
 
 def replay_history(tmp_path, medians: list[float], launched: set[int]) -> pathlib.Path:
     """REPLAYED's runs on a GPU: its capture failed on the nights in `launched`, so their steps ran launched."""
-    for night, median in enumerate(medians):
-        extra = {"impl": "max-warps-captured", "device": "gpu", "captured": night not in launched,  # as saved before
-                 # the error was kept to one line: a multi-line one stays one line in the log
-                 "capture_error": "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED\n  at capture" if night in launched else None}
-        write_run(tmp_path / "results" / CPU_FOLDER, night, {REPLAYED: median}, group="decoder-step",
-                  extras={REPLAYED: extra})
-    return tmp_path / "results"
+    return history(tmp_path, medians, REPLAYED, group="decoder-step", extra=lambda night: {
+        "impl": "max-warps-captured", "device": "gpu", "captured": night not in launched,  # as saved before
+        # the error was kept to one line: a multi-line one stays one line in the log
+        "capture_error": "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED\n  at capture" if night in launched else None})
 
 
 def test_a_captured_case_whose_capture_failed_is_called_on_its_first_night(tmp_path, capsys):
@@ -196,11 +192,9 @@ def test_a_max_transcript_that_differs_from_openai_whisper_is_called_and_its_tim
     """The GPU MAX paths' benchmark keeps a run whose text moved (bounded by its word error rate) and records
     exact_text: on a MAX path that is a correctness regression, called on its night; PyTorch's float16 and
     faster-whisper may move a word, and are not."""
-    case = f"test_transcribe_clip[{impl}]"
-    for night, median in enumerate(QUIET + [1.0]):
-        extra = {"impl": impl, "device": "gpu" if "gpu" in impl else "cpu", "exact_text": night < len(QUIET)}
-        write_run(tmp_path / "results" / CPU_FOLDER, night, {case: median}, group="transcribe", extras={case: extra})
-    row = only_row(tmp_path / "results")
+    row = only_row(history(tmp_path, QUIET + [1.0], f"test_transcribe_clip[{impl}]", group="transcribe",
+                           extra=lambda night: {"impl": impl, "device": "gpu" if "gpu" in impl else "cpu",
+                                                "exact_text": night < len(QUIET)}))
     assert row.regressed == called and row.state == ("REGRESSED" if called else "ok")
     assert row.rule.startswith("text: the transcript differs from openai-whisper's float32 text") == called
     assert [j.call.rule for j in row.judged if j.metric == "time"] == ["no step up"]
