@@ -17,16 +17,44 @@ def _say(msg: str) -> None:
 
 def cmd_transcribe(args) -> int:
     from maxwhisper import audio
-    from maxwhisper.pipelines import Pipeline
+    from maxwhisper.pipelines import Pipeline, check_decoding
     samples = audio.load_audio(args.audio)  # checked first: a bad path fails before any model compiles
+    options = decoding(args)
+    check_decoding(options, None, args.model)  # as the audio; what needs the model is checked once it is loaded
     pipe = Pipeline(args.impl, args.model, args.dtype, args.device, progress=_say, warps=args.step)
-    result = pipe.transcribe(samples, word_timestamps=args.word_timestamps, show_progress=True)
+    result = pipe.transcribe(samples, word_timestamps=args.word_timestamps, show_progress=True, **options)
     if args.json:
         print(json.dumps(result, default=float, indent=1))
     else:
         print(result["text"].strip())
         _say("timings: " + " ".join(f"{k}={v:.2f}s" for k, v in result["timings"].items()))
     return 0
+
+
+def decoding(args) -> dict:
+    """transcribe()'s decoding options from the command line: only those given, so openai-whisper's defaults
+    hold for the rest (but greedy at temperature 0, without fallback, unless told)."""
+    options = {name: getattr(args, name) for name, _, _ in DECODING if getattr(args, name) is not None}
+    if args.temperature_increment_on_fallback is not None:  # as openai-whisper's CLI builds its fallback
+        import numpy as np
+        if args.temperature_increment_on_fallback <= 0:
+            raise MaxWhisperError(f"--temperature-increment-on-fallback {args.temperature_increment_on_fallback}: "
+                                  "give a step > 0, e.g. 0.2")
+        options["temperature"] = tuple(np.arange(options.get("temperature", 0.0), 1.0 + 1e-6,
+                                                 args.temperature_increment_on_fallback).tolist())
+    if args.no_condition_on_previous_text:
+        options["condition_on_previous_text"] = False
+    return options
+
+
+# openai-whisper's transcribe() options the transcribe command passes on: (name, type, help)
+DECODING = [("language", str, "the spoken language, e.g. en or German (default: detected; English-only models: en)"),
+            ("task", str, "transcribe (default) or translate to English (multilingual models)"),
+            ("temperature", float, "sampling temperature (default 0: greedy)"),
+            ("beam_size", int, "beam search with this many beams at temperature 0 (default: greedy)"),
+            ("best_of", int, "candidates sampled at temperature > 0"),
+            ("patience", float, "beam search patience"),
+            ("initial_prompt", str, "text to condition the first window on")]
 
 
 def cmd_encode(args) -> int:
@@ -91,6 +119,13 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("transcribe", help="transcribe an audio file")
     common(t, ["max", "max-encoder", "cpu", "gpu", "faster-whisper"])
     t.add_argument("--word-timestamps", action="store_true")
+    for name, kind, help in DECODING:
+        t.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=help)
+    t.add_argument("--temperature-increment-on-fallback", type=float, default=None,
+                   help="fall back to temperatures rising by this step up to 1.0 when a window fails openai-whisper's "
+                        "thresholds (its CLI's default is 0.2; default here: no fallback)")
+    t.add_argument("--no-condition-on-previous-text", action="store_true",
+                   help="decode each window without the previous window's text as its prompt")
     step = t.add_mutually_exclusive_group()
     step.add_argument("--warps", dest="step", action="store_const", const=True,
                       help="--impl max: the decoder step as the warp kernels (the default on an NVIDIA GPU; on the "

@@ -32,6 +32,37 @@ from maxwhisper.reference import torch_encoder
 from maxwhisper.session import DEVICES
 
 IMPLS = ("cpu", "gpu", "max", "max-encoder", "faster-whisper")
+TASKS = ("transcribe", "translate")
+
+
+def check_decoding(options: dict, multilingual: bool | None, model: str) -> None:
+    """Refuses transcribe() options that openai-whisper would ignore silently (a language or a translation asked of
+    an English-only model) or reject from deep inside a window's DecodingTask, each with one line before any window
+    decodes. multilingual None (the model not loaded yet) checks what needs no model."""
+    from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+    language, task = options.get("language"), options.get("task", "transcribe")
+    if task not in TASKS:
+        raise MaxWhisperError(f"unknown task {task!r}; choose transcribe or translate")
+    if language is not None:
+        code = language.lower() if language.lower() in LANGUAGES else TO_LANGUAGE_CODE.get(language.lower())
+        if code is None:
+            raise MaxWhisperError(f"unknown language {language!r}; give a code such as en or de, or a name such as German")
+        if code != "en" and multilingual is False:
+            raise MaxWhisperError(f"--language {language}: --model {model} is English-only and would transcribe English "
+                                  "regardless; use a multilingual model (tiny, base, small...) or drop --language")
+    if task == "translate" and multilingual is False:
+        raise MaxWhisperError(f"--task translate: --model {model} is English-only and cannot translate; use a "
+                              "multilingual model (tiny, base, small...)")
+    temperatures = np.atleast_1d(options.get("temperature", 0.0))
+    if temperatures.size == 0 or (temperatures < 0).any():
+        raise MaxWhisperError(f"temperature {options.get('temperature')}: give one or more temperatures >= 0")
+    for name in ("beam_size", "best_of"):
+        if options.get(name) is not None and options[name] < 1:
+            raise MaxWhisperError(f"--{name.replace('_', '-')} {options[name]}: give 1 or more")
+    if options.get("patience") is not None and options.get("beam_size") is None and (temperatures == 0).any():
+        raise MaxWhisperError("--patience applies to beam search: give --beam-size too")
+    if options.get("length_penalty") is not None and not 0 <= options["length_penalty"] <= 1:
+        raise MaxWhisperError(f"--length-penalty {options['length_penalty']}: give a value between 0 and 1")
 
 
 def cuda_available() -> bool:
@@ -161,20 +192,29 @@ class Pipeline:
         self.timings.update(load=time.perf_counter() - start, compile=0.0)
 
     def _transcribe_faster_whisper(self, samples: np.ndarray, word_timestamps: bool, **options) -> dict:
-        temperature = options.pop("temperature", 0.0)
-        segments, _ = self.fw.transcribe(samples, language="en", beam_size=options.pop("beam_size", None) or 1,
-                                         temperature=temperature, word_timestamps=word_timestamps,
-                                         vad_filter=False, **options)
+        # openai-whisper's option names and defaults where faster-whisper's differ: greedy unless told, one best
+        # candidate unless told (its defaults are 5 and 5), its own log_prob_threshold, suppress_tokens as a list
+        options["beam_size"] = options.get("beam_size") or 1
+        options["best_of"] = options.get("best_of") or 1
+        if "logprob_threshold" in options:
+            options["log_prob_threshold"] = options.pop("logprob_threshold")
+        if isinstance(options.get("suppress_tokens"), str):
+            options["suppress_tokens"] = [int(t) for t in options["suppress_tokens"].split(",") if t]
+        segments, info = self.fw.transcribe(samples, word_timestamps=word_timestamps, vad_filter=False, **options)
         segments = list(segments)  # the generator runs the model
         return {"text": "".join(s.text for s in segments),
                 "segments": [{"start": s.start, "end": s.end, "text": s.text, "tokens": list(s.tokens)}
-                             for s in segments], "language": "en"}
+                             for s in segments], "language": info.language}
 
     @property
     def encode_seconds(self) -> float:
         if self.impl == "faster-whisper":
             return 0.0
         return self._max_encoder.seconds if self.impl.startswith("max") else self._timer.seconds
+
+    @property
+    def multilingual(self) -> bool:
+        return self.fw.model.is_multilingual if self.impl == "faster-whisper" else self.whisper.is_multilingual
 
     def _whole_pass(self):
         """The decoder of openai-whisper's whole-sequence passes on the max path (inference.MaxTextDecoder), compiled
@@ -187,6 +227,8 @@ class Pipeline:
     def transcribe(self, audio, word_timestamps: bool = False, show_progress: bool = False, **options) -> dict:
         """openai-whisper's transcribe() on this path; `audio` is a path or 16 kHz samples (a 1-D float array)."""
         samples = audio_mod.load_audio(audio) if isinstance(audio, (str, os.PathLike)) else audio_mod.as_samples(audio)
+        options.setdefault("temperature", 0.0)
+        check_decoding(options, self.multilingual, self.model)
         encode_before = self.encode_seconds
         if self.impl.startswith("max"):  # windows are reused within a transcription only (fallback, word alignment)
             self._max_encoder.forget_last()
@@ -195,7 +237,6 @@ class Pipeline:
                 if word_timestamps or (self.whisper.is_multilingual and options.get("language") is None):
                     self._whole_pass()  # compiled before the clock starts
         start = time.perf_counter()
-        options.setdefault("temperature", 0.0)
         if self.impl == "faster-whisper":
             result = self._transcribe_faster_whisper(samples, word_timestamps, **options)
         else:

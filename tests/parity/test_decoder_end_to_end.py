@@ -17,6 +17,7 @@ STRATEGIES = {
     # level: a middle one, 0.2, cost a third more time in make test and decodes the same way).
     "fallback": {"temperature": (0.0, 0.4), "best_of": 3, "logprob_threshold": 0.0},
     "no_context": {"condition_on_previous_text": False},
+    "prompt": {"initial_prompt": "A shopping list, read aloud."},  # the first window's prompt is text, not a window's tokens
 }
 # The long clip (69.5 s, 3 windows) under beam search takes ~40 s on PyTorch alone here: greedy (which
 # conditions each window on the previous text) runs it by default, without previous text under `slow`;

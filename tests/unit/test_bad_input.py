@@ -9,7 +9,7 @@ import torch
 from conftest import CLIPS, gpu_status
 from maxwhisper import audio, cli, weights
 from maxwhisper.errors import MaxWhisperError
-from maxwhisper.pipelines import Pipeline
+from maxwhisper.pipelines import Pipeline, check_decoding
 from tests.helpers import assert_parity
 
 pytestmark = pytest.mark.unit
@@ -95,11 +95,20 @@ def test_a_pipeline_decodes_greedily_unless_told(cpu_pipe, monkeypatch):
     (lambda pipe: pipe.transcribe([0.0] * 16000), "audio is a list: pass a path or a 1-D numpy array"),
     (lambda pipe: pipe.transcribe(np.full(16000, np.nan, np.float32)), "audio array holds NaN or Inf samples"),
     (lambda pipe: Pipeline("cpu", dtype="banana"), "--impl cpu takes --dtype float32, bfloat16 or float16, not 'banana'"),
-], ids=["stereo", "channels-first", "n_mels", "int16", "list", "nan", "dtype"])
+    (lambda pipe: pipe.transcribe(np.zeros(16000, np.float32), task="translate"), "--model bundled is English-only"),
+], ids=["stereo", "channels-first", "n_mels", "int16", "list", "nan", "dtype", "translate"])
 def test_api_errors_are_one_line(cpu_pipe, call, message):
     with pytest.raises(MaxWhisperError, match=message) as err:
         call(cpu_pipe)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("options, multilingual", [
+    ({"language": "German", "task": "translate"}, True), ({"language": "de"}, True), ({"language": "English"}, False),
+    ({"language": "EN", "task": "transcribe"}, False), ({"best_of": 3, "temperature": (0.0, 0.4)}, False),
+    ({"beam_size": 5, "patience": 2.0, "length_penalty": 1.0}, False), ({"patience": 2.0, "temperature": 0.5}, None)])
+def test_decoding_options_openai_whisper_takes_pass(options, multilingual):
+    check_decoding(options, multilingual, "m")
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -162,6 +171,16 @@ BAD_FILES = {"adir.wav": lambda p: p.mkdir(), "nan.wav": lambda p: write_wav(p, 
     (["transcribe", str(CLIPS[0]), "--impl", "max", "--device", "gpu", "--warps"], "MAX sees no accelerator"),
     (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--warps"], "--impl cpu has none; use --impl max"),
     (["transcribe", str(CLIPS[0]), "--impl", "gpu", "--graph-ops"], "--impl gpu has none; use --impl max"),
+    # decoding options openai-whisper would ignore on an English-only model, or refuse from inside a window's task
+    (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--language", "xx"], "unknown language 'xx'; give a code such as en"),
+    (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--language", "German"], "--model bundled is English-only"),
+    (["transcribe", str(CLIPS[0]), "--impl", "faster-whisper", "--task", "translate"],
+     "--task translate: --model bundled is English-only and cannot translate"),
+    (["transcribe", str(CLIPS[0]), "--impl", "max", "--task", "summarize"], "unknown task 'summarize'"),
+    (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--patience", "2"], "--patience applies to beam search"),
+    (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--beam-size", "0"], "--beam-size 0: give 1 or more"),
+    (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--temperature", "-1"], "give one or more temperatures >= 0"),
+    (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--temperature-increment-on-fallback", "0"], "give a step > 0"),
 ])
 def test_cli_errors_are_one_line(capsys, tmp_path, argv, message):
     status = gpu_status()
@@ -174,6 +193,36 @@ def test_cli_errors_are_one_line(capsys, tmp_path, argv, message):
     code, _, err = run_cli(capsys, *argv)
     assert code == 2
     assert err.startswith("maxwhisper: error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_cli_decoding_options_reach_transcribe(capsys, monkeypatch):
+    """Each decoding flag becomes openai-whisper's transcribe() option; flags not given stay unset, so its defaults
+    hold (but greedy at temperature 0 unless told), and the fallback steps as openai-whisper's CLI builds them."""
+    seen = []
+    monkeypatch.setattr("whisper.transcribe", lambda model, samples, **options: seen.append(options) or {"text": ""})
+    code, _, err = run_cli(capsys, "transcribe", str(CLIPS[0]), "--impl", "cpu")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "transcribe", str(CLIPS[0]), "--impl", "cpu", "--language", "English", "--beam-size",
+                           "3", "--patience", "1.5", "--best-of", "2", "--initial-prompt", "Numbers.",
+                           "--temperature-increment-on-fallback", "0.25", "--no-condition-on-previous-text")
+    assert code == 0, err
+    fixed = {"word_timestamps", "verbose", "fp16"}
+    assert [{k: v for k, v in o.items() if k not in fixed} for o in seen] == [
+        {"temperature": 0.0},
+        {"language": "English", "beam_size": 3, "patience": 1.5, "best_of": 2, "initial_prompt": "Numbers.",
+         "temperature": (0.0, 0.25, 0.5, 0.75, 1.0), "condition_on_previous_text": False}]
+
+
+def test_faster_whisper_takes_openai_whisper_option_names(monkeypatch):
+    """faster-whisper gets openai-whisper's options under its own names and greedy defaults (its own are beam 5 and
+    best of 5), and the result reports the language it decoded in."""
+    pipe, seen = Pipeline("faster-whisper"), []
+    transcribe = pipe.fw.transcribe
+    monkeypatch.setattr(pipe.fw, "transcribe", lambda samples, **options: seen.append(options) or transcribe(samples, **options))
+    result = pipe.transcribe(str(CLIPS[0]), logprob_threshold=-0.5, suppress_tokens="-1,220", initial_prompt="Hello.")
+    assert {k: seen[0][k] for k in ("beam_size", "best_of", "log_prob_threshold", "suppress_tokens", "temperature")} == {
+        "beam_size": 1, "best_of": 1, "log_prob_threshold": -0.5, "suppress_tokens": [-1, 220], "temperature": 0.0}
+    assert "logprob_threshold" not in seen[0] and result["language"] == "en" and result["text"].strip()
 
 
 def test_cli_corrupt_model_dir(capsys, tmp_path):
