@@ -204,6 +204,8 @@ def test_neighbours_counts_other_processes_cpu_time_and_not_this_ones(who, busy)
     quiet = Neighbours()
     time.sleep(0.3)
     background = quiet.measure()[0]  # what the machine's other processes use anyway, read against, not assumed zero
+    if busy and background > 1 - 0.6 / os.cpu_count():  # seen beside another test run: background 0.95 of 2 cores
+        pytest.skip(f"other processes already use {background:.2f} of the CPUs: no room left to see one more")
     neighbours = Neighbours()
     spin = [sys.executable, "-c", "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass"]
     if who == "other":  # a process this one has not reaped: its CPU time is not yet this process's children's
