@@ -65,6 +65,22 @@ def check_decoding(options: dict, multilingual: bool | None, model: str) -> None
         raise MaxWhisperError(f"--length-penalty {options['length_penalty']}: give a value between 0 and 1")
 
 
+def check_clips(options: dict, samples: np.ndarray) -> None:
+    """clip_timestamps within the audio: openai-whisper's window loop never ends on a time past the audio's last
+    frame (its seek stops there, short of the clip's end), nor makes sense of a negative one."""
+    clips = options.get("clip_timestamps", "0")
+    try:
+        times = [float(t) for t in (clips.split(",") if clips else [])] if isinstance(clips, str) else list(map(float, clips))
+    except (TypeError, ValueError):
+        raise MaxWhisperError(f"clip_timestamps {clips!r}: give seconds as \"start,end,...\" or a list of floats") from None
+    last = samples.size // whisper.audio.HOP_LENGTH  # the log-mel's frames of content, as transcribe() counts them
+    for t in times:
+        if t < 0 or round(t * whisper.audio.FRAMES_PER_SECOND) > last:
+            raise MaxWhisperError(f"clip_timestamps {clips!r}: {t:g} s lies outside the audio (0 to "
+                                  f"{last / whisper.audio.FRAMES_PER_SECOND:g} s), where openai-whisper's window loop "
+                                  "never ends; give times within the audio")
+
+
 def cuda_available() -> bool:
     return torch.cuda.is_available()
 
@@ -229,6 +245,7 @@ class Pipeline:
         samples = audio_mod.load_audio(audio) if isinstance(audio, (str, os.PathLike)) else audio_mod.as_samples(audio)
         options.setdefault("temperature", 0.0)
         check_decoding(options, self.multilingual, self.model)
+        check_clips(options, samples)
         encode_before = self.encode_seconds
         if self.impl.startswith("max"):  # windows are reused within a transcription only (fallback, word alignment)
             self._max_encoder.forget_last()

@@ -407,6 +407,8 @@ def load(source: str = "bundled") -> LoadedModel:
 def _load_checkpoint(path: pathlib.Path) -> LoadedModel:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict):  # indexed by name below, a tensor would warn before it fails
+            raise TypeError(f"it holds a {type(ckpt).__name__}, not a dict")
         dims = ModelDimensions(**ckpt["dims"])
         sd = {k: v.float().contiguous() for k, v in ckpt["model_state_dict"].items()}
     except Exception as exc:  # torch raises many types for a bad file

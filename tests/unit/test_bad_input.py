@@ -96,7 +96,10 @@ def test_a_pipeline_decodes_greedily_unless_told(cpu_pipe, monkeypatch):
     (lambda pipe: pipe.transcribe(np.full(16000, np.nan, np.float32)), "audio array holds NaN or Inf samples"),
     (lambda pipe: Pipeline("cpu", dtype="banana"), "--impl cpu takes --dtype float32, bfloat16 or float16, not 'banana'"),
     (lambda pipe: pipe.transcribe(np.zeros(16000, np.float32), task="translate"), "--model bundled is English-only"),
-], ids=["stereo", "channels-first", "n_mels", "int16", "list", "nan", "dtype", "translate"])
+    # past the audio's end openai-whisper's window loop never ends (the clip's end is beyond its last seek)
+    (lambda pipe: pipe.transcribe(np.zeros(16000, np.float32), clip_timestamps="0,5"), r"5 s lies outside the audio \(0 to 1 s\)"),
+    (lambda pipe: pipe.transcribe(np.zeros(16000, np.float32), clip_timestamps=[-1.0]), "-1 s lies outside the audio"),
+], ids=["stereo", "channels-first", "n_mels", "int16", "list", "nan", "dtype", "translate", "clip-past-end", "clip-negative"])
 def test_api_errors_are_one_line(cpu_pipe, call, message):
     with pytest.raises(MaxWhisperError, match=message) as err:
         call(cpu_pipe)
@@ -109,6 +112,12 @@ def test_api_errors_are_one_line(cpu_pipe, call, message):
     ({"beam_size": 5, "patience": 2.0, "length_penalty": 1.0}, False), ({"patience": 2.0, "temperature": 0.5}, None)])
 def test_decoding_options_openai_whisper_takes_pass(options, multilingual):
     check_decoding(options, multilingual, "m")
+
+
+def test_a_clip_ending_at_the_audios_last_frame_is_decoded(cpu_pipe):
+    """The last time check_clips lets through ends: the clip's end is the last frame openai-whisper's loop reaches."""
+    result = cpu_pipe.transcribe(np.zeros(16000, np.float32), clip_timestamps="0.5,1")
+    assert result["text"] == "" and result["segments"] == []
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:

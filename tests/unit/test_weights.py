@@ -1,5 +1,6 @@
 """Weight loading: the CTranslate2 conversion is exact, and bad checkpoints fail in one clear line."""
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -139,7 +140,8 @@ BAD_MODELS = {"empty.pt": lambda p: p.write_bytes(b""), "text.pt": lambda p: p.w
               "partial.pt": lambda p: write_model(p, drop="decoder.ln.bias"),
               "vocab.pt": lambda p: write_model(p, dims=dataclasses.replace(SMALL, n_vocab=301)),
               "nan.pt": lambda p: write_model(p, nan="encoder.conv1.weight"),
-              "nan-ct2": lambda p: write_model(p, nan="decoder.token_embedding.weight")}
+              "nan-ct2": lambda p: write_model(p, nan="decoder.token_embedding.weight"),
+              "tensor.pt": lambda p: torch.save(torch.zeros(3), p)}
 
 
 @pytest.mark.parametrize("source, message", [
@@ -152,6 +154,7 @@ BAD_MODELS = {"empty.pt": lambda p: p.write_bytes(b""), "text.pt": lambda p: p.w
     ("/nonexistent/model.pt", "model file not found: /nonexistent/model.pt"),
     ("base.en", r"not in openai-whisper's cache \(looked for .*base\.en\.pt\)"),
     ("{tmp}/empty.pt", r"empty.pt: not a readable openai-whisper checkpoint \(EOFError\)"),
+    ("{tmp}/tensor.pt", r"tensor.pt: not a readable openai-whisper checkpoint \(TypeError: it holds a Tensor, not a dict\)"),
     ("{tmp}/text.pt", r"\(UnpicklingError: Unsupported operand 110\): the file is corrupt or another format; pass"),
     ("{tmp}/partial.pt", "tensor 'decoder.ln.bias' is missing; the checkpoint is incomplete"),
     ("{tmp}/vocab.pt", r"'decoder.token_embedding.weight' has shape \(300, 64\), the dims need \(301, 64\); the "
@@ -165,8 +168,10 @@ def test_bad_sources_name_the_problem(source, message, tmp_path, monkeypatch):
     for name, write in BAD_MODELS.items():
         if source == str(tmp_path / name):
             write(tmp_path / name)
-    with pytest.raises(MaxWhisperError, match=message) as err:
-        weights.load(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one line, and no library warning printed before it
+        with pytest.raises(MaxWhisperError, match=message) as err:
+            weights.load(source)
     assert "\n" not in str(err.value)
 
 
