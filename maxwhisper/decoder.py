@@ -207,8 +207,9 @@ def _exact_suffix(cfg: DecoderConfig) -> str:
 
 
 def build_cross_graph(cfg: DecoderConfig):
-    """features (audio, ctx, d) -> [k_0, v_0, k_1, v_1, ...]: k as (audio, h, dh, ctx), v as (audio, h, ctx, dh);
-    fused, [k, v]: every layer's stacked, (layers * audio, ...)."""
+    """features (audio, ctx, d) -> [k, v], every layer's stacked along the windows' axis: k as (layers * audio, h,
+    dh, ctx), v as (layers * audio, h, ctx, dh). One graph for every step kind, so a process compiles it once (the
+    graph-op step takes each layer's slice, MaxDecoder.cross)."""
     from max.dtype import DType
     from max.graph import DeviceRef, Graph, TensorType, ops
     dims, dh = cfg.dims, cfg.head_dim
@@ -224,9 +225,7 @@ def build_cross_graph(cfg: DecoderConfig):
             k, v = ops.split(_linear(xa, weight, f"blocks.{i}.cross_kv", cfg.weight_parts), [d, d], axis=-1)
             outs.append(ops.permute(ops.reshape(k, [a, t, h, dh]), [0, 2, 3, 1]))
             outs.append(ops.permute(ops.reshape(v, [a, t, h, dh]), [0, 2, 1, 3]))
-        if cfg.fused:  # every layer's keys, then every layer's values, stacked along the windows' axis
-            outs = [ops.concat(outs[0::2], axis=0), ops.concat(outs[1::2], axis=0)]
-        graph.output(*outs)
+        graph.output(ops.concat(outs[0::2], axis=0), ops.concat(outs[1::2], axis=0))
     return graph
 
 
@@ -466,6 +465,9 @@ class MaxDecoder:
             kv = last[1]
         else:
             kv = list(self.cross_model.execute(self._to_device(features)))
+            if not self.cfg.fused:  # per layer, as the graph-op step takes them: k_0, v_0, k_1, v_1, ... (views)
+                n, a = self.cfg.dims.n_text_layer, int(kv[0].shape[0]) // self.cfg.dims.n_text_layer
+                kv = [part[i * a:(i + 1) * a, :, :, :] for i in range(n) for part in kv]
             self._last_cross = (features.copy(), kv) if reuse_last else None
         if "stale_cross_window" in self.cfg.bugs:  # keeps attending to the first window it saw
             self.__dict__.setdefault("_first_cross", kv)
