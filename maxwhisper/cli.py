@@ -20,9 +20,9 @@ def cmd_transcribe(args) -> int:
     from maxwhisper.pipelines import Pipeline, check_decoding
     samples = audio.load_audio(args.audio)  # checked first: a bad path fails before any model compiles
     options = decoding(args)
-    check_decoding(options, None, args.model)  # as the audio; what needs the model is checked once it is loaded
-    pipe = Pipeline(args.impl, args.model, args.dtype, args.device, progress=_say, warps=args.step)
-    result = pipe.transcribe(samples, word_timestamps=args.word_timestamps, show_progress=True, **options)
+    check_decoding(options)  # as the audio; what needs the model is checked once it loads, before any compile
+    pipe = Pipeline(args.impl, args.model, args.dtype, args.device, progress=_say, warps=args.step, decoding=options)
+    result = pipe.transcribe(samples, word_timestamps=args.word_timestamps, show_progress=True)
     if args.json:
         print(json.dumps(result, default=float, indent=1))
     else:
@@ -40,8 +40,11 @@ def decoding(args) -> dict:
         if args.temperature_increment_on_fallback <= 0:
             raise MaxWhisperError(f"--temperature-increment-on-fallback {args.temperature_increment_on_fallback}: "
                                   "give a step > 0, e.g. 0.2")
-        options["temperature"] = tuple(np.arange(options.get("temperature", 0.0), 1.0 + 1e-6,
-                                                 args.temperature_increment_on_fallback).tolist())
+        start = options.get("temperature", 0.0)
+        if not 0 <= start <= 1:
+            raise MaxWhisperError(f"--temperature {start} with --temperature-increment-on-fallback: the fallback rises "
+                                  "from it to 1.0, so start between 0 and 1, or drop the increment")
+        options["temperature"] = tuple(np.arange(start, 1.0 + 1e-6, args.temperature_increment_on_fallback).tolist())
     if args.no_condition_on_previous_text:
         options["condition_on_previous_text"] = False
     return options

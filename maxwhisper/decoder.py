@@ -1,7 +1,7 @@
 """Whisper's TextDecoder as two MAX graphs with a key/value cache, compiled once per process.
 
-    cross graph  features (audio, n_audio_ctx, d) -> per layer: cross keys (audio, h, dh, ctx) and
-                 values (audio, h, ctx, dh); run once per audio window.
+    cross graph  features (audio, n_audio_ctx, d) -> every layer's cross keys (layers * audio, h, dh, ctx) and
+                 values (layers * audio, h, ctx, dh), stacked; run once per audio window.
     step graph   tokens (batch, new), positions (new,), causal mask among the new tokens (new, new), the
                  rows to return logits for (rows,), `past` (1,): the count of cached tokens, each layer's
                  self-attention keys/values as buffers of the whole context (batch, h, n_text_ctx, dh),
@@ -208,8 +208,8 @@ def _exact_suffix(cfg: DecoderConfig) -> str:
 
 def build_cross_graph(cfg: DecoderConfig):
     """features (audio, ctx, d) -> [k, v], every layer's stacked along the windows' axis: k as (layers * audio, h,
-    dh, ctx), v as (layers * audio, h, ctx, dh). One graph for every step kind, so a process compiles it once (the
-    graph-op step takes each layer's slice, MaxDecoder.cross)."""
+    dh, ctx), v as (layers * audio, h, ctx, dh). One graph for every step kind, so on the CPU a process compiles it once
+    (the graph-op step takes each layer's slice, MaxDecoder.cross; on a GPU the exact products' parts may differ)."""
     from max.dtype import DType
     from max.graph import DeviceRef, Graph, TensorType, ops
     dims, dh = cfg.dims, cfg.head_dim

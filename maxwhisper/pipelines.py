@@ -11,6 +11,7 @@ result["timings"] in seconds: load, compile, encode, decode, total.
 """
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import time
@@ -35,10 +36,12 @@ IMPLS = ("cpu", "gpu", "max", "max-encoder", "faster-whisper")
 TASKS = ("transcribe", "translate")
 
 
-def check_decoding(options: dict, multilingual: bool | None, model: str) -> None:
-    """Refuses transcribe() options that openai-whisper would ignore silently (a language or a translation asked of
-    an English-only model) or reject from deep inside a window's DecodingTask, each with one line before any window
-    decodes. multilingual None (the model not loaded yet) checks what needs no model."""
+def check_decoding(options: dict, languages: int | None = None, model: str = "", another: str = "") -> None:
+    """Refuses, in one line before any window decodes, transcribe() options that openai-whisper would ignore
+    silently (a language or a translation asked of an English-only model, best-of without sampling, beam search
+    without a temperature 0) or reject from deep inside a window's DecodingTask; a language given by name or in
+    capitals becomes its code, as every path takes it. `languages`: the model's (0: English-only; None: not loaded
+    yet, so only what needs no model is checked); `another`: the fix where the model cannot do it."""
     from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
     language, task = options.get("language"), options.get("task", "transcribe")
     if task not in TASKS:
@@ -47,27 +50,38 @@ def check_decoding(options: dict, multilingual: bool | None, model: str) -> None
         code = language.lower() if language.lower() in LANGUAGES else TO_LANGUAGE_CODE.get(language.lower())
         if code is None:
             raise MaxWhisperError(f"unknown language {language!r}; give a code such as en or de, or a name such as German")
-        if code != "en" and multilingual is False:
+        options["language"] = code
+        if code != "en" and languages == 0:
             raise MaxWhisperError(f"--language {language}: --model {model} is English-only and would transcribe English "
-                                  "regardless; use a multilingual model (tiny, base, small...) or drop --language")
-    if task == "translate" and multilingual is False:
-        raise MaxWhisperError(f"--task translate: --model {model} is English-only and cannot translate; use a "
-                              "multilingual model (tiny, base, small...)")
-    temperatures = np.atleast_1d(options.get("temperature", 0.0))
-    if temperatures.size == 0 or (temperatures < 0).any():
+                                  f"regardless; use {another} or drop --language")
+        if languages and code not in list(LANGUAGES)[:languages]:
+            raise MaxWhisperError(f"--language {language}: --model {model} knows {languages} languages and not this one; "
+                                  "use a model that does (large-v3 knows 100)")
+    if task == "translate" and languages == 0:
+        raise MaxWhisperError(f"--task translate: --model {model} is English-only and cannot translate; use {another}")
+    temperatures = np.atleast_1d(np.asarray(options.get("temperature", 0.0), dtype=float))
+    if temperatures.size == 0 or not np.isfinite(temperatures).all() or (temperatures < 0).any():
         raise MaxWhisperError(f"temperature {options.get('temperature')}: give one or more temperatures >= 0")
     for name in ("beam_size", "best_of"):
         if options.get(name) is not None and options[name] < 1:
             raise MaxWhisperError(f"--{name.replace('_', '-')} {options[name]}: give 1 or more")
-    if options.get("patience") is not None and options.get("beam_size") is None and (temperatures == 0).any():
+    if options.get("best_of") is not None and not (temperatures > 0).any():
+        raise MaxWhisperError("--best-of picks among samples at a temperature above 0, and every temperature here is 0 "
+                              "(greedy); add --temperature-increment-on-fallback 0.2 (or --temperature 0.5), or drop "
+                              "--best-of")
+    for name in ("beam_size", "patience"):
+        if options.get(name) is not None and not (temperatures == 0).any():
+            raise MaxWhisperError(f"--{name.replace('_', '-')} applies to beam search at temperature 0, and no "
+                                  "temperature here is 0; start at --temperature 0, or drop it")
+    if options.get("patience") is not None and options.get("beam_size") is None:
         raise MaxWhisperError("--patience applies to beam search: give --beam-size too")
     if options.get("length_penalty") is not None and not 0 <= options["length_penalty"] <= 1:
-        raise MaxWhisperError(f"--length-penalty {options['length_penalty']}: give a value between 0 and 1")
+        raise MaxWhisperError(f"length_penalty {options['length_penalty']}: give a value between 0 and 1")
 
 
 def check_clips(options: dict, samples: np.ndarray) -> None:
-    """clip_timestamps within the audio: openai-whisper's window loop never ends on a time past the audio's last
-    frame (its seek stops there, short of the clip's end), nor makes sense of a negative one."""
+    """clip_timestamps within the audio: openai-whisper's window loop never ends on a clip whose end lies past the
+    audio's last frame (its seek stops there, short of the end)."""
     clips = options.get("clip_timestamps", "0")
     try:
         times = [float(t) for t in (clips.split(",") if clips else [])] if isinstance(clips, str) else list(map(float, clips))
@@ -75,10 +89,10 @@ def check_clips(options: dict, samples: np.ndarray) -> None:
         raise MaxWhisperError(f"clip_timestamps {clips!r}: give seconds as \"start,end,...\" or a list of floats") from None
     last = samples.size // whisper.audio.HOP_LENGTH  # the log-mel's frames of content, as transcribe() counts them
     for t in times:
-        if t < 0 or round(t * whisper.audio.FRAMES_PER_SECOND) > last:
+        if not math.isfinite(t) or t < 0 or round(t * whisper.audio.FRAMES_PER_SECOND) > last:
             raise MaxWhisperError(f"clip_timestamps {clips!r}: {t:g} s lies outside the audio (0 to "
-                                  f"{last / whisper.audio.FRAMES_PER_SECOND:g} s), where openai-whisper's window loop "
-                                  "never ends; give times within the audio")
+                                  f"{last / whisper.audio.FRAMES_PER_SECOND:g} s); give times within it (openai-whisper's "
+                                  "window loop never ends on a clip that ends past the audio)")
 
 
 def cuda_available() -> bool:
@@ -131,9 +145,13 @@ class Pipeline:
     # None: the warp kernels on an NVIDIA GPU, the CPU kernel (decoder_block) on CPU
     warps: bool | None = None
     progress: Callable[[str], None] | None = None
+    # transcribe() options every transcription of this pipeline takes (its own override them), checked as soon as
+    # the model is loaded, before any graph compiles
+    decoding: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
+        self.decoding = dict(self.decoding)  # checked and normalised here, not in the caller's dict
         if self.impl not in IMPLS:
             raise MaxWhisperError(f"unknown --impl {self.impl!r}; choose one of {', '.join(IMPLS)}")
         if self.warps is not None and self.impl != "max":
@@ -170,6 +188,7 @@ class Pipeline:
         # itself (its LayerNorm needs float32 weights: a .half() model fails with "found Half", seen on an H200)
         self.whisper = self.loaded.whisper_model(torch_device)
         self.timings["load"] = time.perf_counter() - start
+        self._check(self.decoding)
         self.timings["compile"] = 0.0
         if self.impl.startswith("max"):
             encoder = get_encoder(self.loaded, self.device, self.dtype, progress=self.progress)
@@ -206,6 +225,7 @@ class Pipeline:
             raise MaxWhisperError(f"{path}: faster-whisper could not load this model "
                                   f"({reason(exc, typed=True)[:120]}); re-copy or re-convert the model directory") from None
         self.timings.update(load=time.perf_counter() - start, compile=0.0)
+        self._check(self.decoding)
 
     def _transcribe_faster_whisper(self, samples: np.ndarray, word_timestamps: bool, **options) -> dict:
         # openai-whisper's option names and defaults where faster-whisper's differ: greedy unless told, one best
@@ -228,9 +248,12 @@ class Pipeline:
             return 0.0
         return self._max_encoder.seconds if self.impl.startswith("max") else self._timer.seconds
 
-    @property
-    def multilingual(self) -> bool:
-        return self.fw.model.is_multilingual if self.impl == "faster-whisper" else self.whisper.is_multilingual
+    def _check(self, options: dict) -> None:
+        if self.impl == "faster-whisper":
+            model, another = self.fw.model, "a multilingual CTranslate2 model directory"
+        else:
+            model, another = self.whisper, "a multilingual model (tiny, base, small...)"
+        check_decoding(options, model.num_languages if model.is_multilingual else 0, self.model, another)
 
     def _whole_pass(self):
         """The decoder of openai-whisper's whole-sequence passes on the max path (inference.MaxTextDecoder), compiled
@@ -243,8 +266,8 @@ class Pipeline:
     def transcribe(self, audio, word_timestamps: bool = False, show_progress: bool = False, **options) -> dict:
         """openai-whisper's transcribe() on this path; `audio` is a path or 16 kHz samples (a 1-D float array)."""
         samples = audio_mod.load_audio(audio) if isinstance(audio, (str, os.PathLike)) else audio_mod.as_samples(audio)
-        options.setdefault("temperature", 0.0)
-        check_decoding(options, self.multilingual, self.model)
+        options = {"temperature": 0.0, **self.decoding, **options}
+        self._check(options)
         check_clips(options, samples)
         encode_before = self.encode_seconds
         if self.impl.startswith("max"):  # windows are reused within a transcription only (fallback, word alignment)

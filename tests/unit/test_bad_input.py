@@ -98,26 +98,32 @@ def test_a_pipeline_decodes_greedily_unless_told(cpu_pipe, monkeypatch):
     (lambda pipe: pipe.transcribe(np.zeros(16000, np.float32), task="translate"), "--model bundled is English-only"),
     # past the audio's end openai-whisper's window loop never ends (the clip's end is beyond its last seek)
     (lambda pipe: pipe.transcribe(np.zeros(16000, np.float32), clip_timestamps="0,5"), r"5 s lies outside the audio \(0 to 1 s\)"),
+    (lambda pipe: pipe.transcribe(np.zeros(16000, np.float32), clip_timestamps="0,1.01"), "1.01 s lies outside the audio"),
     (lambda pipe: pipe.transcribe(np.zeros(16000, np.float32), clip_timestamps=[-1.0]), "-1 s lies outside the audio"),
-], ids=["stereo", "channels-first", "n_mels", "int16", "list", "nan", "dtype", "translate", "clip-past-end", "clip-negative"])
+    (lambda pipe: pipe.transcribe(np.zeros(16000, np.float32), clip_timestamps="0,nan"), "nan s lies outside the audio"),
+], ids=["stereo", "channels-first", "n_mels", "int16", "list", "nan", "dtype", "translate", "clip-past-end", "clip-a-frame-past",
+        "clip-negative", "clip-nan"])
 def test_api_errors_are_one_line(cpu_pipe, call, message):
     with pytest.raises(MaxWhisperError, match=message) as err:
         call(cpu_pipe)
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("options, multilingual", [
-    ({"language": "German", "task": "translate"}, True), ({"language": "de"}, True), ({"language": "English"}, False),
-    ({"language": "EN", "task": "transcribe"}, False), ({"best_of": 3, "temperature": (0.0, 0.4)}, False),
-    ({"beam_size": 5, "patience": 2.0, "length_penalty": 1.0}, False), ({"patience": 2.0, "temperature": 0.5}, None)])
-def test_decoding_options_openai_whisper_takes_pass(options, multilingual):
-    check_decoding(options, multilingual, "m")
+@pytest.mark.parametrize("options, languages, language", [
+    ({"language": "German", "task": "translate"}, 99, "de"), ({"language": "DE"}, 99, "de"), ({"language": "English"}, 0, "en"),
+    ({"language": "EN", "task": "transcribe"}, 0, "en"), ({"best_of": 3, "temperature": (0.0, 0.4)}, 0, None),
+    ({"beam_size": 5, "patience": 2.0, "length_penalty": 1.0}, 0, None), ({"best_of": 2, "temperature": 0.5}, None, None),
+    ({"beam_size": 5, "patience": 2.0, "temperature": (0.0, 0.2)}, None, None)])
+def test_decoding_options_openai_whisper_takes_pass(options, languages, language):
+    """They pass, a language by name or in capitals becoming the code every path takes (faster-whisper takes codes only)."""
+    check_decoding(options, languages, "m", "another model")
+    assert options.get("language") == language
 
 
-def test_a_clip_ending_at_the_audios_last_frame_is_decoded(cpu_pipe):
-    """The last time check_clips lets through ends: the clip's end is the last frame openai-whisper's loop reaches."""
-    result = cpu_pipe.transcribe(np.zeros(16000, np.float32), clip_timestamps="0.5,1")
-    assert result["text"] == "" and result["segments"] == []
+def test_a_language_the_model_does_not_know_is_refused():
+    """Cantonese came with large-v3's 100 languages; a 99-language model's tokenizer would fail on it mid-transcription."""
+    with pytest.raises(MaxWhisperError, match="--model tiny knows 99 languages and not this one"):
+        check_decoding({"language": "Cantonese"}, 99, "tiny", "another model")
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -190,6 +196,14 @@ BAD_FILES = {"adir.wav": lambda p: p.mkdir(), "nan.wav": lambda p: write_wav(p, 
     (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--beam-size", "0"], "--beam-size 0: give 1 or more"),
     (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--temperature", "-1"], "give one or more temperatures >= 0"),
     (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--temperature-increment-on-fallback", "0"], "give a step > 0"),
+    (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--temperature", "1.5", "--temperature-increment-on-fallback", "0.2"],
+     "--temperature 1.5 with --temperature-increment-on-fallback: the fallback rises from it to 1.0"),
+    # flags openai-whisper drops at the temperatures given
+    (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--best-of", "3"], "--best-of picks among samples at a temperature above 0"),
+    (["transcribe", str(CLIPS[0]), "--impl", "cpu", "--beam-size", "5", "--temperature", "0.5"],
+     "--beam-size applies to beam search at temperature 0"),
+    # refused once the model is loaded, before any graph compiles: a compile would print its line first
+    (["transcribe", str(CLIPS[0]), "--impl", "max", "--language", "de"], "--model bundled is English-only"),
 ])
 def test_cli_errors_are_one_line(capsys, tmp_path, argv, message):
     status = gpu_status()
@@ -218,7 +232,7 @@ def test_cli_decoding_options_reach_transcribe(capsys, monkeypatch):
     fixed = {"word_timestamps", "verbose", "fp16"}
     assert [{k: v for k, v in o.items() if k not in fixed} for o in seen] == [
         {"temperature": 0.0},
-        {"language": "English", "beam_size": 3, "patience": 1.5, "best_of": 2, "initial_prompt": "Numbers.",
+        {"language": "en", "beam_size": 3, "patience": 1.5, "best_of": 2, "initial_prompt": "Numbers.",
          "temperature": (0.0, 0.25, 0.5, 0.75, 1.0), "condition_on_previous_text": False}]
 
 
@@ -228,9 +242,12 @@ def test_faster_whisper_takes_openai_whisper_option_names(monkeypatch):
     pipe, seen = Pipeline("faster-whisper"), []
     transcribe = pipe.fw.transcribe
     monkeypatch.setattr(pipe.fw, "transcribe", lambda samples, **options: seen.append(options) or transcribe(samples, **options))
-    result = pipe.transcribe(str(CLIPS[0]), logprob_threshold=-0.5, suppress_tokens="-1,220", initial_prompt="Hello.")
-    assert {k: seen[0][k] for k in ("beam_size", "best_of", "log_prob_threshold", "suppress_tokens", "temperature")} == {
-        "beam_size": 1, "best_of": 1, "log_prob_threshold": -0.5, "suppress_tokens": [-1, 220], "temperature": 0.0}
+    result = pipe.transcribe(str(CLIPS[0]), logprob_threshold=-0.5, suppress_tokens="-1,220", initial_prompt="Hello.",
+                             language="English")
+    assert {k: seen[0][k] for k in ("beam_size", "best_of", "log_prob_threshold", "suppress_tokens", "temperature",
+                                    "language")} == {
+        "beam_size": 1, "best_of": 1, "log_prob_threshold": -0.5, "suppress_tokens": [-1, 220], "temperature": 0.0,
+        "language": "en"}
     assert "logprob_threshold" not in seen[0] and result["language"] == "en" and result["text"].strip()
 
 
