@@ -11,8 +11,8 @@ import pytest
 
 from maxwhisper import regression
 from maxwhisper.paired import GpuNeighbours
-from tests.helpers import FakeNvml
 from maxwhisper.results import Machine, Result, Run, figures, time_figure
+from tests.helpers import FakeNvml
 
 pytestmark = pytest.mark.unit
 
