@@ -163,25 +163,18 @@ def torch_model(bundled):
 
 @pytest.fixture(scope="session")
 def max_encoder(bundled):
-    """tiny.en, CPU, float32, output only: the production graph."""
+    """tiny.en, CPU, float32: the graph users run, every stage's activations among its outputs (`run`)."""
     from maxwhisper.encoder import get_encoder
     return get_encoder(bundled, "cpu", "float32")
 
 
 @pytest.fixture(scope="session")
-def max_taps_encoder(bundled):
-    """tiny.en, CPU, float32, with every tap as an output: the parity suite's graph."""
-    from maxwhisper.encoder import get_encoder
-    return get_encoder(bundled, "cpu", "float32", taps=True)
-
-
-@pytest.fixture(scope="session")
-def max_taps_encoder_random_tiny():
+def max_encoder_random_tiny():
     """Seeded random weights with tiny's dims: the same compiled graph as tiny.en, other weights."""
     from maxwhisper import weights
     from maxwhisper.encoder import get_encoder
     from maxwhisper.golden import SEED
-    return get_encoder(weights.load(f"random:tiny:{SEED}"), "cpu", "float32", taps=True)
+    return get_encoder(weights.load(f"random:tiny:{SEED}"), "cpu", "float32")
 
 
 @pytest.fixture(scope="session")

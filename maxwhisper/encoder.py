@@ -6,8 +6,10 @@
 On CPU the attention (softmax(q k^T / 8) v per head) is one Mojo kernel, `encoder_attention`
 (maxwhisper/kernels/encoder_attention.mojo); on GPU, and with exact products, it is graph ops.
 The batch dimension is symbolic. Weights are graph `Weight` nodes bound at load time, so one
-compiled graph serves any weights of the same dimensions. `taps=True` adds the intermediate
-activations (all as (batch, time, channels)) as extra outputs for the parity suite.
+compiled graph serves any weights of the same dimensions. The graph also outputs every stage's activations
+(the taps, all as (batch, time, channels), the last one the encoder's output): the parity suite compares them
+stage by stage, and the production call fetches only the last. One graph for both, not two: each MAX graph
+with a matrix product compiles in 40 s or more on 2 cores (docs/suite.md), and the taps cost the call about 1%.
 `variants` lists bug classes to inject, each as its own encoder in the graph: only the suite's self-check uses it.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 # Bug classes that have made public MAX Whisper encoders "run fine but understand nothing", as graph mutants
 # (those a wrong weight or input binding expresses exactly, such as a convolution without its shifted taps, a
 # missing positional embedding, a wrong attention scale, an untransposed projection or a reshaped mel, the
-# self-check injects through the bindings of the taps graph instead: tests/parity/test_selfcheck.py).
+# self-check injects through the bindings of the encoder graph instead: tests/parity/test_selfcheck.py).
 BUGS = ("stride_by_slicing", "tanh_gelu", "no_ln_post",
         # subtle ones, each moving the output by well under 1%: a wrong constant or an approximation
         "ln_eps", "ln_unbiased_var", "mlp_tanh_gelu")
@@ -51,7 +53,6 @@ class EncoderConfig:
     dims: ModelDimensions
     device: str = "cpu"
     dtype: str = "float32"
-    taps: bool = False
     # One encoder per entry, all in one graph and sharing weights. Only the self-check lists bugs.
     variants: tuple[frozenset[str], ...] = (frozenset(),)
     # float32 products from bfloat16-exact parts (maxwhisper/exact.py), the weights in this many parts:
@@ -91,7 +92,7 @@ class EncoderConfig:
         bugs = "_".join("+".join(sorted(v)) or "clean" for v in self.variants) if self.variants != (frozenset(),) else ""
         return (f"whisper_encoder_{self.dtype}" + (f"_exact{self.weight_parts}" if self.weight_parts else "")
                 + ("_im2col" if self.conv_as_matmul else "") + ("_attnk" if self.attention_kernel else "")
-                + ("_taps" if self.taps else "") + (f"_{bugs}" if bugs else ""))
+                + (f"_{bugs}" if bugs else ""))
 
     @property
     def n_frames(self) -> int:
@@ -156,8 +157,7 @@ def build_graph(cfg: EncoderConfig):
         mel = graph.inputs[0].tensor
         outputs = []
         for bugs in cfg.variants:
-            taps = encoder_forward(cfg, mel, weight, bugs)
-            outputs += taps if cfg.taps else taps[-1:]
+            outputs += encoder_forward(cfg, mel, weight, bugs)
         graph.output(*outputs)
     return graph
 
@@ -172,7 +172,7 @@ def variant_depth(cfg: EncoderConfig, bugs: frozenset[str]) -> int | None:
 def variant_output_counts(cfg: EncoderConfig) -> list[int]:
     """How many outputs each variant contributes to the graph, in order."""
     full = cfg.dims.n_audio_layer + 4
-    return [(full if d is None else 3 + d) if cfg.taps else 1 for d in (variant_depth(cfg, v) for v in cfg.variants)]
+    return [full if d is None else 3 + d for d in (variant_depth(cfg, v) for v in cfg.variants)]
 
 
 def encoder_forward(cfg: EncoderConfig, mel, weight, bugs: frozenset[str] = frozenset()) -> list:
@@ -318,20 +318,20 @@ class MaxEncoder:
         return as_float32(mel, "mel", "a floating-point log-mel spectrogram", "check the audio decoding and log-mel step")
 
     def run(self, mel) -> list[np.ndarray]:
-        """All graph outputs as float32 numpy arrays (the taps when compiled with taps)."""
+        """All graph outputs, the taps, as float32 numpy arrays (the last: the encoder's output)."""
         return self._execute(self.check_input(mel))
 
-    def _execute(self, mel: np.ndarray) -> list[np.ndarray]:
-        """`run` on a log-mel that check_input already returned."""
+    def _execute(self, mel: np.ndarray, last_only: bool = False) -> list[np.ndarray]:
+        """`run` on a log-mel that check_input already returned (`last_only`: only the output reaches the host)."""
         from max.driver import CPU, Buffer
         buf = Buffer.from_numpy(mel)
         if self.cfg.device == "gpu":
             buf = buf.to(self.device)
-        outs = self.model.execute(buf)
+        outs = self.model.execute(buf)[-1:] if last_only else self.model.execute(buf)
         return [o.to(CPU()).to_numpy() if self.cfg.device == "gpu" else o.to_numpy() for o in outs]
 
     def run_variants(self, mel) -> list[list[np.ndarray]]:
-        """Outputs grouped per variant (each group: the taps, or the output alone)."""
+        """Outputs grouped per variant (each group: that variant's taps)."""
         outs, groups = self.run(mel), []
         for n in variant_output_counts(self.cfg):
             groups.append(outs[:n])
@@ -341,7 +341,7 @@ class MaxEncoder:
     def __call__(self, mel) -> np.ndarray:
         """Encoder output (batch, n_ctx, d_model) float32."""
         mel = self.check_input(mel)
-        out = self._execute(mel)[-1]
+        out = self._execute(mel, last_only=True)[-1]
         if not np.isfinite(out).all():  # finite input that overflowed: never hand NaN features to a decoder
             raise MaxWhisperError(f"the encoder's output overflowed to NaN or Inf: the mel reaches "
                                   f"{float(np.abs(mel).max()):.3g}, where a log-mel spectrogram lies "
@@ -351,11 +351,11 @@ class MaxEncoder:
 
 def _describe(cfg: EncoderConfig) -> str:
     dims = cfg.dims
-    extra = (", taps" if cfg.taps else "") + (f", {len(cfg.variants)} variants" if len(cfg.variants) > 1 else "")
+    extra = f", {len(cfg.variants)} variants" if len(cfg.variants) > 1 else ""
     return f"d={dims.n_audio_state} layers={dims.n_audio_layer} mels={dims.n_mels}, {cfg.device}, {cfg.dtype}{extra}"
 
 
-def get_encoder(loaded, device: str = "cpu", dtype: str = "float32", taps: bool = False,
+def get_encoder(loaded, device: str = "cpu", dtype: str = "float32",
                 variants=(frozenset(),), progress: Callable[[str], None] | None = None,
                 exact_products: bool | None = None, conv_as_matmul: bool | None = None,
                 attention_kernel: bool | None = None) -> MaxEncoder:
@@ -370,7 +370,7 @@ def get_encoder(loaded, device: str = "cpu", dtype: str = "float32", taps: bool 
         parts = exact.parts_for(
             loaded.encoder_sha256, lambda: encoder_weights_to_max(loaded.encoder_weights(), loaded.dims.n_audio_layer),
             PRODUCT_WEIGHTS)
-    cfg = EncoderConfig(loaded.dims, device, dtype, taps, tuple(frozenset(v) for v in variants), parts, conv_as_matmul,
+    cfg = EncoderConfig(loaded.dims, device, dtype, tuple(frozenset(v) for v in variants), parts, conv_as_matmul,
                         attention_kernel)
     key = (cfg.key, loaded.encoder_sha256)
     if key not in _MODELS:

@@ -133,7 +133,7 @@ if wanted decoder-float32; then
     "${BENCH[@]}" -k "max-gpu and not warps" --benchmark-json="$OUT/bench-e2e.json"
 fi
 wait $warm; stamp "every graph compiled" | tee -a "$LOG"; cat "$OUT/warm.log"
-if wanted encoder-bfloat16-taps; then  # the encoders' taps and benchmarks: every encoder graph
+if wanted encoder-bfloat16; then  # the encoders' taps and benchmarks: every encoder graph
   stage "other gpu tests" -m "gpu and not bench" -k "not (decoder or captured or warps or max_path)"
   stage "encoder benchmark" tests/bench/test_encoder_bench.py "${BENCH[@]}" \
     --benchmark-json="$OUT/bench-encoder.json"

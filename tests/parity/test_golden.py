@@ -21,18 +21,18 @@ def test_front_end_has_not_drifted(clip, clip_mels):
 
 
 @pytest.mark.parametrize("clip", [c.stem for c in CLIPS])
-def test_taps_match_golden_slices(clip, clip_mels, max_taps_encoder):
+def test_taps_match_golden_slices(clip, clip_mels, max_encoder):
     golden, meta = load_golden(f"tiny.en-{clip}")
-    taps = as_taps(max_taps_encoder.run(clip_mels[clip]))
+    taps = as_taps(max_encoder.run(clip_mels[clip]))
     assert list(taps) == json.loads(meta["taps"])
     assert_parity(*golden_slices(golden, taps))
 
 
 @pytest.mark.parametrize("clip", [c.stem for c in CLIPS])
-def test_tap_statistics_match_golden(clip, clip_mels, max_taps_encoder):
+def test_tap_statistics_match_golden(clip, clip_mels, max_encoder):
     """Whole-tensor fingerprints: catch errors outside the stored rows."""
     golden, _ = load_golden(f"tiny.en-{clip}")
-    for name, t in as_taps(max_taps_encoder.run(clip_mels[clip])).items():
+    for name, t in as_taps(max_encoder.run(clip_mels[clip])).items():
         want = golden[f"{name}.stats"]
         # In units of the tap's rms (want[5]), measured worst over the three clips: mean, std, mean |x| and
         # rms agree to 1.0e-6; min and max, single elements, to 5.9e-5 (block3's max channel, |x| = 657).
@@ -48,8 +48,8 @@ def test_golden_metadata_matches_bundled_weights(clip, bundled):
     assert meta["dtype"] == "float32" and "version.torch" in meta
 
 
-def test_random_tiny_weights_match_golden(max_taps_encoder_random_tiny):
+def test_random_tiny_weights_match_golden(max_encoder_random_tiny):
     golden, meta = load_golden("random-tiny")
     assert meta["weights_sha256"] == weights.load(f"random:tiny:{SEED}").encoder_sha256, "random weights changed: make golden"
-    taps = as_taps(max_taps_encoder_random_tiny.run(random_mel(80)))
+    taps = as_taps(max_encoder_random_tiny.run(random_mel(80)))
     assert_parity(*golden_slices(golden, taps))

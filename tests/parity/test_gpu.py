@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.parity, pytest.mark.gpu]
 def test_gpu_taps_match_pytorch_at_every_stage(dtype, bundled, speech_windows, speech_reference):
     from maxwhisper.encoder import get_encoder
     names, mels = speech_windows
-    taps = as_taps(get_encoder(bundled, "gpu", dtype, taps=True).run(mels))
+    taps = as_taps(get_encoder(bundled, "gpu", dtype).run(mels))
     cases = ((f"gpu {dtype} {name}", item(taps, i), item(speech_reference, i)) for i, name in enumerate(names))
     assert_parity_each(cases, on_device(dtype, "gpu"))
 

@@ -107,7 +107,7 @@ class Mutants:
         from maxwhisper.encoder import get_encoder
         if bug in BUGS:
             if self._graph is None:
-                mutants = get_encoder(self.bundled, "cpu", "float32", taps=True,
+                mutants = get_encoder(self.bundled, "cpu", "float32",
                                       variants=[frozenset([b]) for b in BUGS])
                 names = encoder_tap_names(self.bundled.dims.n_audio_layer)
                 self._graph = {b: dict(zip(names, taps)) for b, taps in zip(BUGS, mutants.run_variants(self.mel))}
@@ -118,7 +118,7 @@ class Mutants:
             if mutate_weights:
                 loaded = weights.LoadedModel(self.bundled.dims, mutate_weights(dict(self.bundled.state_dict)), bug)
             mel = mutate_mel(self.mel) if mutate_mel else self.mel
-            self._taps[bug] = as_taps(get_encoder(loaded, "cpu", "float32", taps=True).run(mel))
+            self._taps[bug] = as_taps(get_encoder(loaded, "cpu", "float32").run(mel))
         return self._taps[bug]
 
     def results(self, bug: str, dtype: str = "float32") -> list:
@@ -168,9 +168,9 @@ def test_subtle_bugs_move_the_output_by_about_one_percent_or_less(bug, mutants):
     assert change < 0.015, f"{bug} moves {stage} by {change:.2%}: not a subtle bug"
 
 
-def test_real_encoder_passes_the_same_check(max_taps_encoder, selfcheck_input):
+def test_real_encoder_passes_the_same_check(max_encoder, selfcheck_input):
     mel, expected = selfcheck_input
-    results = compare_taps(as_taps(max_taps_encoder.run(mel)), expected)
+    results = compare_taps(as_taps(max_encoder.run(mel)), expected)
     assert all(r.ok for r in results)
 
 

@@ -20,7 +20,7 @@ def test_random_weights_match_golden(size):
     loaded = weights.load(f"random:{size}:{SEED}")
     golden, meta = load_golden(f"random-{size}")
     assert meta["weights_sha256"] == loaded.encoder_sha256, "random weights changed: run `make golden`"
-    encoder = get_encoder(loaded, "cpu", "float32", taps=True)
+    encoder = get_encoder(loaded, "cpu", "float32")
     taps = as_taps(encoder.run(random_mel(loaded.dims.n_mels)))
     assert taps["ln_post"].shape == (1, loaded.dims.n_audio_ctx, loaded.dims.n_audio_state)
     assert_parity(*golden_slices(golden, taps))
