@@ -54,7 +54,7 @@ def kernel_probe_run(probe, gemv: list[np.ndarray] | None = None,
 
 
 def as_taps(outputs: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """A taps graph's outputs by stage name."""
+    """An encoder graph's outputs (its taps) by stage name."""
     return dict(zip(encoder_tap_names(len(outputs) - 4), outputs))
 
 

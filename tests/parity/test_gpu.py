@@ -2,7 +2,7 @@
 without a GPU).
 
 MAX-only: these need MAX to see a GPU, not a CUDA torch; the reference is PyTorch on the CPU, so they run
-on a GPU box whose torch is a CPU build. Every stage is compared (a GPU taps graph), so a mismatch is
+on a GPU box whose torch is a CPU build. Every stage is compared (the GPU graph's taps), so a mismatch is
 pinned to the stage it starts in; the decoder's GPU taps are the `gpu` cases of test_decoder_parity.py.
 MAX's GPU float32 products round like TF32 (an H200, MAX 26.7, 2026-11-26: relative error ~1e-3, encoder
 block3 NMSE 9.6e-6, decoder logits max |diff| 0.03), so the GPU float32 graphs multiply parts that TF32

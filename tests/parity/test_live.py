@@ -32,7 +32,7 @@ def test_every_stage_matches_pytorch_on_a_batch_of_noise(max_encoder, torch_mode
 
 
 def test_production_graph_matches_pytorch(speech_windows, speech_reference, max_encoder):
-    """The graph users run (no taps), against PyTorch directly, on the whole speech batch."""
+    """A call, as users make it (the output alone reaches the host), against PyTorch directly, on the whole speech batch."""
     names, mels = speech_windows
     out = max_encoder(mels)
     for i, name in enumerate(names):

@@ -4,7 +4,7 @@ every one, at the stage where the bug lives.
 Binding bugs are those a wrong weight or input expresses exactly: a convolution without its shifted taps
 (outer taps zero), a missing positional embedding, a wrong attention scale (a scaled query projection), an
 untransposed projection, a reshaped mel, and small slips of scale or offset in one tensor, as a layout
-conversion would make. They run the taps graph (compiled for the parity tests) with the mutated weights or
+conversion would make. They run the encoder graph (compiled for the parity tests) with the mutated weights or
 mel: no compile, so they run in `make test`. Graph bugs (`maxwhisper.encoder.BUGS`: stride by slicing, a
 tanh GELU, a missing final LayerNorm, and subtle ones, a wrong LayerNorm constant or variance or an MLP-only
 tanh GELU) live in one graph of their own, each mutant built only as deep as the stage it must fail at. That graph's cold compile
@@ -95,7 +95,7 @@ def selfcheck_input(torch_model, clip_mels):
 
 class Mutants:
     """Taps and parity results of each mutant on the first clip, computed on first use: the graph mutants all
-    at once (one graph), the binding mutants one by one (the cached taps graph loaded with the mutated
+    at once (one graph), the binding mutants one by one (the cached encoder graph loaded with the mutated
     weights, about 3 s a load here, or run on the mutated mel)."""
 
     def __init__(self, bundled, mel, expected):
