@@ -36,10 +36,16 @@ replays the op unchanged.
 
 The same item functions run on the CPU as the op's emulation (target "cpu"): each exchange between lanes
 (`_reduce`, `_sums`, `_from_lane`, `_quad_sum`, over the lanes' values that `_lane_values` gathers) and each
-per-lane body (`_each`) is a loop over the 32 lanes there and a warp shuffle on the GPU, and nothing else
-differs. The suite checks the emulation against PyTorch exactly as it checks the CPU kernel, so only the kernel
-launch (with its L2 prefetch) and the shuffles are GPU-only code; `mojo build --target-accelerator` compiles it for sm_90 in the unit tests
-(tests/unit/test_warps_build.py).
+per-lane body (`_each`) is the 32 lanes in turn there (unrolled) and a warp shuffle on the GPU. Two things
+more differ: a CPU worker computes a row's LayerNorm statistics once for all its items of that row
+(`_linear_total`'s memo), with the same `_ln_stats`, where each warp computes them again; and the cross mix's
+lane loads its key's DH channels in one strided load, where a GPU lane loads the same addresses one by one. None
+of the three changes a bit of the emulation's outputs (scripts/emulation_bits.py); together they made it
+2.2-3.8x faster (AMD EPYC Zen 4, 2026-11-28: a single step 42 to 11 ms, 5 rows of 24 new tokens 1.76 to
+0.80 s, a 445-token prefill 7.4 to 3.2 s). The suite
+checks the emulation against PyTorch exactly as it checks the CPU kernel, so only the kernel launch (with its
+L2 prefetch) and the shuffles are GPU-only code; `mojo build --target-accelerator` compiles it for sm_90 in the
+unit tests (tests/unit/test_warps_build.py).
 """
 
 import extensibility
@@ -52,9 +58,10 @@ from max.gpu.primitives.grid_controls import wait_on_dependent_grids
 from max.gpu.host import DeviceContext
 from max.algorithm import parallelize
 from std.math import exp, erf, sqrt
+from std.memory import stack_allocation
 from std.os import getenv
 from std.sys import num_physical_cores, size_of
-from std.sys.intrinsics import prefetch, PrefetchOptions
+from std.sys.intrinsics import prefetch, PrefetchOptions, strided_load
 from std.sys._assembly import inlined_assembly
 
 from .decoder_block import DH, MAX_CROSS, MAX_LAYERS, MAX_SELF, _packed_len
@@ -120,7 +127,7 @@ def _lane_values[gpu: Bool, N: Int, F: def(Int) -> SIMD[F32, N]](part: F) -> SIM
         return rebind[SIMD[F32, N * (1 if gpu else LANES)]](part(Int(lane_id())))
     else:
         var all = SIMD[F32, N * (1 if gpu else LANES)](0)
-        for l in range(LANES):
+        comptime for l in range(LANES):
             var v = part(l)
             comptime for k in range(N):
                 all[N * l + k] = v[k]
@@ -190,7 +197,7 @@ def _each[gpu: Bool, F: def(Int) -> None](body: F):
     comptime if gpu:
         body(Int(lane_id()))
     else:
-        for l in range(LANES):
+        comptime for l in range(LANES):
             body(l)
 
 
@@ -281,13 +288,23 @@ def _dot_lane[WT: DType, LN: Bool](
 
 @always_inline
 def _linear_total[gpu: Bool, WT: DType, LN: Bool](
-    xr: FPtr, wp: WPtr[WT], n: Int, K: Int, g: WPtr[WT], b: WPtr[WT]
+    xr: FPtr, wp: WPtr[WT], n: Int, K: Int, g: WPtr[WT], b: WPtr[WT], memo: FPtr, row: Int
 ) -> Float32:
-    """Row xr (LayerNorm'd with g, b if LN) . row n of W: the warp's total."""
+    """Row xr (LayerNorm'd with g, b if LN) . row n of W: the warp's total. `memo`, the emulation's only: the
+    last row's number, mean and 1 / standard deviation, so that a worker computes a row's statistics once for
+    all its items of that row (the same `_ln_stats`, so the same values) instead of once per warp."""
     var mean: Float32 = 0
     var rstd: Float32 = 1
     comptime if LN:
-        mean, rstd = _ln_stats[gpu](xr, K)
+        comptime if gpu:
+            mean, rstd = _ln_stats[gpu](xr, K)
+        else:
+            if memo.unsafe_load(0) != Float32(row):
+                mean, rstd = _ln_stats[gpu](xr, K)
+                memo.unsafe_store(0, Float32(row))
+                memo.unsafe_store(1, mean)
+                memo.unsafe_store(2, rstd)
+            mean, rstd = memo.unsafe_load(1), memo.unsafe_load(2)
 
     def part(l: Int) {var xr, var wp, var n, var K, var mean, var rstd, var g, var b} -> Float32:
         return _dot_lane[WT, LN](xr, wp, n, K, l, mean, rstd, g, b)
@@ -346,8 +363,10 @@ def _item[gpu: Bool, WT: DType, stage: Int](
     i: Int, x: FPtr, mask: FPtr, past: LPtr, kc: FPtr, vc: FPtr, ck: FPtr, cv: FPtr, w: WPtr[WT], ys: FPtr,
     sc: FPtr, rows: LPtr, ln_w: FPtr, ln_b: FPtr, lw: WPtr[WT], logits: FPtr, ln: FPtr,
     layer: Int, A: Int, B: Int, T: Int, CAP: Int, H: Int, D: Int, C: Int, K: Int, V: Int, SW: Int,
+    memo: FPtr,
 ):
-    """Work item i of `stage` (of block `layer`): one warp's output(s); see the module docstring."""
+    """Work item i of `stage` (of block `layer`): one warp's output(s); see the module docstring. `memo`: the
+    emulation's LayerNorm statistics (`_linear_total`)."""
     var R = B * T
     var P = Int(past.unsafe_load(0))
     var wl = w.unsafe_offset(layer * _packed_len(D))
@@ -361,7 +380,7 @@ def _item[gpu: Bool, WT: DType, stage: Int](
         var r = i // (3 * D)
         var n = i % (3 * D)
         var total = _linear_total[gpu, WT, True](y_in.unsafe_offset(r * D), wl.unsafe_offset(_at(D, 2)), n, D,
-                                                 wl.unsafe_offset(_at(D, 0)), wl.unsafe_offset(_at(D, 1)))
+                                                 wl.unsafe_offset(_at(D, 0)), wl.unsafe_offset(_at(D, 1)), memo, r)
         if _lead[gpu]():
             var value = total + wl.unsafe_load(_at(D, 3) + n).cast[F32]()
             if n < D:
@@ -418,8 +437,11 @@ def _item[gpu: Bool, WT: DType, stage: Int](
 
         def chunk_score(l: Int) {var keys, var qv, var n, var C} -> Float32:  # channel c of key j at c * C + j:
             var kv = SIMD[F32, DH](0)  # the lanes' loads of a channel one coalesced row, all DH in flight
-            comptime for c in range(DH):
-                kv[c] = keys.unsafe_load(c * C + min(l, n - 1))
+            comptime if gpu:
+                comptime for c in range(DH):
+                    kv[c] = keys.unsafe_load(c * C + min(l, n - 1))
+            else:  # the emulation: the same addresses, in one strided load (a third of a long prefill's time)
+                kv = strided_load[DH](keys.unsafe_offset(min(l, n - 1)), C)
             return (qv * kv).reduce_add() * SCALE if l < n else -Float32.MAX
         var scores = _lane_values[gpu, 1](chunk_score)
         var m = _reduce[gpu, True](scores)
@@ -454,7 +476,7 @@ def _item[gpu: Bool, WT: DType, stage: Int](
         var wi = 4 if stage == OUT else (10 if stage == CROSS_OUT else 16)  # the matrix's index in PACKED
         var xr = sc.unsafe_offset(r * SW + (HIDDEN if stage == FC2 else ATT) * D)
         var total = _linear_total[gpu, WT, False](xr, wl.unsafe_offset(_at(D, wi)), n, 4 * D if stage == FC2 else D,
-                                                  wl, wl)
+                                                  wl, wl, memo, r)
         if _lead[gpu]():
             var base = y_in if stage == OUT else y
             y.unsafe_store(r * D + n, base.unsafe_load(r * D + n) + (total + wl.unsafe_load(_at(D, wi + 1) + n).cast[F32]()))
@@ -465,7 +487,8 @@ def _item[gpu: Bool, WT: DType, stage: Int](
         var wi = 8 if stage == CROSS_Q else 14
         var lni = 6 if stage == CROSS_Q else 12
         var total = _linear_total[gpu, WT, True](y.unsafe_offset(r * D), wl.unsafe_offset(_at(D, wi)), n, D,
-                                                 wl.unsafe_offset(_at(D, lni)), wl.unsafe_offset(_at(D, lni + 1)))
+                                                 wl.unsafe_offset(_at(D, lni)), wl.unsafe_offset(_at(D, lni + 1)),
+                                                 memo, r)
         if _lead[gpu]():
             var value = total + wl.unsafe_load(_at(D, wi + 1) + n).cast[F32]()
             if stage == FC1:
@@ -571,7 +594,7 @@ def _kernel[WT: DType, stage: Int](
     launch_dependent_grids()
     _item[True, WT, stage](i, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits, ln,
                            Int(layer), Int(A), Int(B), Int(T), Int(CAP), Int(H), Int(D), Int(C), Int(K), Int(V),
-                           Int(SW))
+                           Int(SW), sc)  # sc for the emulation's memo, which the GPU's items never read
 
 
 @always_inline
@@ -656,9 +679,11 @@ def run_stage[gpu: Bool, WT: DType, stage: Int](
         def work(wid: Int) {var x, var mask, var past, var kc, var vc, var ck, var cv, var w, var ys, var sc, var rows,
                             var ln_w, var ln_b, var lw, var logits, var ln, var layer, var A, var B, var T, var CAP,
                             var H, var D, var C, var K, var V, var SW, var items, var share}:
+            var memo = rebind[FPtr](stack_allocation[3, Float32]())
+            memo.unsafe_store(0, -1)  # no row's statistics yet
             for i in range(wid * share, min(items, wid * share + share)):
                 _item[False, WT, stage](i, x, mask, past, kc, vc, ck, cv, w, ys, sc, rows, ln_w, ln_b, lw, logits,
-                                        ln, layer, A, B, T, CAP, H, D, C, K, V, SW)
+                                        ln, layer, A, B, T, CAP, H, D, C, K, V, SW, memo)
         parallelize(work, workers)
 
 
