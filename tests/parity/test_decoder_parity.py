@@ -91,42 +91,90 @@ def test_cross_attention_scores_of_a_shared_prompt_are_every_row_s(bundled, clip
         np.testing.assert_array_equal(both, np.repeat(alone, 2, axis=0))
 
 
-class SideBySide:
-    """An Inference that runs PyTorch's and the MAX decoder on the same tokens and returns PyTorch's
-    logits (so the decode follows PyTorch's path), recording both at every step."""
+def decoding_task(torch_model, beam_size: int):
+    from whisper.decoding import DecodingOptions, DecodingTask
+    return DecodingTask(torch_model, DecodingOptions(language="en", beam_size=beam_size if beam_size > 1 else None,
+                                                     fp16=False))
 
-    def __init__(self, torch_inference, max_inference):
-        self.torch, self.max, self.steps = torch_inference, max_inference, []
+
+def decode_with(task, inference, mel) -> None:
+    """Run openai-whisper's decoding loop on `mel` with `inference` in place of PyTorch's."""
+    task.inference = inference
+    if hasattr(task.decoder, "inference"):  # beam search reorders the caches through its own reference
+        task.decoder.inference = inference
+    with torch.no_grad():
+        task.run(torch.from_numpy(mel))
+
+
+class Recording:
+    """PyTorch's Inference, every call to it recorded in order: ("logits", tokens, logits) and ("rearrange",
+    source indices)."""
+
+    def __init__(self, torch_inference):
+        self.torch, self.calls = torch_inference, []
 
     def logits(self, tokens, audio_features):
-        want, got = self.torch.logits(tokens, audio_features), self.max.logits(tokens, audio_features)
-        self.steps.append((want[:, -1].numpy().copy(), got[:, -1].numpy().copy()))
-        return want
+        logits = self.torch.logits(tokens, audio_features)
+        self.calls.append(("logits", tokens.numpy().copy(), logits.clone()))
+        return logits
 
     def rearrange_kv_cache(self, source_indices):
+        self.calls.append(("rearrange", list(source_indices)))
         self.torch.rearrange_kv_cache(source_indices)
-        self.max.rearrange_kv_cache(source_indices)
 
     def cleanup_caching(self):
         self.torch.cleanup_caching()
+
+
+@pytest.fixture(scope="module")
+def torch_decodes(torch_model, clip_mels):
+    """(clip, beam_size) -> PyTorch's recorded calls in a decode of the clip's first window, made once for every
+    kernel's test: given the same logits, openai-whisper's loop makes the same calls again."""
+    import functools
+
+    @functools.cache
+    def decode(clip: str, beam_size: int) -> list:
+        task = decoding_task(torch_model, beam_size)
+        recording = Recording(task.inference)
+        decode_with(task, recording, clip_mels[clip])
+        return recording.calls
+    return decode
+
+
+class Replay:
+    """An Inference that returns PyTorch's recorded logits (so the decode follows PyTorch's path) after asking the
+    MAX decoder for the same tokens, recording both at every step; it fails where the loop strays from the record."""
+
+    def __init__(self, calls: list, max_inference):
+        self.calls, self.max, self.steps = iter(calls), max_inference, []
+
+    def logits(self, tokens, audio_features):
+        kind, want_tokens, want = next(self.calls)
+        assert kind == "logits" and np.array_equal(tokens.numpy(), want_tokens), "the decode left PyTorch's path"
+        got = self.max.logits(tokens, audio_features)
+        self.steps.append((want[:, -1].numpy().copy(), got[:, -1].numpy().copy()))
+        return want.clone()  # openai-whisper's filters edit the logits in place
+
+    def rearrange_kv_cache(self, source_indices):
+        assert next(self.calls) == ("rearrange", list(source_indices)), "the decode left PyTorch's path"
+        self.max.rearrange_kv_cache(source_indices)
+
+    def cleanup_caching(self):
         self.max.cleanup_caching()
 
 
 @pytest.mark.parametrize("kernel", ["cpu", "warps"])
 @pytest.mark.parametrize("clip, beam_size", [(c, 1) for c in CLIP_NAMES] + [("numbers", 5)])
-def test_logits_match_at_every_step_of_a_real_decode(clip, beam_size, kernel, bundled, torch_model, clip_mels):
-    from whisper.decoding import DecodingOptions, DecodingTask
+def test_logits_match_at_every_step_of_a_real_decode(clip, beam_size, kernel, bundled, torch_model, clip_mels,
+                                                      torch_decodes):
     from maxwhisper.inference import MaxInference
-    task = DecodingTask(torch_model, DecodingOptions(language="en", beam_size=beam_size if beam_size > 1 else None,
-                                                     fp16=False))
-    side = SideBySide(task.inference, MaxInference(decoder_named(bundled, kernel), len(task.initial_tokens)))
-    task.inference = side
-    if hasattr(task.decoder, "inference"):  # beam search reorders the caches through its own reference
-        task.decoder.inference = side
-    with torch.no_grad():
-        task.run(torch.from_numpy(clip_mels[clip]))
-    assert len(side.steps) > 5, "the decode stopped before it started"
-    for i, (want, got) in enumerate(side.steps):
+    task = decoding_task(torch_model, beam_size)
+    calls = torch_decodes(clip, beam_size)
+    replay = Replay(calls, MaxInference(decoder_named(bundled, kernel), len(task.initial_tokens)))
+    decode_with(task, replay, clip_mels[clip])
+    assert next(replay.calls, None) is None, "the decode stopped before PyTorch's did"
+    assert len(replay.steps) > 5, "the decode stopped before it started"
+    for i, (want, got) in enumerate(replay.steps):
         # An argmax flip would change the transcript, so it must never happen.
         assert np.abs(got - want).max() <= LOGITS_ATOL, f"step {i}: max |diff| {np.abs(got - want).max():.3g}"
         assert (got.argmax(-1) == want.argmax(-1)).all(), f"step {i}: the MAX decoder picks another token"
