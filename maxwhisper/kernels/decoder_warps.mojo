@@ -40,7 +40,7 @@ per-lane body (`_each`) is the 32 lanes in turn there (unrolled) and a warp shuf
 more differ: a CPU worker computes a row's LayerNorm statistics once for all its items of that row
 (`_linear_total`'s memo), with the same `_ln_stats`, where each warp computes them again; and the cross mix's
 lane loads its key's DH channels in one strided load, where a GPU lane loads the same addresses one by one. None
-of the three changes a bit of the emulation's outputs (scripts/emulation_bits.py); together they made it
+of the three changes a bit of the emulation's outputs (scripts/kernel_bits.py); together they made it
 2.2-3.8x faster (AMD EPYC Zen 4, 2026-11-28: a single step 42 to 11 ms, 5 rows of 24 new tokens 1.76 to
 0.80 s, a 445-token prefill 7.4 to 3.2 s). The suite
 checks the emulation against PyTorch exactly as it checks the CPU kernel, so only the kernel launch (with its
