@@ -37,11 +37,11 @@ SELECTIONS = {
     "decoder_warps.mojo": ["tests/unit/test_warps_build.py", "tests/parity/test_decoder_parity.py",
                            "tests/unit/test_decoder_properties.py", "tests/parity/test_decoder_end_to_end.py",
                            "-k", "warps and not bug"],
-    "decoder_block.mojo": ["tests/parity/test_decoder_parity.py", "tests/unit/test_decoder_properties.py",
+    "decoder_block.mojo": ["tests/unit/test_kernel_isas.py", "tests/parity/test_decoder_parity.py", "tests/unit/test_decoder_properties.py",
                            "tests/parity/test_decoder_end_to_end.py", "-k", "not warps and not bug"],
     "gemv_nt.mojo": ["tests/unit/test_gemv.py", "tests/parity/test_decoder_parity.py",
                      "tests/parity/test_decoder_end_to_end.py", "-k", "not warps and not bug"],
-    "encoder_attention.mojo": ["tests/unit/test_encoder_attention.py", "tests/parity/test_live.py",
+    "encoder_attention.mojo": ["tests/unit/test_kernel_isas.py", "tests/unit/test_encoder_attention.py", "tests/parity/test_live.py",
                                "tests/parity/test_golden.py"],
 }
 

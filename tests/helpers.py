@@ -38,6 +38,45 @@ def decoder_named(bundled, name: str):
 ATTENTION_WIDTH, ATTENTION_HEADS = 384, 6  # the attention kernel's probe (conftest's kernel_probe): tiny's
 
 
+def heads_f64(qkv: np.ndarray) -> list[np.ndarray]:
+    """q, k, v of qkv (batch, time, 3D) per head, (batch, heads, time, 64), in float64."""
+    b, t, _ = qkv.shape
+    return [z.astype(np.float64).reshape(b, t, ATTENTION_HEADS, -1).transpose(0, 2, 1, 3) for z in np.split(qkv, 3, -1)]
+
+
+def attention_f64(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """softmax(q k^T / 8) v per head (batch, heads, time, 64), heads merged: (batch, time, heads * 64)."""
+    b, h, t, _ = q.shape
+    s = q @ k.transpose(0, 1, 3, 2) / 8.0
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return ((p / p.sum(-1, keepdims=True)) @ v).transpose(0, 2, 1, 3).reshape(b, t, -1)
+
+
+def attention_excess(got: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """|got - attention_f64| over the float32 bound of each head's outputs (<= 1 passes). Each output mixes
+    its head's values by weights whose error follows the scores' float32 rounding: bounded by |v|max (1 + max
+    sum |q||k| / 8) per head; measured worst 6.3e-8 of that (one float32 ulp) over 60 random draws of the
+    encoder's shapes and scales, so 4e-7 leaves room and still fails a wrong row, head, key, value or scale."""
+    magnitude = (np.abs(q) @ np.abs(k).transpose(0, 1, 3, 2) / 8).max(axis=(2, 3))  # (batch, heads)
+    bound = 4e-7 * np.repeat(np.abs(v).max(axis=(2, 3)) * (1 + magnitude), q.shape[-1], axis=1)[:, None, :]
+    return np.abs(got - attention_f64(q, k, v)) / bound
+
+
+def mojo_build(harness: str, out: pathlib.Path, *options: str):
+    """`mojo build` of a harness in tests/unit, with the kernels' package on the import path (the completed
+    process: a failed build's errors are in its stderr)."""
+    import shutil
+    import subprocess
+    import sys
+    from maxwhisper.gemv import SOURCES
+    mojo = pathlib.Path(sys.executable).parent / "mojo"
+    mojo = str(mojo) if mojo.is_file() else shutil.which("mojo")
+    assert mojo, "the mojo CLI ships with max in the venv"
+    return subprocess.run([mojo, "build", "-I", str(SOURCES.parent), *options,
+                           str(pathlib.Path(__file__).resolve().parent / "unit" / harness), "-o", str(out)],
+                          capture_output=True, text=True, timeout=300)
+
+
 def kernel_probe_run(probe, gemv: list[np.ndarray] | None = None,
                      attention: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Run conftest's `kernel_probe` on one op's inputs, the other op given its smallest; returns that op's

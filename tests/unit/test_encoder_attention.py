@@ -11,23 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import ATTENTION_HEADS, ATTENTION_WIDTH, kernel_probe_run
+from tests.helpers import ATTENTION_HEADS, ATTENTION_WIDTH, attention_excess, heads_f64, kernel_probe_run
 
 pytestmark = pytest.mark.unit
 D, HEADS = ATTENTION_WIDTH, ATTENTION_HEADS  # tiny's width: 6 heads of 64
-
-
-def heads_f64(qkv: np.ndarray) -> list[np.ndarray]:
-    """q, k, v of qkv (batch, time, 3D) per head, (batch, heads, time, 64), in float64."""
-    b, t, _ = qkv.shape
-    return [z.astype(np.float64).reshape(b, t, HEADS, -1).transpose(0, 2, 1, 3) for z in np.split(qkv, 3, -1)]
-
-
-def attention_f64(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
-    b, _, t, _ = q.shape
-    s = q @ k.transpose(0, 1, 3, 2) / 8.0
-    p = np.exp(s - s.max(-1, keepdims=True))
-    return ((p / p.sum(-1, keepdims=True)) @ v).transpose(0, 2, 1, 3).reshape(b, t, D)
 
 
 @settings(max_examples=25)
@@ -36,15 +23,8 @@ def attention_f64(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
 def test_encoder_attention_equals_numpy(kernel_probe, batch, time, seed, scale):
     qkv = (np.random.default_rng(seed).standard_normal((batch, time, 3 * D)) * scale).astype(np.float32)
     got = kernel_probe_run(kernel_probe, attention=[qkv])[0]
-    q, k, v = heads_f64(qkv)
-    want = attention_f64(q, k, v)
     assert got.shape == (batch, time, D) and got.dtype == np.float32
-    # each output mixes its head's values by weights whose error follows the scores' float32 rounding: bounded
-    # by |v|max (1 + max sum |q||k| / 8) per head; measured worst 6.3e-8 of that over 60 draws of these shapes
-    # and scales (one float32 ulp). 4e-7 leaves room and still fails a wrong row, head, key, value or scale.
-    magnitude = (np.abs(q) @ np.abs(k).transpose(0, 1, 3, 2) / 8).max(axis=(2, 3))  # (batch, heads)
-    bound = 4e-7 * np.repeat(np.abs(v).max(axis=(2, 3)) * (1 + magnitude), D // HEADS, axis=1)[:, None, :]
-    excess = np.abs(got - want) / bound
+    excess = attention_excess(got, *heads_f64(qkv))  # within 4e-7 of each head's float32 bound
     assert (excess <= 1).all(), f"max excess {excess.max():.3g} at {np.unravel_index(excess.argmax(), excess.shape)}"
 
 

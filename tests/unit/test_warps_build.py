@@ -7,29 +7,18 @@ machine, not first on a GPU box. The op's arithmetic is checked by the parity su
 emulation (the `warps` decoder), which runs the same item functions. What the launches prefetch changes no
 value, so its plan is checked on its own, run on the CPU.
 """
-import pathlib
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from tests.helpers import mojo_build
+
 pytestmark = pytest.mark.unit
 
-HERE = pathlib.Path(__file__).resolve().parent
 STAGES = 11  # decoder_warps.mojo: QKV .. LOGITS, one kernel each
-
-
-def mojo_build(harness: str, out: pathlib.Path, *options: str) -> subprocess.CompletedProcess:
-    """`mojo build` of a harness beside this file, with the kernels' package on the import path."""
-    from maxwhisper.gemv import SOURCES
-    mojo = pathlib.Path(sys.executable).parent / "mojo"
-    mojo = str(mojo) if mojo.is_file() else shutil.which("mojo")
-    assert mojo, "the mojo CLI ships with max in the venv"
-    return subprocess.run([mojo, "build", "-I", str(SOURCES.parent), *options, str(HERE / harness), "-o", str(out)],
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
