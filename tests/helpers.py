@@ -62,19 +62,23 @@ def attention_excess(got: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarra
     return np.abs(got - attention_f64(q, k, v)) / bound
 
 
-def mojo_build(harness: str, out: pathlib.Path, *options: str):
-    """`mojo build` of a harness in tests/unit, with the kernels' package on the import path (the completed
-    process: a failed build's errors are in its stderr)."""
+def mojo_command(harness: str, out: pathlib.Path, *options: str) -> list[str]:
+    """The `mojo build` command of a harness in tests/unit, with the kernels' package on the import path. It
+    imports maxwhisper.gemv, which sets up MAX's graph context: call it on the main thread, not a worker's."""
     import shutil
-    import subprocess
     import sys
     from maxwhisper.gemv import SOURCES
     mojo = pathlib.Path(sys.executable).parent / "mojo"
     mojo = str(mojo) if mojo.is_file() else shutil.which("mojo")
     assert mojo, "the mojo CLI ships with max in the venv"
-    return subprocess.run([mojo, "build", "-I", str(SOURCES.parent), *options,
-                           str(pathlib.Path(__file__).resolve().parent / "unit" / harness), "-o", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    return [mojo, "build", "-I", str(SOURCES.parent), *options,
+            str(pathlib.Path(__file__).resolve().parent / "unit" / harness), "-o", str(out)]
+
+
+def mojo_build(harness: str, out: pathlib.Path, *options: str):
+    """Run `mojo_command` (the completed process: a failed build's errors are in its stderr)."""
+    import subprocess
+    return subprocess.run(mojo_command(harness, out, *options), capture_output=True, text=True, timeout=300)
 
 
 def kernel_probe_run(probe, gemv: list[np.ndarray] | None = None,

@@ -8,13 +8,14 @@ varies between sessions (AVX2, or AVX-512). Here `mojo build --target-cpu` compi
 where the CPU has AVX-512 (elsewhere it must still compile). The inputs come from their indices, as the harness
 makes them: a multiple of 2^-15 in [-1, 1).
 """
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from tests.bench.conftest import cpu_flags
-from tests.helpers import ATTENTION_HEADS, ATTENTION_WIDTH, attention_excess, heads_f64, mojo_build
+from tests.helpers import ATTENTION_HEADS, ATTENTION_WIDTH, attention_excess, heads_f64, mojo_command
 
 pytestmark = pytest.mark.unit
 D, H, DH, FRAMES = ATTENTION_WIDTH, ATTENTION_HEADS, ATTENTION_WIDTH // ATTENTION_HEADS, 1500
@@ -32,9 +33,11 @@ def value(n: int, salt: int) -> np.ndarray:
 def builds(tmp_path_factory) -> dict:
     """Each ISA's build (the completed `mojo build`, the binary), the two compiled at once (about 5 s each)."""
     out = tmp_path_factory.mktemp("isas")
-    with ThreadPoolExecutor(len(ISAS)) as pool:
-        done = {isa: pool.submit(mojo_build, "cpu_attention_harness.mojo", out / isa, "--target-cpu", cpu)
+    commands = {isa: mojo_command("cpu_attention_harness.mojo", out / isa, "--target-cpu", cpu)
                 for isa, (cpu, _, _) in ISAS.items()}
+    with ThreadPoolExecutor(len(ISAS)) as pool:
+        done = {isa: pool.submit(subprocess.run, command, capture_output=True, text=True, timeout=300)
+                for isa, command in commands.items()}
     return {isa: (future.result(), out / isa) for isa, future in done.items()}
 
 
@@ -46,7 +49,6 @@ def test_attention_kernels_compile_for_each_isa(builds, isa):
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_attention_kernels_built_for_each_isa_equal_numpy(builds, isa):
-    import subprocess
     done, binary = builds[isa]
     cpu, flag, constants = ISAS[isa]
     if flag not in cpu_flags():
