@@ -49,10 +49,13 @@ comptime MAX_SELF = 448  # n_text_ctx of every Whisper size
 comptime MAX_CROSS = 1504  # n_audio_ctx (1500), rounded up to whole vectors
 comptime LN_EPS = 1e-5
 comptime CROSS_ROWS = 8  # rows of one audio window per pass over its cross-attention keys and values
-# Up to this many rows of a window (a step of a beam group), K and V stream once from memory, row by row;
+# Up to this many rows of a window (a step of a small group), K and V stream once from memory, row by row;
 # more rows, and every count where vectors hold 16 floats (AVX-512: 32 registers), go in register tiles.
 # Measured on AMD EPYC Zen 5, three alternating runs of 350 steps: tiles at batch 5 2.46 / 2.50 / 2.54 ms
-# against 2.80 / 2.62 / 2.87 ms streamed, batch 1 1.53-1.56 against 1.57-1.67 ms; the same bits.
+# against 2.80 / 2.62 / 2.87 ms streamed, batch 1 1.53-1.56 against 1.57-1.67 ms; the same bits. The AVX2
+# build run on AMD EPYC Zen 4 (one block's cross-attention, one thread, 8 alternating runs, medians): 4 and 5
+# rows within the noise either way (streamed 684 and 720 us, tiled 651 and 621-724 us), 1 row 227-237 us
+# streamed against 399-409 us tiled.
 comptime STREAM_ROWS = 0 if VW >= 16 else 5
 comptime TILE_VECS = 3  # vectors of columns per register tile of the scores (4 rows x 3 + 3 + 1 registers)
 # Rows per register tile of the scores (TILE_ROWS x TILE_VECS sums: 12 of AVX2's 16 registers, 24 of AVX-512's
@@ -60,16 +63,18 @@ comptime TILE_VECS = 3  # vectors of columns per register tile of the scores (4 
 # with AVX-512)
 comptime TILE_ROWS = 8 if VW >= 16 else 4
 comptime MIX_TILE_ROWS = 8 if VW >= 16 else 2
-# Rows of K (DH, C) a pass of the score tiles sums before it stores the sums and starts the next rows (AVX-512;
-# AVX2 takes all DH in one pass). A tile reads a slice of every row it sums, so a pass of all 64 rows is 64
-# concurrent streams, too many for the hardware prefetcher; 8 rows a pass, and a tile of output rows that fit
-# in registers mixes whole 64-wide rows of V in one pass (`_mix_tiled` PARTS 1), not in two half-width ones.
+# Rows of K (DH, C) a pass of the score tiles sums before it stores the sums and starts the next rows. A tile
+# reads a slice of every row it sums, so a pass of all 64 rows is 64 concurrent streams, too many for the
+# hardware prefetcher; 8 rows a pass, and (AVX-512) a tile of output rows that fit in registers mixes whole
+# 64-wide rows of V in one pass (`_mix_tiled` PARTS 1), not in two half-width ones.
 # Measured on AMD EPYC Zen 4 (AVX-512), medians of 500 steps, cache 100, the same logits bit for bit: a
 # step's cross-attention, all 4 blocks, 1035-1057 us against 635-665 us at batch 1 (the step 2.81-2.87
 # against 3.35-3.58 ms) and 1501-1525 against 734-742 us at batch 5 (3.69-3.76 against 4.57-4.60 ms);
-# streaming K and V row by row (the AVX2 path) took 552-657 us at batch 1 and 1248-1313 us at batch 5; 4 or
-# 16 rows a pass, 667 and 635 us at batch 1, 825 and 818 us at batch 5.
-comptime KEY_ROWS = 8 if VW >= 16 else DH
+# streaming K and V row by row took 552-657 us at batch 1 and 1248-1313 us at batch 5; 4 or 16 rows a pass,
+# 667 and 635 us at batch 1, 825 and 818 us at batch 5. The AVX2 build on the same CPU (one block, one
+# thread, 3 alternating runs; 64 rows a pass before): 6 rows 542-587 against 1025-1365 us, 8 rows 617-669
+# against 1123-1467 us, a 100-token prompt 4062-4176 (one disturbed run 5772) against 5081-6578 us.
+comptime KEY_ROWS = 8
 comptime WHOLE_ROW_SUMS = 24  # registers of sums a whole-width mix tile may take (of AVX-512's 32)
 comptime CHUNK_BYTES = 48 * 1024  # weights per work item of a matrix product
 # The phases of one block, in order: LayerNorm, q/k/v, self-attention, out, LayerNorm, cross q,

@@ -1,8 +1,8 @@
 """The CPU kernels' attention built for AVX2 and for AVX-512, whatever CPU this is, against numpy in float64.
 
 MAX compiles the kernels for the machine it runs on, and their tiles depend on the vector width: decoder_block's
-cross-attention streams a step's rows on AVX2 and tiles them on AVX-512 (8 key rows a pass, whole value rows),
-encoder_attention tiles 4 or 8 rows. So the rest of the suite checks only this CPU's half; the CI machine's CPU
+cross-attention streams a step's rows on AVX2 and tiles them on AVX-512 (whole value rows; a prompt's tiles sum
+8 key rows a pass on both), encoder_attention tiles 4 or 8 rows. So the rest of the suite checks only this CPU's half; the CI machine's CPU
 varies between sessions (AVX2, or AVX-512). Here `mojo build --target-cpu` compiles a harness
 (cpu_attention_harness.mojo) for both; every x86-64 CI machine runs the AVX2 build, and the AVX-512 build runs
 where the CPU has AVX-512 (elsewhere it must still compile). The inputs come from their indices, as the harness
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.unit
 D, H, DH, FRAMES = ATTENTION_WIDTH, ATTENTION_HEADS, ATTENTION_WIDTH // ATTENTION_HEADS, 1500
 # --target-cpu, the /proc/cpuinfo flag it needs to run, and the constants the build must print: the vector
 # width, decoder_block's STREAM_ROWS, KEY_ROWS, TILE_ROWS and MIX_TILE_ROWS (so neither build is this CPU's)
-ISAS = {"avx2": ("haswell", "avx2", [8, 5, 64, 4, 2]), "avx512": ("skylake-avx512", "avx512f", [16, 0, 8, 8, 8])}
+ISAS = {"avx2": ("haswell", "avx2", [8, 5, 8, 4, 2]), "avx512": ("skylake-avx512", "avx512f", [16, 0, 8, 8, 8])}
 
 
 def value(n: int, salt: int) -> np.ndarray:
