@@ -1,6 +1,6 @@
 """Runs the CPU kernels' attention, whose tiles depend on the vector width the build targets: decoder_block's
 cross-attention (1 to 9 rows of one audio window) and encoder_attention (windows of a few frames), on inputs
-made from their indices (`value`, which tests/unit/test_cpu_isas.py computes alike). Built for AVX2 and for
+made from their indices (`value`, which tests/unit/test_kernel_isas.py computes alike). Built for AVX2 and for
 AVX-512 by that test, whatever this machine's CPU, and run where the CPU has the instructions. Prints the
 build's constants, then each case's name, size and outputs, one line each."""
 from std.math import sqrt
