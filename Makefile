@@ -34,13 +34,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m maxwhisper demo
 
-# The suite runs PyTorch's references and MAX's graphs by turns in one process. By default libgomp keeps torch's
-# idle OpenMP thread spinning after each parallel op, a core taken from MAX's threads (perf: 7% of the suite's
-# samples in libgomp): PASSIVE lets it sleep. Same threads, same partition, same numbers; on the Zen 4 EPYC,
-# 2026-11-28, 423-430 CPU-s and 292-296 s against 478-500 CPU-s and 310-326 s. Benchmarks run with torch's
-# default (`make bench`, the nightly), as users run it; the suite's quick benchmarks are smoke runs.
+# The suite runs PyTorch's references, numpy's and MAX's graphs by turns in one process. By default libgomp keeps
+# torch's idle OpenMP thread spinning after each parallel op (perf: 7% of the suite's samples), and OpenBLAS
+# (numpy's) its idle thread for 2^28 cycles (1.8%), on a core that MAX's threads want: PASSIVE and a timeout of 2^4
+# cycles let them sleep. Same threads, same partition, same numbers; on the Zen 4 EPYC, 2026-11-28, the passive
+# OpenMP thread alone took the suite from 478-500 CPU-s and 5 m 06 s to 5 m 22 s to 420-430 CPU-s and 4 m 44 s to
+# 4 m 52 s. Benchmarks run with the libraries' defaults (`make bench`, the nightly), as users run them; the suite's
+# quick benchmarks are smoke runs.
 test: $(STAMP) chromium
-	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(PY) -m pytest
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} OPENBLAS_THREAD_TIMEOUT=$${OPENBLAS_THREAD_TIMEOUT:-4} $(PY) -m pytest
 
 bench: $(STAMP)
 	MAXWHISPER_BENCH=full $(PY) -m pytest tests/bench -m "bench and not slow" --benchmark-autosave \
