@@ -38,7 +38,7 @@ demo: $(STAMP)
 # torch's idle OpenMP thread spinning after each parallel op (perf: 7% of the suite's samples), and OpenBLAS
 # (numpy's) its idle thread for 2^28 cycles (1.8%), on a core that MAX's threads want: PASSIVE and a timeout of 2^4
 # cycles let them sleep. Same threads, same partition, same numbers; on the Zen 4 EPYC, 2026-11-28, the passive
-# OpenMP thread alone took the suite from 478-500 CPU-s and 5 m 06 s to 5 m 22 s to 420-430 CPU-s and 4 m 44 s to
+# OpenMP thread alone took the suite from 478-500 CPU-s and 5 m 00 s to 5 m 22 s to 420-430 CPU-s and 4 m 44 s to
 # 4 m 52 s. Benchmarks run with the libraries' defaults (`make bench`, the nightly), as users run them; the suite's
 # quick benchmarks are smoke runs.
 test: $(STAMP) chromium
