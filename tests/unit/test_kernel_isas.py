@@ -2,8 +2,8 @@
 
 MAX compiles the kernels for the machine it runs on, and their tiles depend on the vector width: decoder_block's
 cross-attention streams a step's rows on AVX2 and tiles them on AVX-512 (whole value rows; a prompt's tiles sum
-8 key rows a pass on both), encoder_attention tiles 4 or 8 rows. So the rest of the suite checks only this CPU's half; the CI machine's CPU
-varies between sessions (AVX2, or AVX-512). Here `mojo build --target-cpu` compiles a harness
+8 key rows a pass on both), encoder_attention tiles 4 or 8 rows. So the rest of the suite checks only this CPU's
+half; the CI machine's CPU varies between sessions (AVX2, or AVX-512). Here `mojo build --target-cpu` compiles a harness
 (cpu_attention_harness.mojo) for both; every x86-64 CI machine runs the AVX2 build, and the AVX-512 build runs
 where the CPU has AVX-512 (elsewhere it must still compile). The inputs come from their indices, as the harness
 makes them: a multiple of 2^-15 in [-1, 1).
@@ -58,7 +58,8 @@ def test_attention_kernels_built_for_each_isa_equal_numpy(builds, isa):
     assert list(map(int, first.split())) == constants, f"the {cpu} build's constants are not {isa}'s"
     outputs = {(name, int(size)): np.array(values, np.float64) for name, size, *values in map(str.split, lines)}
     assert sorted(outputs) == [("cross", n) for n in range(1, 10)] + [("encoder", t) for t in (1, 9, 70)]
-    keys = value(H * DH * FRAMES, 1).reshape(1, H, DH, FRAMES).transpose(0, 1, 3, 2).astype(np.float64)  # stored (H, DH, C)
+    # stored (H, DH, C)
+    keys = value(H * DH * FRAMES, 1).reshape(1, H, DH, FRAMES).transpose(0, 1, 3, 2).astype(np.float64)
     values = value(H * FRAMES * DH, 2).reshape(1, H, FRAMES, DH).astype(np.float64)
     for (name, size), got in outputs.items():
         if name == "cross":  # size rows of one audio window, every head
