@@ -183,6 +183,21 @@ def max_bf16_encoder(bundled):
     return get_encoder(bundled, "cpu", "bfloat16")
 
 
+@pytest.fixture
+def released():
+    """`released(loaded)`: when the test ends, passed or failed, the process drops its compiled encoders and
+    decoders of those weights. Kept for the process's life, every official size's (the slow cases) took
+    `pytest -m slow` past this machine's 24 GB and the kernel killed it, at large-v3's second decoder."""
+    from maxwhisper import decoder, encoder
+    held = []
+    yield held.append
+    for loaded in held:
+        encoder.release(loaded.encoder_sha256)
+        decoder.release(loaded.decoder_sha256)
+    import gc
+    gc.collect()
+
+
 @pytest.fixture(scope="session")
 def kernel_probe():
     """One compiled graph for the custom Mojo ops' unit tests, every dimension symbolic (a graph's fixed cold

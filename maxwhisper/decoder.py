@@ -796,3 +796,10 @@ def get_decoder(loaded, device: str = "cpu", dtype: str = "float32", bugs=frozen
         else:
             _MODELS[key] = MaxDecoder(cfg, loaded.decoder_weights(), progress)
     return _MODELS[key]
+
+
+def release(decoder_sha256: str) -> None:
+    """Drop this process's compiled decoders of these weights (`get_decoder` keeps each for the process's life), so
+    that their memory goes once the caller's references do; their graphs stay in MAX's cache on disk."""
+    for key in [key for key in _MODELS if key[1] == decoder_sha256]:
+        del _MODELS[key]

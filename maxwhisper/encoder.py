@@ -378,6 +378,12 @@ def get_encoder(loaded, device: str = "cpu", dtype: str = "float32",
     return _MODELS[key]
 
 
+def release(encoder_sha256: str) -> None:
+    """Drop this process's compiled encoders of these weights (as decoder.release does for decoders)."""
+    for key in [key for key in _MODELS if key[1] == encoder_sha256]:
+        del _MODELS[key]
+
+
 class MaxAudioEncoder(torch.nn.Module):
     """Drop-in replacement for `whisper.model.AudioEncoder` that runs the MAX encoder."""
 

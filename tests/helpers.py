@@ -211,3 +211,13 @@ class FakeNvml:
         if uuid not in self.UUIDS:
             raise ValueError(uuid)
         return uuid
+
+
+def assert_freed_on_release(held, release, weights_sha256: str) -> None:
+    """`held`, a weak reference to a compiled model whose test dropped its own references, is freed once
+    `release(weights_sha256)` (encoder.release or decoder.release) drops the process cache's: so `released` frees it."""
+    import gc
+    release(weights_sha256)
+    gc.collect()
+    assert held() is None, "a compiled model outlived its release: every slow size's would stay in memory"
+

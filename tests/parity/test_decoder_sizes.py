@@ -12,16 +12,16 @@ on the bundled weights and real clips; on these inputs (tiny.en's random half we
 within a tenth of its limit on both CPU kernels (logits max|diff| 4.3e-6 and 3.3e-6 against 5.1e-5, NMSE
 5.5e-13 and 4.2e-13 against 8e-11; Zen 5 EPYC).
 """
-import gc
+import weakref
 
 import numpy as np
 import pytest
 
 from maxwhisper import weights
-from maxwhisper.decoder import get_decoder
+from maxwhisper.decoder import get_decoder, release
 from maxwhisper.golden import RANDOM_SIZES, SEED
 from maxwhisper.reference import torch_decoder_taps
-from tests.helpers import assert_parity, decoder_taps, half_rounded
+from tests.helpers import assert_freed_on_release, assert_parity, decoder_taps, half_rounded
 
 pytestmark = pytest.mark.parity
 SIZES = [pytest.param("tiny.en", True, True, False, False, id="tiny.en"),
@@ -39,10 +39,11 @@ SIZES += [pytest.param("tiny.en", True, False, False, False, marks=pytest.mark.s
 
 
 @pytest.mark.parametrize("size, fused, half, exact, warps", SIZES)
-def test_random_weights_decoder_matches_pytorch(size, fused, half, exact, warps):
+def test_random_weights_decoder_matches_pytorch(size, fused, half, exact, warps, released):
     loaded = weights.load(f"random:{size}:{SEED}")
     if half:
         loaded = half_rounded(loaded)
+    released(loaded)
     dims = loaded.dims
     rng = np.random.default_rng(SEED)
     features = rng.standard_normal((1, dims.n_audio_ctx, dims.n_audio_state)).astype(np.float32)
@@ -55,8 +56,9 @@ def test_random_weights_decoder_matches_pytorch(size, fused, half, exact, warps)
     expected = torch_decoder_taps(loaded.whisper_model("cpu").eval().decoder, tokens, features)
     assert_parity(taps, expected, "decoder-float32", label=size)
     assert (taps["logits"].argmax(-1) == expected["logits"].argmax(-1)).all()
-    del loaded
-    gc.collect()
+    held = weakref.ref(decoder)
+    del decoder
+    assert_freed_on_release(held, release, loaded.decoder_sha256)
 
 
 @pytest.mark.slow

@@ -3,26 +3,28 @@
 All of them are `slow`: each compiles a new graph (about 100 s to several minutes) and large-v3 needs up
 to ~15 GB of RAM. tiny, which shares tiny.en's compiled graph, runs by default in test_golden.py.
 """
-import gc
+import weakref
 
 import pytest
 
 from maxwhisper import weights
-from maxwhisper.encoder import get_encoder
+from maxwhisper.encoder import get_encoder, release
 from maxwhisper.golden import RANDOM_SIZES, SEED, random_mel
-from tests.helpers import as_taps, assert_parity, golden_slices, load_golden
+from tests.helpers import assert_freed_on_release, as_taps, assert_parity, golden_slices, load_golden
 
 pytestmark = pytest.mark.parity
 
 
 @pytest.mark.parametrize("size", [pytest.param(s, marks=pytest.mark.slow) for s in RANDOM_SIZES if s != "tiny"])
-def test_random_weights_match_golden(size):
+def test_random_weights_match_golden(size, released):
     loaded = weights.load(f"random:{size}:{SEED}")
+    released(loaded)
     golden, meta = load_golden(f"random-{size}")
     assert meta["weights_sha256"] == loaded.encoder_sha256, "random weights changed: run `make golden`"
     encoder = get_encoder(loaded, "cpu", "float32")
     taps = as_taps(encoder.run(random_mel(loaded.dims.n_mels)))
     assert taps["ln_post"].shape == (1, loaded.dims.n_audio_ctx, loaded.dims.n_audio_state)
     assert_parity(*golden_slices(golden, taps))
-    del encoder, loaded
-    gc.collect()
+    held = weakref.ref(encoder)
+    del encoder
+    assert_freed_on_release(held, release, loaded.encoder_sha256)
