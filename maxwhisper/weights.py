@@ -85,6 +85,15 @@ class LoadedModel:
         encoder.load_state_dict({k: torch.from_numpy(v) for k, v in self.encoder_weights().items()})
         return encoder.eval()
 
+    def whisper_decoder(self):
+        """openai-whisper's `TextDecoder` alone (CPU, float32) holding these weights: the reference without an
+        encoder's copy (large-v3's is 2.5 GB)."""
+        from whisper.model import TextDecoder
+        d = self.dims
+        decoder = TextDecoder(d.n_vocab, d.n_text_ctx, d.n_text_state, d.n_text_head, d.n_text_layer)
+        decoder.load_state_dict({k: torch.from_numpy(v) for k, v in self.decoder_weights().items()})
+        return decoder.eval()
+
     def whisper_model(self, device: str = "cpu"):
         """An openai-whisper `Whisper` module holding these weights."""
         from whisper.model import Whisper

@@ -53,7 +53,7 @@ def test_random_weights_decoder_matches_pytorch(size, fused, half, exact, warps,
     assert decoder.cfg.weight_parts == ((1 if half else 3) if exact else 0)  # half values: TF32-exact, whole
     taps = decoder_taps(decoder, features, tokens, prefill=3)
     assert taps["logits"].shape == (1, 10, dims.n_vocab)
-    expected = torch_decoder_taps(loaded.whisper_model("cpu").eval().decoder, tokens, features)
+    expected = torch_decoder_taps(loaded.whisper_decoder(), tokens, features)
     assert_parity(taps, expected, "decoder-float32", label=size)
     assert (taps["logits"].argmax(-1) == expected["logits"].argmax(-1)).all()
     held = weakref.ref(decoder)

@@ -1,7 +1,7 @@
 """Every official size, structurally, with seeded random weights against goldens from PyTorch.
 
 All of them are `slow`: each compiles a new graph (about 100 s to several minutes) and large-v3 needs up
-to ~15 GB of RAM. tiny, which shares tiny.en's compiled graph, runs by default in test_golden.py.
+to 16 GB of RAM (`pytest -m slow` peaks at 21 GB). tiny, which shares tiny.en's compiled graph, runs by default in test_golden.py.
 """
 import weakref
 
