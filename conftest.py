@@ -6,6 +6,7 @@ Compiled MAX models are session-scoped: each graph compiles once per test run (a
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import pathlib
@@ -187,14 +188,13 @@ def max_bf16_encoder(bundled):
 def released():
     """`released(loaded)`: when the test ends, passed or failed, the process drops its compiled encoders and
     decoders of those weights. Kept for the process's life, every official size's (the slow cases) took
-    `pytest -m slow` past this machine's 24 GB and the kernel killed it, at large-v3's second decoder."""
+    `pytest -m slow` past this machine's 24 GB, and the kernel killed it at large-v3's warp decoder."""
     from maxwhisper import decoder, encoder
     held = []
     yield held.append
     for loaded in held:
         encoder.release(loaded.encoder_sha256)
         decoder.release(loaded.decoder_sha256)
-    import gc
     gc.collect()
 
 

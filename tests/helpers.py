@@ -214,10 +214,10 @@ class FakeNvml:
 
 
 def assert_freed_on_release(held, release, weights_sha256: str) -> None:
-    """`held`, a weak reference to a compiled model whose test dropped its own references, is freed once
-    `release(weights_sha256)` (encoder.release or decoder.release) drops the process cache's: so `released` frees it."""
+    """`release(weights_sha256)` (encoder.release or decoder.release) frees the compiled model that `held`, a weak
+    reference, points to, once the test has dropped its own references: the process cache held the only other
+    one, which is what the `released` fixture drops."""
     import gc
     release(weights_sha256)
     gc.collect()
     assert held() is None, "a compiled model outlived its release: every slow size's would stay in memory"
-
