@@ -1,6 +1,7 @@
 """Small shared test helpers (fixtures live in conftest.py)."""
 from __future__ import annotations
 
+import gc
 import pathlib
 
 import numpy as np
@@ -217,7 +218,6 @@ def assert_freed_on_release(held, release, weights_sha256: str) -> None:
     """`release(weights_sha256)` (encoder.release or decoder.release) frees the compiled model that `held`, a weak
     reference, points to, once the test has dropped its own references: the process cache held the only other
     one, which is what the `released` fixture drops."""
-    import gc
     release(weights_sha256)
     gc.collect()
     assert held() is None, "a compiled model outlived its release: every slow size's would stay in memory"

@@ -1,7 +1,8 @@
 """Every official size, structurally, with seeded random weights against goldens from PyTorch.
 
-All of them are `slow`: each compiles a new graph (about 100 s to several minutes) and large-v3 needs up
-to 16 GB of RAM (`pytest -m slow` peaks at 21 GB). tiny, which shares tiny.en's compiled graph, runs by default in test_golden.py.
+All of them are `slow`: each compiles a new graph (about 100 s to several minutes), and the size cases together
+peaked at 16.9 GB of RSS in one process (with test_decoder_sizes.py's; Zen 4 EPYC, 2026-11-28). tiny, which
+shares tiny.en's compiled graph, runs by default in test_golden.py.
 """
 import weakref
 
